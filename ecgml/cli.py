@@ -1,0 +1,232 @@
+"""The ``ecgml`` command line: a thin click layer that parses options into a config and calls the library.
+
+MLproject entry points call these same commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ecgml.config import SOURCES, DataConfig, PrepareConfig, default_data_dir, to_jsonable
+from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, PTBXL_TASKS
+
+_FS_CHOICES = click.Choice(["500", "250", "100", "50"])
+
+
+def _fail(exc: Exception) -> None:
+    """Bad input ends with one clear line, not a traceback."""
+    raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+@click.version_option(package_name="ecgml")
+def main() -> None:
+    """ecgml: transfer learning on 12-lead ECGs (PTB-XL -> G12EC), tracked in MLflow."""
+
+
+@main.group()
+def data() -> None:
+    """Datasets: synthesise, download, prepare (cache) and describe."""
+
+
+def _parse_rates(text: str) -> tuple[int, ...]:
+    try:
+        rates = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of rates") from None
+    if not rates or not set(rates) <= {100, 500}:
+        raise click.BadParameter("PTB-XL-shaped trees are written at 100 and/or 500 Hz")
+    return rates
+
+
+@data.command("synth")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder to write ptbxl/ and g12ec/ into [default: $ECGML_DATA/synthetic].")
+@click.option("--ptbxl-records", type=click.IntRange(0), default=2000, show_default=True)
+@click.option("--g12ec-records", type=click.IntRange(0), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ptbxl-rates", default="100,500", show_default=True,
+              help="Sampling rates of the PTB-XL-shaped tree (records100/, records500/).")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Worker processes (0 = all cores).")
+def synth_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, seed: int,
+                  ptbxl_rates: str, workers: int) -> None:
+    """Write synthetic PTB-XL-shaped and G12EC-shaped trees in the real on-disk formats."""
+    from ecgml.data.synth import generate_g12ec, generate_ptbxl
+
+    out_dir = out_dir or default_data_dir() / "synthetic"
+    rates = _parse_rates(ptbxl_rates)
+    try:
+        summaries: dict[str, Any] = {}
+        if ptbxl_records:
+            summaries["ptbxl"] = generate_ptbxl(out_dir / "ptbxl", ptbxl_records, seed,
+                                                sampling_rates=rates, workers=workers)
+        if g12ec_records:
+            summaries["g12ec"] = generate_g12ec(out_dir / "g12ec", g12ec_records, seed + 1, workers=workers)
+    except (OSError, ValueError) as exc:
+        _fail(exc)
+    for name, summary in summaries.items():
+        click.echo(f"{name}: {summary}")
+    _log_to_mlflow_run({"synth_config.json": {"out": str(out_dir), "ptbxl_records": ptbxl_records,
+                                              "g12ec_records": g12ec_records, "seed": seed,
+                                              "ptbxl_rates": list(rates)}})
+
+
+@data.command("download")
+@click.argument("name", type=click.Choice(["ptbxl", "g12ec"]))
+@click.option("--dest", type=click.Path(path_type=Path), required=True, help="Folder to download into.")
+@click.option("--base-url", default=None, help="A mirror to download from instead of the publisher.")
+@click.option("--no-verify", is_flag=True, help="Skip SHA-256 verification (not recommended).")
+def download_command(name: str, dest: Path, base_url: str | None, no_verify: bool) -> None:
+    """Download a published dataset, resuming partial files and verifying SHA-256 checksums."""
+    from ecgml.data.download import download_dataset
+
+    try:
+        root = download_dataset(name, dest, base_url=base_url, verify=not no_verify)
+    except (OSError, ValueError) as exc:
+        _fail(exc)
+    click.echo(f"{name} ready at {root}")
+
+
+def _data_options(fn: Any) -> Any:
+    options = [
+        click.option("--source", type=click.Choice(SOURCES), required=True),
+        click.option("--root", default=None,
+                     help="Dataset root [default: the synthetic tree of that source]."),
+        click.option("--fs", type=_FS_CHOICES, default="100", show_default=True,
+                     help="Sampling rate of the cache (resampled from the files)."),
+        click.option("--task", type=click.Choice(PTBXL_TASKS), default="shared18", show_default=True),
+        click.option("--label-map", type=click.Choice(LABEL_MAPS), default=DEFAULT_LABEL_MAP,
+                     show_default=True),
+        click.option("--splits", default="1-8/9/10", show_default=True, help="train/val/test folds."),
+        click.option("--leads", default="12", show_default=True,
+                     help="12, 6, 3, 2, 1 or a comma list of lead names."),
+        click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=10.0,
+                     show_default=True, help="Cached length per record (cropped or zero-padded)."),
+        click.option("--bandpass", default=None, help="LOW,HIGH in Hz (e.g. 0.5,40); off by default."),
+        click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                     help="[default: $ECGML_DATA/cache]"),
+        click.option("--workers", type=click.IntRange(1), default=1, show_default=True),
+        click.option("--allow-foreign", is_flag=True,
+                     help="G12EC: accept records of other Challenge databases (never for fine-tuning)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _prepare_config(source: str, root: str | Path | None, fs: str, task: str, label_map: str, splits: str,
+                    leads: str, seconds: float, bandpass: str | None, cache_dir: Path | None,
+                    workers: int, allow_foreign: bool) -> PrepareConfig:
+    low = high = None
+    if bandpass:
+        try:
+            low, high = (float(x) for x in bandpass.split(","))
+        except ValueError:
+            raise click.BadParameter(f"--bandpass {bandpass!r} must be LOW,HIGH in Hz") from None
+    try:
+        data_root = Path(root) if root else default_data_dir() / "synthetic" / source
+        data_config = DataConfig(source=source, root=data_root,
+                                 fs=int(fs), task=task, label_map=label_map, splits=splits,
+                                 allow_foreign=allow_foreign)
+        return PrepareConfig(data=data_config, leads=leads, seconds=seconds, bandpass_low=low,
+                             bandpass_high=high, cache_dir=cache_dir or default_data_dir() / "cache",
+                             workers=workers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@data.command("prepare")
+@_data_options
+def prepare_command(**options: Any) -> None:
+    """Read a dataset and build (or reuse) its signal cache and label matrix."""
+    from ecgml.data.prepare import prepare
+
+    config = _prepare_config(**options)
+    try:
+        prepared = prepare(config)
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(exc)
+    click.echo(f"cache ready: {prepared.cache.path} ({len(prepared.cache.records)} records, "
+               f"shape {tuple(prepared.cache.signals.shape)})")
+    _log_to_mlflow_run({"config.json": to_jsonable(config)})
+
+
+@data.command("stats")
+@_data_options
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the statistics as JSON here.")
+def stats_command(json_path: Path | None, **options: Any) -> None:
+    """Label counts per split and per label map, dropped records and why, NaN and flat leads."""
+    from ecgml.data.prepare import prepare
+    from ecgml.data.stats import dataset_stats, format_stats
+    from ecgml.io import atomic_write_json
+
+    config = _prepare_config(**options)
+    try:
+        stats = dataset_stats(prepare(config))
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(exc)
+    click.echo(format_stats(stats))
+    if json_path:
+        atomic_write_json(json_path, stats)
+    _log_to_mlflow_run({"config.json": to_jsonable(config), f"stats_{config.data.source}.json": stats})
+
+
+@main.command("main")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Data folder [default: $ECGML_DATA or ./data].")
+@click.option("--ptbxl-records", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--g12ec-records", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True)
+@click.pass_context
+def main_command(ctx: click.Context, out_dir: Path | None, ptbxl_records: int, g12ec_records: int,
+                 seed: int, workers: int) -> None:
+    """The embedded default job: synthetic PTB-XL and G12EC trees, their caches and statistics."""
+    from ecgml.data.prepare import prepare
+    from ecgml.data.stats import dataset_stats, format_stats
+
+    base = out_dir or default_data_dir()
+    synthetic = base / "synthetic"
+    for source, count in (("ptbxl", ptbxl_records), ("g12ec", g12ec_records)):
+        marker = synthetic / source / ("ptbxl_database.csv" if source == "ptbxl" else "SYNTH.json")
+        if marker.exists():
+            click.echo(f"{source}: reusing the synthetic tree at {synthetic / source}")
+            continue
+        ctx.invoke(synth_command, out_dir=synthetic, seed=seed, workers=workers, ptbxl_rates="100,500",
+                   ptbxl_records=count if source == "ptbxl" else 0,
+                   g12ec_records=count if source == "g12ec" else 0)
+    all_stats: dict[str, Any] = {}
+    for source in ("ptbxl", "g12ec"):
+        config = _prepare_config(source, synthetic / source, "100", "shared18", DEFAULT_LABEL_MAP,
+                                 "1-8/9/10", "12", 10.0, None, base / "cache",
+                                 workers or os.cpu_count() or 1, False)
+        try:
+            all_stats[source] = dataset_stats(prepare(config))
+        except (OSError, ValueError, KeyError) as exc:
+            _fail(exc)
+        click.echo(format_stats(all_stats[source]))
+        click.echo("")
+    _log_to_mlflow_run({f"stats_{k}.json": v for k, v in all_stats.items()})
+
+
+def _log_to_mlflow_run(artifacts: dict[str, Any]) -> None:
+    """When run by ``mlflow run`` (``MLFLOW_RUN_ID`` set), attach these JSON documents to that run."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        return
+    import mlflow
+
+    with mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"]):
+        for name, obj in artifacts.items():
+            mlflow.log_dict(json.loads(json.dumps(obj, default=str)), name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

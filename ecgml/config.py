@@ -1,0 +1,99 @@
+"""Frozen, validated configuration of each stage; what a run logs as ``config.json``.
+
+A click command only parses options into one of these and calls a library function with it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, PTBXL_TASKS
+from ecgml.data.leads import resolve_leads
+from ecgml.data.records import SplitSpec
+from ecgml.data.signal import Preprocessing
+
+SOURCES: tuple[str, ...] = ("ptbxl", "g12ec")
+
+
+def default_data_dir() -> Path:
+    """Where data, synthetic trees and caches go unless told otherwise (``$ECGML_DATA`` or ``./data``)."""
+    return Path(os.environ.get("ECGML_DATA", "data"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to read and how to label and split it."""
+
+    source: str
+    root: Path
+    fs: int = 100
+    task: str = "shared18"
+    label_map: str = DEFAULT_LABEL_MAP
+    splits: str = "1-8/9/10"
+    allow_foreign: bool = False
+    fold_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
+        if self.task not in PTBXL_TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(PTBXL_TASKS)}")
+        if self.source == "g12ec" and self.task != "shared18":
+            raise ValueError("G12EC is labelled on the shared classes only: use task 'shared18'")
+        if self.label_map not in LABEL_MAPS:
+            raise ValueError(f"unknown label map {self.label_map!r}; choose one of {', '.join(LABEL_MAPS)}")
+        SplitSpec.parse(self.splits)
+
+    @property
+    def split_spec(self) -> SplitSpec:
+        return SplitSpec.parse(self.splits)
+
+    @property
+    def native_fs(self) -> int:
+        """The rate to read files at: PTB-XL ships 100 and 500 Hz, G12EC 500 Hz only."""
+        if self.source == "ptbxl":
+            return 100 if self.fs <= 100 else 500
+        return 500
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """A dataset plus the preprocessing and place of its cache."""
+
+    data: DataConfig
+    leads: str = "12"
+    seconds: float = 10.0
+    bandpass_low: float | None = None
+    bandpass_high: float | None = None
+    cache_dir: Path = field(default_factory=lambda: default_data_dir() / "cache")
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        resolve_leads(self.leads)
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, not {self.workers}")
+        self.preprocessing  # noqa: B018 - validates the combination early
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(
+            fs=self.data.fs, leads=resolve_leads(self.leads), seconds=self.seconds,
+            bandpass_low=self.bandpass_low, bandpass_high=self.bandpass_high,
+        )
+
+
+def to_jsonable(config: Any) -> dict[str, Any]:
+    """A dataclass config as plain JSON types (paths as strings), for ``config.json``."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(asdict(config))

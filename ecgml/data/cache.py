@@ -1,0 +1,325 @@
+"""Signal cache: one memory-mapped ``float32[records, leads, samples]`` per dataset and preprocessing.
+
+Layout of one cache folder (named ``<source>-<fs>hz-<n>leads-<digest>``)::
+
+    signals.f32     raw little-endian float32, C order, shape in the manifest
+    records.csv     one row per cache row: ids, fold, source length, valid length, NaN and flat leads
+    leads.json      the lead order of the second axis
+    manifest.json   every input of the key, the digest, shape, per-lead statistics, dropped records
+    labels/<task>--<label_map>/classes.json + labels.npy   label matrices added per task
+
+The key hashes everything that changes the bytes: source, version, each record's files (relative path,
+size, mtime), folds, split, preprocessing and the cache format. The folder is built under a temporary
+name and renamed into place only when complete, under a file lock, so a second process building the
+same cache waits and reuses it and a killed build leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from ecgml.data.formats import DataFormatError
+from ecgml.data.leads import MissingLeadError
+from ecgml.data.records import Dataset, load_signal
+from ecgml.data.signal import Preprocessing, RunningStats, flat_leads, nan_to_zero
+from ecgml.io import atomic_path, atomic_write_json
+
+CACHE_FORMAT_VERSION = 1
+SIGNALS_FILE = "signals.f32"
+_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A slice of records one worker loads and writes straight into the memory map."""
+
+    signals_path: str
+    shape: tuple[int, int, int]
+    start: int
+    paths: tuple[str, ...]
+    source_fs: tuple[float, ...]
+    preprocessing: Preprocessing
+    gain_corrections: tuple[tuple[float, float], ...]
+
+
+def _file_fingerprint(path: str, root: Path) -> list[object]:
+    entries: list[object] = []
+    for suffix in (".hea", ".dat", ".mat"):
+        candidate = Path(f"{path}{suffix}")
+        try:
+            st = candidate.stat()
+        except FileNotFoundError:
+            continue
+        try:
+            name = str(candidate.relative_to(root))
+        except ValueError:
+            name = str(candidate)
+        entries.append([name, st.st_size, st.st_mtime_ns])
+    return entries
+
+
+def cache_key(dataset: Dataset, preprocessing: Preprocessing) -> tuple[str, dict[str, object]]:
+    """The digest of every input that changes the cache, and those inputs (for the manifest)."""
+    records = dataset.records.sort_values("record_id")
+    files = [
+        [rid, fold, _file_fingerprint(path, dataset.root)]
+        for rid, fold, path in zip(records["record_id"], records["fold"], records["path"], strict=True)
+    ]
+    inputs: dict[str, object] = {
+        "cache_format": CACHE_FORMAT_VERSION,
+        "source": dataset.source,
+        "version": dataset.version,
+        "preprocessing": preprocessing.to_dict(),
+        "splits": str(dataset.splits),
+        "gain_corrections": sorted(dataset.gain_corrections.items()),
+    }
+    hasher = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode())
+    hasher.update(json.dumps(files).encode())
+    inputs["n_records"] = len(files)
+    return hasher.hexdigest(), inputs
+
+
+def _load_rows(job: _Job) -> list[dict[str, object]]:
+    """Load, preprocess and write one slice; return per-record facts or the error that dropped it."""
+    signals = np.memmap(job.signals_path, dtype="<f4", mode="r+", shape=job.shape)
+    corrections = dict(job.gain_corrections)
+    out: list[dict[str, object]] = []
+    leads = job.preprocessing.leads
+    for offset, (path, fs) in enumerate(zip(job.paths, job.source_fs, strict=True)):
+        try:
+            raw = load_signal(path, leads, gain_corrections=corrections)
+            raw, nan_count = nan_to_zero(raw)
+            flat = flat_leads(raw)
+            if flat.all():
+                raise DataFormatError(f"{path}.hea", "every lead is flat (no signal)")
+            row = job.preprocessing.apply(raw, fs)
+        except (DataFormatError, MissingLeadError, OSError, ValueError) as exc:
+            out.append({"error": str(exc)})
+            continue
+        signals[job.start + offset] = row
+        n_valid = min(round(raw.shape[-1] * job.preprocessing.fs / fs), job.preprocessing.n_samples)
+        out.append({
+            "n_valid": n_valid,
+            "nan_count": nan_count,
+            "flat_leads": ",".join(name for name, f in zip(leads, flat, strict=True) if f),
+        })
+    signals.flush()
+    del signals
+    return out
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class Cache:
+    """An opened cache folder: memory-mapped signals, the records table, leads and manifest."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / "manifest.json"
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{self.path}: not a complete cache (no manifest.json)")
+        self.manifest: dict[str, object] = json.loads(manifest_path.read_text(encoding="utf-8"))
+        shape = tuple(self.manifest["shape"])  # type: ignore[arg-type]
+        expected = int(np.prod(shape)) * 4
+        signals_path = self.path / SIGNALS_FILE
+        size = signals_path.stat().st_size if signals_path.is_file() else -1
+        if size != expected:
+            raise DataFormatError(signals_path, f"has {size} bytes, manifest promises {expected}")
+        self.signals = np.memmap(signals_path, dtype="<f4", mode="r", shape=shape)  # type: ignore[arg-type]
+        self.records = pd.read_csv(self.path / "records.csv", dtype={"record_id": str, "patient_id": str},
+                                   keep_default_na=False)
+        self.leads: tuple[str, ...] = tuple(json.loads((self.path / "leads.json").read_text()))
+
+    @property
+    def digest(self) -> str:
+        return str(self.manifest["digest"])
+
+    @property
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-lead mean and std of the training split (for standardisation)."""
+        s = self.manifest["train_stats"]  # type: ignore[index]
+        return np.asarray(s["mean"], dtype=np.float32), np.asarray(s["std"], dtype=np.float32)  # type: ignore[index]
+
+    def rows(self, record_ids: Sequence[str]) -> np.ndarray:
+        """Cache row indices of ``record_ids``; an id not in the cache is an error."""
+        index = pd.Series(np.arange(len(self.records)), index=self.records["record_id"])
+        missing = [r for r in record_ids if r not in index.index]
+        if missing:
+            raise KeyError(f"{self.path}: {len(missing)} record(s) not in the cache, e.g. {missing[:3]}")
+        return index.loc[list(record_ids)].to_numpy()
+
+    def write_labels(self, dataset: Dataset) -> Path:
+        """Store ``classes.json`` and ``labels.npy`` of the dataset's task, aligned to cache rows."""
+        table = dataset.records.set_index("record_id")
+        aligned = table.reindex(self.records["record_id"])
+        if aligned["labels"].isna().any():
+            raise ValueError(f"{self.path}: cache holds records the {dataset.task} table lacks")
+        folder = self.path / "labels" / f"{dataset.task.replace('/', '_')}--{dataset.label_map}"
+        matrix = dataset.label_matrix(aligned.reset_index())
+        with atomic_path(folder / "labels.npy") as tmp, open(tmp, "wb") as handle:
+            np.save(handle, matrix)
+        atomic_write_json(folder / "classes.json", list(dataset.classes))
+        return folder
+
+    def load_labels(self, task: str, label_map: str) -> tuple[tuple[str, ...], np.ndarray]:
+        folder = self.path / "labels" / f"{task.replace('/', '_')}--{label_map}"
+        if not (folder / "labels.npy").is_file():
+            raise FileNotFoundError(f"{folder}: no labels for task {task!r} / map {label_map!r}; "
+                                    "run `ecgml data prepare` with that task")
+        classes = tuple(json.loads((folder / "classes.json").read_text()))
+        return classes, np.load(folder / "labels.npy")
+
+
+def cache_folder_name(dataset: Dataset, preprocessing: Preprocessing, digest: str) -> str:
+    return f"{dataset.source}-{preprocessing.fs}hz-{len(preprocessing.leads)}leads-{digest[:16]}"
+
+
+def build_cache(
+    dataset: Dataset,
+    preprocessing: Preprocessing,
+    cache_dir: str | os.PathLike[str],
+    *,
+    workers: int = 1,
+    progress: bool = True,
+) -> Cache:
+    """Return the cache for ``dataset`` + ``preprocessing``, building it once if it does not exist."""
+    cache_dir = Path(cache_dir)
+    digest, inputs = cache_key(dataset, preprocessing)
+    final = cache_dir / cache_folder_name(dataset, preprocessing, digest)
+    if (final / "manifest.json").is_file():
+        return Cache(final)
+    with _file_lock(cache_dir / f".{final.name}.lock"):
+        if (final / "manifest.json").is_file():  # built by another process while we waited
+            return Cache(final)
+        for stale in cache_dir.glob(f".{final.name}.*.building"):  # left by a killed build; we hold the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".building", dir=cache_dir))
+        try:
+            _build_into(tmp, dataset, preprocessing, digest, inputs, workers, progress)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return Cache(final)
+
+
+def _build_into(
+    folder: Path,
+    dataset: Dataset,
+    preprocessing: Preprocessing,
+    digest: str,
+    inputs: dict[str, object],
+    workers: int,
+    progress: bool,
+) -> None:
+    records = dataset.records.sort_values("record_id", kind="stable").reset_index(drop=True)
+    if records.empty:
+        raise ValueError(f"{dataset.root}: no records to cache")
+    shape = (len(records), len(preprocessing.leads), preprocessing.n_samples)
+    signals_path = folder / SIGNALS_FILE
+    try:
+        with open(signals_path, "wb") as handle:
+            handle.truncate(int(np.prod(shape)) * 4)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {signals_path}: {exc.strerror}") from exc
+    jobs = [
+        _Job(str(signals_path), shape, start,
+             tuple(records["path"].iloc[start:start + _CHUNK]),
+             tuple(float(f) for f in records["fs"].iloc[start:start + _CHUNK]),
+             preprocessing, tuple(sorted(dataset.gain_corrections.items())))
+        for start in range(0, len(records), _CHUNK)
+    ]
+    facts: list[dict[str, object]] = []
+    bar = tqdm(total=len(records), desc=f"caching {dataset.source} at {preprocessing.fs} Hz",
+               unit="rec", disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(_load_rows, jobs):
+                facts.extend(result)
+                bar.update(len(result))
+    else:
+        for job in jobs:
+            result = _load_rows(job)
+            facts.extend(result)
+            bar.update(len(result))
+    bar.close()
+
+    table = pd.concat([records, pd.DataFrame(facts)], axis=1)
+    if "error" not in table:
+        table["error"] = None
+    failed = table["error"].notna()
+    dropped = [{"record_id": r, "path": p, "reason": e}
+               for r, p, e in table.loc[failed, ["record_id", "path", "error"]].itertuples(index=False)]
+    kept = np.flatnonzero(~failed.to_numpy())
+    signals = np.memmap(signals_path, dtype="<f4", mode="r+", shape=shape)
+    if len(kept) < len(records):  # close the gaps left by dropped records, in order
+        for new, old in enumerate(kept):
+            if new != old:
+                signals[new] = signals[old]
+        signals.flush()
+        del signals
+        with open(signals_path, "r+b") as handle:
+            handle.truncate(len(kept) * shape[1] * shape[2] * 4)
+        shape = (len(kept), shape[1], shape[2])
+        signals = np.memmap(signals_path, dtype="<f4", mode="r+", shape=shape)
+    if not len(kept):
+        raise ValueError(f"{dataset.root}: every record failed to load, e.g. {dropped[0]['reason']}")
+
+    table = table.loc[kept].reset_index(drop=True)
+    train_rows = np.flatnonzero(table["fold"].isin(dataset.splits.train).to_numpy())
+    stats = RunningStats(shape[1])
+    for i in train_rows if len(train_rows) else range(len(table)):
+        stats.update(signals[i, :, : int(table["n_valid"].iloc[i])])
+    mean, std = stats.result()
+    del signals
+
+    columns = ["record_id", "patient_id", "fold", "source", "fs", "n_samples", "n_valid", "nan_count",
+               "flat_leads", "path"]
+    out = table[columns].copy()
+    out["codes"] = table["codes"].map(lambda c: json.dumps(c if isinstance(c, dict) else list(c)))
+    out.insert(0, "row", np.arange(len(out)))
+    out.to_csv(folder / "records.csv", index=False)
+    (folder / "leads.json").write_text(json.dumps(list(preprocessing.leads)) + "\n")
+    manifest = {
+        "digest": digest,
+        "inputs": inputs,
+        "shape": list(shape),
+        "dtype": "float32",
+        "units": "mV",
+        "layout": "records x leads x samples, C order, little-endian",
+        "created": datetime.now(UTC).isoformat(),
+        "dataset": dataset.describe(),
+        "train_stats": {"mean": mean.tolist(), "std": std.tolist(), "n_records": int(len(train_rows))},
+        "nan_samples": int(table["nan_count"].sum()),
+        "records_with_nan": int((table["nan_count"] > 0).sum()),
+        "records_with_flat_leads": int((table["flat_leads"] != "").sum()),
+        "dropped": dropped,
+    }
+    for name in (SIGNALS_FILE, "records.csv", "leads.json"):
+        with open(folder / name, "rb") as handle:
+            os.fsync(handle.fileno())
+    atomic_write_json(folder / "manifest.json", manifest)

@@ -1,0 +1,116 @@
+"""Label-stratified folds for datasets that ship none (G12EC), built once and stored beside the data.
+
+Iterative stratification (Sechidis, Tsoumakas & Vlahavas 2011) keeps each label's records spread
+evenly over the folds, rarest label first, which matters for classes with a few dozen records
+(2AVB, LPFB). Folds are stratified on every code a record carries, not on a label map's classes, so
+switching label maps never changes the splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecgml.io import atomic_write_json, atomic_write_text
+
+FOLDS_FILE = "ecgml_folds.csv"
+FOLDS_ALGORITHM = "iterative-stratification-v1"
+
+
+def iterative_stratification(labels: np.ndarray, n_folds: int = 10, seed: int = 0) -> np.ndarray:
+    """Assign each row of a binary ``[records, labels]`` matrix to a fold in ``1..n_folds``."""
+    labels = np.asarray(labels, dtype=bool)
+    n = labels.shape[0]
+    rng = np.random.default_rng(seed)
+    desired = np.full(n_folds, n / n_folds)
+    desired_per_label = np.outer(np.full(n_folds, 1.0 / n_folds), labels.sum(axis=0))  # [folds, labels]
+    folds = np.zeros(n, dtype=np.int64)
+    remaining = np.ones(n, dtype=bool)
+    while remaining.any():
+        counts = labels[remaining].sum(axis=0)
+        if not counts.any():
+            break
+        label = int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))
+        members = np.nonzero(remaining & labels[:, label])[0]
+        for record in rng.permutation(members):
+            want = desired_per_label[:, label]
+            best = np.flatnonzero(want == want.max())
+            if best.size > 1:
+                by_size = desired[best]
+                best = best[by_size == by_size.max()]
+            fold = int(rng.choice(best))
+            folds[record] = fold + 1
+            desired[fold] -= 1
+            desired_per_label[fold] -= labels[record]
+            remaining[record] = False
+    for record in rng.permutation(np.nonzero(remaining)[0]):  # records with no label at all
+        best = np.flatnonzero(desired == desired.max())
+        fold = int(rng.choice(best))
+        folds[record] = fold + 1
+        desired[fold] -= 1
+    return folds
+
+
+def folds_path_for(root: Path) -> Path:
+    """Where a dataset's folds live: beside the data, or in the user cache when that is read-only."""
+    if os.access(root, os.W_OK):
+        return root / FOLDS_FILE
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return cache_home / "ecgml" / "folds" / f"{root.name}-{tag}.csv"
+
+
+def load_or_build_folds(
+    root: Path,
+    record_ids: Sequence[str],
+    codes: Sequence[Sequence[str]],
+    *,
+    n_folds: int = 10,
+    seed: int = 0,
+    path: Path | None = None,
+    rebuild: bool = False,
+) -> tuple[dict[str, int], Path]:
+    """Folds for ``record_ids``: read from the stored file, or built and stored once.
+
+    A stored file that lacks some of the records (the tree changed) is an error, not a silent
+    re-split: results computed on the old folds would no longer be comparable. ``rebuild`` replaces it.
+    """
+    path = path or folds_path_for(root)
+    if path.is_file() and not rebuild:
+        stored = pd.read_csv(path, dtype={"record_id": str, "fold": int})
+        mapping = dict(zip(stored["record_id"], stored["fold"], strict=True))
+        unknown = [r for r in record_ids if r not in mapping]
+        if unknown:
+            raise ValueError(
+                f"{path}: stored folds do not cover {len(unknown)} record(s) of {root} "
+                f"(e.g. {', '.join(unknown[:3])}); the tree changed since the folds were built. "
+                "Rebuild them with --rebuild-folds (results on old folds stop being comparable)."
+            )
+        return mapping, path
+    vocabulary = sorted({c for record_codes in codes for c in record_codes})
+    position = {c: i for i, c in enumerate(vocabulary)}
+    matrix = np.zeros((len(record_ids), len(vocabulary)), dtype=bool)
+    for row, record_codes in enumerate(codes):
+        matrix[row, [position[c] for c in record_codes]] = True
+    order = np.argsort(np.asarray(record_ids, dtype=object))  # independent of directory-listing order
+    assigned = np.empty(len(record_ids), dtype=np.int64)
+    assigned[order] = iterative_stratification(matrix[order], n_folds=n_folds, seed=seed)
+    table = pd.DataFrame({"record_id": list(record_ids), "fold": assigned}).sort_values("record_id")
+    atomic_write_text(path, table.to_csv(index=False))
+    atomic_write_json(path.with_suffix(".json"), {
+        "algorithm": FOLDS_ALGORITHM, "n_folds": n_folds, "seed": seed, "n_records": len(record_ids),
+        "stratified_on": f"{len(vocabulary)} codes", "created": datetime.now(UTC).isoformat(),
+    })
+    return dict(zip(table["record_id"], table["fold"].astype(int), strict=True)), path
+
+
+def read_folds_meta(path: Path) -> dict[str, object]:
+    meta = path.with_suffix(".json")
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
