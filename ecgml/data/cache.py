@@ -95,11 +95,15 @@ def cache_key(dataset: Dataset, preprocessing: Preprocessing) -> tuple[str, dict
 
 
 def _load_rows(job: _Job) -> list[dict[str, object]]:
-    """Load, preprocess and write one slice; return per-record facts or the error that dropped it."""
-    signals = np.memmap(job.signals_path, dtype="<f4", mode="r+", shape=job.shape)
+    """Load, preprocess and write one slice; return per-record facts or the error that dropped it.
+
+    Rows are assembled in memory and written with one ``pwrite`` per slice: faster than touching a
+    fresh memory map page by page.
+    """
     corrections = dict(job.gain_corrections)
-    out: list[dict[str, object]] = []
     leads = job.preprocessing.leads
+    block = np.zeros((len(job.paths), job.shape[1], job.shape[2]), dtype="<f4")
+    out: list[dict[str, object]] = []
     for offset, (path, fs) in enumerate(zip(job.paths, job.source_fs, strict=True)):
         try:
             raw = load_signal(path, leads, gain_corrections=corrections)
@@ -107,19 +111,27 @@ def _load_rows(job: _Job) -> list[dict[str, object]]:
             flat = flat_leads(raw)
             if flat.all():
                 raise DataFormatError(f"{path}.hea", "every lead is flat (no signal)")
-            row = job.preprocessing.apply(raw, fs)
+            block[offset] = job.preprocessing.apply(raw, fs)
         except (DataFormatError, MissingLeadError, OSError, ValueError) as exc:
             out.append({"error": str(exc)})
             continue
-        signals[job.start + offset] = row
         n_valid = min(round(raw.shape[-1] * job.preprocessing.fs / fs), job.preprocessing.n_samples)
         out.append({
             "n_valid": n_valid,
             "nan_count": nan_count,
             "flat_leads": ",".join(name for name, f in zip(leads, flat, strict=True) if f),
         })
-    signals.flush()
-    del signals
+    row_bytes = job.shape[1] * job.shape[2] * 4
+    fd = os.open(job.signals_path, os.O_WRONLY)
+    try:
+        view = memoryview(block).cast("B")
+        written = 0
+        while written < len(view):
+            written += os.pwrite(fd, view[written:], job.start * row_bytes + written)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {job.signals_path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
     return out
 
 
@@ -313,7 +325,7 @@ def _build_into(
         "layout": "records x leads x samples, C order, little-endian",
         "created": datetime.now(UTC).isoformat(),
         "dataset": dataset.describe(),
-        "train_stats": {"mean": mean.tolist(), "std": std.tolist(), "n_records": int(len(train_rows))},
+        "train_stats": {"mean": mean.tolist(), "std": std.tolist(), "n_records": len(train_rows)},
         "nan_samples": int(table["nan_count"].sum()),
         "records_with_nan": int((table["nan_count"] > 0).sum()),
         "records_with_flat_leads": int((table["flat_leads"] != "").sum()),

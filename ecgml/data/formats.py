@@ -16,6 +16,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,9 +36,8 @@ class DataFormatError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
-@dataclass(frozen=True)
-class SignalSpec:
-    """One signal line of a WFDB header."""
+class SignalSpec(NamedTuple):
+    """One signal line of a WFDB header (a named tuple: a cache build parses 12 per record)."""
 
     file_name: str
     fmt: str = "16"
@@ -136,9 +136,14 @@ def _parse_signal_line(line: str, path: str) -> SignalSpec:
     parts = line.split(maxsplit=8)
     if len(parts) < 2:
         raise DataFormatError(path, f"signal line {line!r} lacks a format")
-    m = _FMT_RE.match(parts[1])
-    if not m:
-        raise DataFormatError(path, f"signal format {parts[1]!r} is not understood")
+    fmt_text = parts[1]
+    if fmt_text.isdigit():
+        fmt, spf, offset = fmt_text, 1, 0
+    else:
+        m = _FMT_RE.match(fmt_text)
+        if not m:
+            raise DataFormatError(path, f"signal format {fmt_text!r} is not understood")
+        fmt, spf, offset = m["fmt"], int(m["spf"] or 1), int(m["off"] or 0)
     adc_zero = _int(parts[4], "adc_zero", path) if len(parts) > 4 else 0
     gain, baseline, units, baseline_written = 200.0, adc_zero, "mV", False
     if len(parts) > 2:
@@ -151,9 +156,9 @@ def _parse_signal_line(line: str, path: str) -> SignalSpec:
         units = g["units"] or "mV"
     return SignalSpec(
         file_name=parts[0],
-        fmt=m["fmt"],
-        samples_per_frame=int(m["spf"] or 1),
-        byte_offset=int(m["off"] or 0),
+        fmt=fmt,
+        samples_per_frame=spf,
+        byte_offset=offset,
         gain=gain,
         baseline=baseline,
         units=units,
@@ -163,7 +168,7 @@ def _parse_signal_line(line: str, path: str) -> SignalSpec:
         checksum=_int(parts[6], "checksum", path) if len(parts) > 6 else 0,
         block_size=_int(parts[7], "block_size", path) if len(parts) > 7 else 0,
         name=parts[8].strip() if len(parts) > 8 else "",
-        fmt_text=parts[1],
+        fmt_text=fmt_text,
         baseline_written=baseline_written,
     )
 
@@ -171,7 +176,8 @@ def _parse_signal_line(line: str, path: str) -> SignalSpec:
 def read_header(path: str | os.PathLike[str]) -> WfdbHeader:
     """Read and parse a ``.hea`` file; a missing or unreadable file raises :class:`DataFormatError`."""
     try:
-        text = Path(path).read_text(encoding="latin-1")
+        with open(path, encoding="latin-1") as handle:
+            text = handle.read()
     except FileNotFoundError:
         raise DataFormatError(path, "header file not found") from None
     except OSError as exc:
@@ -222,17 +228,20 @@ def read_dat16(path: str | os.PathLike[str], header: WfdbHeader) -> np.ndarray:
     first = _check_interleaved16(header, str(path))
     expected = first.byte_offset + header.n_samples * header.n_sig * 2
     try:
-        size = os.path.getsize(path)
+        handle = open(path, "rb")  # noqa: SIM115 - closed below; one open serves size and data
     except OSError:
         raise DataFormatError(path, "signal file not found") from None
-    if size != expected:
-        kind = "truncated" if size < expected else "longer than its header says"
-        raise DataFormatError(
-            path,
-            f"{kind}: header promises {header.n_sig} signals x {header.n_samples} samples "
-            f"({expected} bytes with a {first.byte_offset}-byte offset) but the file has {size} bytes",
-        )
-    data = np.fromfile(path, dtype="<i2", offset=first.byte_offset)
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size != expected:
+            kind = "truncated" if size < expected else "longer than its header says"
+            raise DataFormatError(
+                path,
+                f"{kind}: header promises {header.n_sig} signals x {header.n_samples} samples "
+                f"({expected} bytes with a {first.byte_offset}-byte offset) but the file has {size} bytes",
+            )
+        handle.seek(first.byte_offset)
+        data = np.frombuffer(handle.read(expected - first.byte_offset), dtype="<i2")
     return data.reshape(header.n_samples, header.n_sig).T
 
 
@@ -403,7 +412,7 @@ def write_challenge_record(
         base_time_date="" if dialect == "2021" else "05-May-2020 14:50:55",
     )
     if declared_gain is not None:
-        header = replace(header, signals=tuple(replace(s, gain=declared_gain) for s in header.signals))
+        header = replace(header, signals=tuple(s._replace(gain=declared_gain) for s in header.signals))
     write_matv4(directory / mat_name, "val", digital)
     atomic_write_text(directory / f"{record_name}.hea", format_header(header))
     return header

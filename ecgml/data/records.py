@@ -184,20 +184,28 @@ def load_signal(
     header_path = Path(f"{path}.hea")
     header = read_header(header_path)
     digital = read_signal_file(header, header_path)
+    specs = header.signals
     if verify_checksums and np.issubdtype(digital.dtype, np.integer):
-        declared = np.array([s.checksum for s in header.signals], dtype=np.int64)
+        declared = np.fromiter((s.checksum for s in specs), dtype=np.int64, count=len(specs))
         bad = np.nonzero((wfdb_checksum(digital) - declared) % 65536)[0]
         if bad.size:
-            names = ", ".join(header.signals[i].name for i in bad)
+            names = ", ".join(specs[i].name for i in bad)
             raise DataFormatError(header_path, f"checksum mismatch in lead(s) {names}: corrupt signal file")
+    rows = lead_index(header.lead_names, leads, str(header_path))
     corrections = gain_corrections or {}
-    gains = [corrections.get(s.gain, s.gain) for s in header.signals]
-    units = {s.units for s in header.signals}
-    scale = np.array([1000.0 if s.units.lower() == "uv" else 1.0 for s in header.signals])
-    if not units <= {"mV", "uV", "mv", "uv"}:
-        raise DataFormatError(header_path, f"unsupported signal units {sorted(units)}; expected mV")
-    signal = to_physical(digital, np.asarray(gains) * scale, [s.baseline for s in header.signals])
-    return signal[lead_index(header.lead_names, leads, str(header_path))]
+    gains, baselines = [], []
+    for i in rows:
+        spec = specs[i]
+        unit_scale = _UNIT_SCALE.get(spec.units)
+        if unit_scale is None:
+            raise DataFormatError(header_path, f"lead {spec.name} is in {spec.units!r}; expected mV or uV")
+        gains.append(corrections.get(spec.gain, spec.gain) * unit_scale)
+        baselines.append(spec.baseline)
+    return to_physical(digital[rows], gains, baselines)
+
+
+#: Physical units a header may declare, and the factor that turns their ADC gain into units per mV.
+_UNIT_SCALE = {"mV": 1.0, "mv": 1.0, "uV": 1000.0, "uv": 1000.0}
 
 
 def labels_to_json(labels: Sequence[str]) -> str:

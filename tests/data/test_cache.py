@@ -154,16 +154,16 @@ def test_a_killed_build_leaves_nothing_that_looks_finished(tree: Path, tmp_path:
     assert not list((tmp_path / "c").glob(".*.building"))  # the stale half-build was cleared
 
 
-def test_a_failing_build_keeps_the_previous_cache(tree: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_failing_build_keeps_the_previous_cache(tree: Path, tmp_path: Path, monkeypatch) -> None:
     dataset = read_ptbxl(tree, fs=100)
     good = build_cache(dataset, Preprocessing(fs=100), tmp_path / "c", progress=False)
     before = np.array(good.signals)
 
-    def disk_full(job):  # noqa: ANN001, ANN202
+    def disk_full(job):
         raise OSError(28, f"cannot write {job.signals_path}: No space left on device")
 
     monkeypatch.setattr(cache_module, "_load_rows", disk_full)
-    with pytest.raises(OSError, match="signals.f32: No space left"):
+    with pytest.raises(OSError, match=r"signals\.f32: No space left"):
         build_cache(dataset, Preprocessing(fs=100, seconds=5), tmp_path / "c", progress=False)
     assert sorted(p.name for p in (tmp_path / "c").iterdir() if not p.name.startswith(".")) == [good.path.name]
     np.testing.assert_array_equal(Cache(good.path).signals, before)

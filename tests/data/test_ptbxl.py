@@ -22,16 +22,16 @@ def full(real_ptbxl_metadata: Path) -> dict[str, object]:
     return {t: read_ptbxl(real_ptbxl_metadata, task=t, check_files=False) for t in tasks}
 
 
-def _class_counts(dataset) -> dict[str, int]:  # noqa: ANN001
+def _class_counts(dataset) -> dict[str, int]:
     return dict(zip(dataset.classes, dataset.label_matrix().sum(axis=0).tolist(), strict=True))
 
 
-def test_superdiagnostic_counts_on_the_whole_dataset(full) -> None:  # noqa: ANN001
+def test_superdiagnostic_counts_on_the_whole_dataset(full) -> None:
     counts = _class_counts(full["superdiagnostic"])
     assert counts == {"NORM": 9528, "MI": 5486, "STTC": 5250, "CD": 4907, "HYP": 2655}
 
 
-def test_task_class_counts_match_strodthoff(full) -> None:  # noqa: ANN001
+def test_task_class_counts_match_strodthoff(full) -> None:
     sizes = {task: len(d.classes) for task, d in full.items()}
     assert sizes == {"all": 71, "diagnostic": 44, "subdiagnostic": 23, "superdiagnostic": 5,
                      "form": 19, "rhythm": 12, "shared18": 18}
@@ -40,14 +40,14 @@ def test_task_class_counts_match_strodthoff(full) -> None:  # noqa: ANN001
     assert len(full["diagnostic"].labelled()) == len(full["superdiagnostic"].labelled())
 
 
-def test_no_patient_spans_two_folds(full) -> None:  # noqa: ANN001
+def test_no_patient_spans_two_folds(full) -> None:
     table = full["all"].records
     assert table.groupby("patient_id")["fold"].nunique().max() == 1
     assert table["patient_id"].nunique() == 18885
     assert sorted(table["fold"].unique()) == list(range(1, 11))
 
 
-def test_shared18_counts_equal_the_challenge_tables(full, real_challenge: Path) -> None:  # noqa: ANN001
+def test_shared18_counts_equal_the_challenge_tables(full, real_challenge: Path) -> None:
     """The Challenge converted PTB-XL to SNOMED; our `challenge` map must give its PTB_XL counts."""
     tables = pd.concat([pd.read_csv(real_challenge / f"dx_mapping_{k}.csv") for k in ("scored", "unscored")])
     per_code = dict(zip(tables["SNOMEDCTCode"].astype(str), tables["PTB_XL"], strict=True))
@@ -65,7 +65,7 @@ def test_seed_map_counts(real_ptbxl_metadata: Path) -> None:
     assert counts["LVH"] == 2137 and counts["NDT"] == 1829  # SCP LVH and NDT alone
 
 
-def test_splits_are_folds_1_8_9_10_by_default(full) -> None:  # noqa: ANN001
+def test_splits_are_folds_1_8_9_10_by_default(full) -> None:
     dataset = full["superdiagnostic"]
     sizes = {s: len(dataset.split(s)) for s in ("train", "val", "test")}
     assert sum(sizes.values()) == len(dataset.records)
@@ -137,7 +137,7 @@ def test_missing_columns_and_bad_arguments(real_ptbxl: Path, tmp_path: Path) -> 
         read_ptbxl(real_ptbxl, fs=250)
     with pytest.raises(ValueError, match="unknown PTB-XL task"):
         read_ptbxl(real_ptbxl, task="everything")
-    with pytest.raises(FileNotFoundError, match="ptbxl_database.csv: not found"):
+    with pytest.raises(FileNotFoundError, match=r"ptbxl_database\.csv: not found"):
         read_ptbxl(tmp_path)
     root = tmp_path / "p"
     shutil.copytree(real_ptbxl, root)

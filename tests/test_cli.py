@@ -1,0 +1,63 @@
+"""The click layer: options reach the library, bad input ends in one clear line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ecgml.cli import main
+from tests.data.trees import write_tiny_ptbxl
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_prepare_then_stats_on_a_ptbxl_tree(tmp_path: Path) -> None:
+    root = write_tiny_ptbxl(tmp_path / "ptbxl", n=30)
+    code, out = _run("data", "prepare", "--source", "ptbxl", "--root", str(root), "--task", "superdiagnostic",
+                     "--cache-dir", str(tmp_path / "cache"), "--fs", "50", "--leads", "6")
+    assert code == 0, out
+    assert "cache ready" in out and "(30, 6, 500)" in out
+    code, out = _run("data", "stats", "--source", "ptbxl", "--root", str(root), "--task", "superdiagnostic",
+                     "--cache-dir", str(tmp_path / "cache"), "--fs", "50", "--leads", "6",
+                     "--json", str(tmp_path / "stats.json"))
+    assert code == 0, out
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["label_counts"]["train"]["records"] + stats["label_counts"]["val"]["records"] + \
+        stats["label_counts"]["test"]["records"] == 30
+    assert stats["cache_sampling_rate"] == 50
+    assert "label counts per split" in out and "problems: none" in out
+
+
+def test_shared18_stats_show_both_label_maps(tmp_path: Path) -> None:
+    root = write_tiny_ptbxl(tmp_path / "ptbxl", n=30)
+    code, out = _run("data", "stats", "--source", "ptbxl", "--root", str(root), "--cache-dir",
+                     str(tmp_path / "cache"), "--json", str(tmp_path / "s.json"))
+    assert code == 0, out
+    maps = json.loads((tmp_path / "s.json").read_text())["label_maps"]
+    assert set(maps) == {"challenge", "seed"} and maps["challenge"]["LVH"] == maps["seed"]["LVH"] == 10
+    assert "records per shared class under each label map" in out
+
+
+def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
+    code, out = _run("data", "prepare", "--source", "ptbxl", "--root", str(tmp_path / "nothing"))
+    assert code == 1 and "ptbxl_database.csv: not found" in out and "Traceback" not in out
+    code, out = _run("data", "prepare", "--source", "g12ec", "--root", str(tmp_path), "--task", "rhythm")
+    assert code == 2 and "G12EC is labelled on the shared classes only" in out
+    code, out = _run("data", "prepare", "--source", "ptbxl", "--root", str(tmp_path), "--splits", "1-9/9/10")
+    assert code == 2 and "more than one split" in out
+    code, out = _run("data", "prepare", "--source", "ptbxl", "--root", str(tmp_path), "--leads", "I,V9")
+    assert code == 2 and "unknown lead selection" in out
+    code, out = _run("data", "prepare", "--source", "ptbxl", "--root", str(tmp_path), "--bandpass", "40")
+    assert code == 2 and "LOW,HIGH" in out
+
+
+def test_a_task_without_labels_is_refused(tmp_path: Path) -> None:
+    root = write_tiny_ptbxl(tmp_path / "ptbxl", n=6)
+    code, out = _run("data", "prepare", "--source", "ptbxl", "--root", str(root), "--task", "form",
+                     "--cache-dir", str(tmp_path / "cache"))
+    assert code == 1 and "no record has a label in task 'form'" in out
