@@ -115,6 +115,8 @@ def _data_options(fn: Any) -> Any:
         click.option("--workers", type=click.IntRange(1), default=1, show_default=True),
         click.option("--allow-foreign", is_flag=True,
                      help="G12EC: accept records of other Challenge databases (never for fine-tuning)."),
+        click.option("--rebuild-folds", is_flag=True,
+                     help="G12EC: build the stored folds again (after the tree changed)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -123,7 +125,7 @@ def _data_options(fn: Any) -> Any:
 
 def _prepare_config(source: str, root: str | Path | None, fs: str, task: str, label_map: str, splits: str,
                     leads: str, seconds: float, bandpass: str | None, cache_dir: Path | None,
-                    workers: int, allow_foreign: bool) -> PrepareConfig:
+                    workers: int, allow_foreign: bool, rebuild_folds: bool = False) -> PrepareConfig:
     low = high = None
     if bandpass:
         try:
@@ -134,7 +136,7 @@ def _prepare_config(source: str, root: str | Path | None, fs: str, task: str, la
         data_root = Path(root) if root else default_data_dir() / "synthetic" / source
         data_config = DataConfig(source=source, root=data_root,
                                  fs=int(fs), task=task, label_map=label_map, splits=splits,
-                                 allow_foreign=allow_foreign)
+                                 allow_foreign=allow_foreign, rebuild_folds=rebuild_folds)
         return PrepareConfig(data=data_config, leads=leads, seconds=seconds, bandpass_low=low,
                              bandpass_high=high, cache_dir=cache_dir or default_data_dir() / "cache",
                              workers=workers)

@@ -35,6 +35,8 @@ class DataConfig:
     splits: str = "1-8/9/10"
     allow_foreign: bool = False
     fold_seed: int = 0
+    #: G12EC: discard stored folds and build them again (results on old folds stop being comparable).
+    rebuild_folds: bool = False
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:

@@ -17,7 +17,8 @@ def read_dataset(config: DataConfig, *, progress: bool = False) -> Dataset:
         return read_ptbxl(config.root, fs=config.native_fs, task=config.task, label_map=config.label_map,
                           splits=config.split_spec)
     return read_g12ec(config.root, label_map=config.label_map, splits=config.split_spec,
-                      allow_foreign=config.allow_foreign, fold_seed=config.fold_seed, progress=progress)
+                      allow_foreign=config.allow_foreign, fold_seed=config.fold_seed,
+                      rebuild_folds=config.rebuild_folds, progress=progress)
 
 
 @dataclass
