@@ -24,13 +24,25 @@ FOLDS_FILE = "ecgml_folds.csv"
 FOLDS_ALGORITHM = "iterative-stratification-v1"
 
 
-def iterative_stratification(labels: np.ndarray, n_folds: int = 10, seed: int = 0) -> np.ndarray:
-    """Assign each row of a binary ``[records, labels]`` matrix to a fold in ``1..n_folds``."""
+def iterative_stratification(
+    labels: np.ndarray,
+    n_folds: int = 10,
+    seed: int = 0,
+    proportions: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Assign each row of a binary ``[records, labels]`` matrix to a fold in ``1..n_folds``.
+
+    ``proportions`` (summing to 1) asks for unequal folds, e.g. ``(0.1, 0.9)`` to draw a
+    label-stratified 10% subset as fold 1.
+    """
     labels = np.asarray(labels, dtype=bool)
     n = labels.shape[0]
+    ratios = np.full(n_folds, 1.0 / n_folds) if proportions is None else np.asarray(proportions, dtype=float)
+    if ratios.shape != (n_folds,) or np.any(ratios < 0) or not np.isclose(ratios.sum(), 1.0):
+        raise ValueError(f"proportions must be {n_folds} non-negative numbers summing to 1, got {proportions}")
     rng = np.random.default_rng(seed)
-    desired = np.full(n_folds, n / n_folds)
-    desired_per_label = np.outer(np.full(n_folds, 1.0 / n_folds), labels.sum(axis=0))  # [folds, labels]
+    desired = ratios * n
+    desired_per_label = np.outer(ratios, labels.sum(axis=0)).astype(float)  # [folds, labels]
     folds = np.zeros(n, dtype=np.int64)
     remaining = np.ones(n, dtype=bool)
     while remaining.any():
@@ -56,6 +68,20 @@ def iterative_stratification(labels: np.ndarray, n_folds: int = 10, seed: int = 
         folds[record] = fold + 1
         desired[fold] -= 1
     return folds
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Indices of a label-stratified ``fraction`` of the rows: the same rows for the same seed.
+
+    Used for the study's training-fraction sweeps; ``fraction == 1`` returns every row.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], not {fraction}")
+    n = len(labels)
+    if fraction == 1:
+        return np.arange(n)
+    chosen = iterative_stratification(labels, n_folds=2, seed=seed, proportions=(fraction, 1 - fraction)) == 1
+    return np.flatnonzero(chosen)
 
 
 def folds_path_for(root: Path) -> Path:

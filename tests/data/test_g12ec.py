@@ -153,3 +153,18 @@ def test_empty_tree_is_a_clear_error(tmp_path: Path) -> None:
         read_g12ec(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a directory"):
         read_g12ec(tmp_path / "nope")
+
+
+def test_stratified_subset_keeps_label_proportions() -> None:
+    from ecgml.data.folds import stratified_subset
+
+    rng = np.random.default_rng(2)
+    labels = rng.random((3000, 5)) < [0.4, 0.1, 0.03, 0.01, 0.2]
+    subset = stratified_subset(labels, 0.1, seed=7)
+    assert abs(len(subset) - 300) <= 3
+    np.testing.assert_allclose(labels[subset].sum(0), labels.sum(0) * 0.1, atol=1.01)
+    np.testing.assert_array_equal(subset, stratified_subset(labels, 0.1, seed=7))
+    assert not np.array_equal(subset, stratified_subset(labels, 0.1, seed=8))
+    assert len(stratified_subset(labels, 1.0)) == 3000
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
+        stratified_subset(labels, 1.5)
