@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from ecgml.config import SOURCES, DataConfig, PrepareConfig, default_data_dir, to_jsonable
+from ecgml.data.download import SOURCES as DOWNLOAD_SOURCES
 from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, PTBXL_TASKS
 
 _FS_CHOICES = click.Choice(["500", "250", "100", "50"])
@@ -79,12 +80,18 @@ def synth_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, 
 
 
 @data.command("download")
-@click.argument("name", type=click.Choice(["ptbxl", "g12ec"]))
+@click.argument("name", type=click.Choice(sorted(DOWNLOAD_SOURCES)))
 @click.option("--dest", type=click.Path(path_type=Path), required=True, help="Folder to download into.")
 @click.option("--base-url", default=None, help="A mirror to download from instead of the publisher.")
 @click.option("--no-verify", is_flag=True, help="Skip SHA-256 verification (not recommended).")
 def download_command(name: str, dest: Path, base_url: str | None, no_verify: bool) -> None:
-    """Download a published dataset, resuming partial files and verifying SHA-256 checksums."""
+    """Download a published dataset, resuming partial files and verifying published checksums.
+
+    ptbxl: PTB-XL 1.0.3, every file checked against its SHA256SUMS.txt. g12ec: the 2020 Challenge's
+    Georgia archive, checked against its published MD5. g12ec-physionet: the same records from
+    PhysioNet's versioned release, every file checked by SHA-256. g12ec-2021: the 2021 re-issue (no
+    published checksum: the receipt records the SHA-256 of what arrived).
+    """
     from ecgml.data.download import download_dataset
 
     try:
