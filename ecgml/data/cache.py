@@ -55,31 +55,45 @@ class _Job:
     source_fs: tuple[float, ...]
     preprocessing: Preprocessing
     gain_corrections: tuple[tuple[float, float], ...]
+    #: Which records of the slice belong to the training split (their statistics are accumulated).
+    train: tuple[bool, ...]
 
 
-def _file_fingerprint(path: str, root: Path) -> list[object]:
-    entries: list[object] = []
-    for suffix in (".hea", ".dat", ".mat"):
-        candidate = Path(f"{path}{suffix}")
-        try:
-            st = candidate.stat()
-        except FileNotFoundError:
-            continue
-        try:
-            name = str(candidate.relative_to(root))
-        except ValueError:
-            name = str(candidate)
-        entries.append([name, st.st_size, st.st_mtime_ns])
-    return entries
+def _directory_listing(folder: str) -> dict[str, tuple[int, int]]:
+    """``name -> (size, mtime_ns)`` of the files in one folder (one scandir instead of a stat per guess)."""
+    listing: dict[str, tuple[int, int]] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_file():
+                    st = entry.stat()
+                    listing[entry.name] = (st.st_size, st.st_mtime_ns)
+    except FileNotFoundError:
+        pass
+    return listing
+
+
+def _fingerprints(paths: Sequence[str], root: Path) -> list[list[object]]:
+    """For each record (a path without extension): relative name, size and mtime of its files."""
+    listings: dict[str, dict[str, tuple[int, int]]] = {}
+    root_text = str(root).rstrip("/") + "/"
+    out: list[list[object]] = []
+    for path in paths:
+        folder, _, stem = path.rpartition("/")
+        listing = listings.get(folder)
+        if listing is None:
+            listing = listings[folder] = _directory_listing(folder)
+        relative = path.removeprefix(root_text)
+        out.append([[relative + suffix, *listing[stem + suffix]]
+                    for suffix in (".hea", ".dat", ".mat") if stem + suffix in listing])
+    return out
 
 
 def cache_key(dataset: Dataset, preprocessing: Preprocessing) -> tuple[str, dict[str, object]]:
     """The digest of every input that changes the cache, and those inputs (for the manifest)."""
     records = dataset.records.sort_values("record_id")
-    files = [
-        [rid, fold, _file_fingerprint(path, dataset.root)]
-        for rid, fold, path in zip(records["record_id"], records["fold"], records["path"], strict=True)
-    ]
+    prints = _fingerprints([str(p) for p in records["path"]], dataset.root)
+    files = [[rid, int(fold), fp] for rid, fold, fp in zip(records["record_id"], records["fold"], prints, strict=True)]
     inputs: dict[str, object] = {
         "cache_format": CACHE_FORMAT_VERSION,
         "source": dataset.source,
@@ -94,14 +108,16 @@ def cache_key(dataset: Dataset, preprocessing: Preprocessing) -> tuple[str, dict
     return hasher.hexdigest(), inputs
 
 
-def _load_rows(job: _Job) -> list[dict[str, object]]:
-    """Load, preprocess and write one slice; return per-record facts or the error that dropped it.
+def _load_rows(job: _Job) -> tuple[list[dict[str, object]], RunningStats]:
+    """Load, preprocess and write one slice; return per-record facts (or the error that dropped each)
+    and the per-lead statistics of its training records.
 
     Rows are assembled in memory and written with one ``pwrite`` per slice: faster than touching a
-    fresh memory map page by page.
+    fresh memory map page by page, and the statistics are taken while the rows are hot.
     """
     corrections = dict(job.gain_corrections)
     leads = job.preprocessing.leads
+    stats = RunningStats(len(leads))
     block = np.zeros((len(job.paths), job.shape[1], job.shape[2]), dtype="<f4")
     out: list[dict[str, object]] = []
     for offset, (path, fs) in enumerate(zip(job.paths, job.source_fs, strict=True)):
@@ -116,6 +132,8 @@ def _load_rows(job: _Job) -> list[dict[str, object]]:
             out.append({"error": str(exc)})
             continue
         n_valid = min(round(raw.shape[-1] * job.preprocessing.fs / fs), job.preprocessing.n_samples)
+        if job.train[offset]:
+            stats.update(block[offset, :, :n_valid])
         out.append({
             "n_valid": n_valid,
             "nan_count": nan_count,
@@ -132,7 +150,7 @@ def _load_rows(job: _Job) -> list[dict[str, object]]:
         raise OSError(exc.errno, f"cannot write {job.signals_path}: {exc.strerror}") from exc
     finally:
         os.close(fd)
-    return out
+    return out, stats
 
 
 @contextmanager
@@ -258,25 +276,32 @@ def _build_into(
             handle.truncate(int(np.prod(shape)) * 4)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot write {signals_path}: {exc.strerror}") from exc
+    in_train = records["fold"].isin(dataset.splits.train).to_numpy()
+    if not in_train.any():  # no training fold here: standardise with everything rather than nothing
+        in_train[:] = True
     jobs = [
         _Job(str(signals_path), shape, start,
              tuple(records["path"].iloc[start:start + _CHUNK]),
              tuple(float(f) for f in records["fs"].iloc[start:start + _CHUNK]),
-             preprocessing, tuple(sorted(dataset.gain_corrections.items())))
+             preprocessing, tuple(sorted(dataset.gain_corrections.items())),
+             tuple(bool(t) for t in in_train[start:start + _CHUNK]))
         for start in range(0, len(records), _CHUNK)
     ]
     facts: list[dict[str, object]] = []
+    stats = RunningStats(shape[1])
     bar = tqdm(total=len(records), desc=f"caching {dataset.source} at {preprocessing.fs} Hz",
                unit="rec", disable=not progress)
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(_load_rows, jobs):
+            for result, part in pool.map(_load_rows, jobs):
                 facts.extend(result)
+                stats.merge(part)
                 bar.update(len(result))
     else:
         for job in jobs:
-            result = _load_rows(job)
+            result, part = _load_rows(job)
             facts.extend(result)
+            stats.merge(part)
             bar.update(len(result))
     bar.close()
 
@@ -302,10 +327,7 @@ def _build_into(
         raise ValueError(f"{dataset.root}: every record failed to load, e.g. {dropped[0]['reason']}")
 
     table = table.loc[kept].reset_index(drop=True)
-    train_rows = np.flatnonzero(table["fold"].isin(dataset.splits.train).to_numpy())
-    stats = RunningStats(shape[1])
-    for i in train_rows if len(train_rows) else range(len(table)):
-        stats.update(signals[i, :, : int(table["n_valid"].iloc[i])])
+    train_rows = int(table["fold"].isin(dataset.splits.train).sum())
     mean, std = stats.result()
     del signals
 
@@ -325,7 +347,7 @@ def _build_into(
         "layout": "records x leads x samples, C order, little-endian",
         "created": datetime.now(UTC).isoformat(),
         "dataset": dataset.describe(),
-        "train_stats": {"mean": mean.tolist(), "std": std.tolist(), "n_records": len(train_rows)},
+        "train_stats": {"mean": mean.tolist(), "std": std.tolist(), "n_records": train_rows},
         "nan_samples": int(table["nan_count"].sum()),
         "records_with_nan": int((table["nan_count"] > 0).sum()),
         "records_with_flat_leads": int((table["flat_leads"] != "").sum()),

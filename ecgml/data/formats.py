@@ -313,15 +313,17 @@ def to_physical(digital: np.ndarray, gains: Sequence[float], baselines: Sequence
     """int16 ``[n_sig, n]`` ADC units -> float32 millivolts; WFDB's no-sample value becomes NaN."""
     gain = np.asarray(gains, dtype=np.float32)[:, None]
     base = np.asarray(baselines, dtype=np.float32)[:, None]
-    out = (digital.astype(np.float32) - base) / gain
-    if digital.dtype == np.int16:
+    out = digital.astype(np.float32)
+    out -= base
+    out /= gain
+    if digital.dtype == np.int16 and digital.min(initial=0) == INT16_NAN:
         out[digital == INT16_NAN] = np.nan
     return out
 
 
 def wfdb_checksum(digital: np.ndarray) -> np.ndarray:
     """WFDB's per-signal checksum: the sum of the samples as a signed 16-bit integer."""
-    total = digital.astype(np.int64).sum(axis=-1) & 0xFFFF
+    total = digital.sum(axis=-1, dtype=np.int64) & 0xFFFF
     return np.where(total >= 32768, total - 65536, total).astype(np.int64)
 
 

@@ -117,6 +117,16 @@ class RunningStats:
         self.m2 = self.m2 + m2 + delta**2 * self.count * n / total
         self.count = total
 
+    def merge(self, other: RunningStats) -> None:
+        """Fold in statistics gathered elsewhere (another worker's slice)."""
+        if other.count == 0:
+            return
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * other.count / total
+        self.m2 = self.m2 + other.m2 + delta**2 * self.count * other.count / total
+        self.count = total
+
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         std = np.sqrt(self.m2 / max(self.count, 1))
         return self.mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
