@@ -1,0 +1,1 @@
+"""Training: crops and windows over a cache, the loop, checkpoints, devices and multi-process runs."""

@@ -1,0 +1,48 @@
+"""Checkpoints a killed run can resume from: written atomically every epoch, loaded without unpickling.
+
+A checkpoint holds the model, optimiser, scheduler and scaler states, the epoch just finished, the
+best validation score so far (and the best weights), the per-epoch history and the MLflow run id, so
+``--resume`` continues the same run with no epoch lost or repeated. It is loaded with
+``torch.load(weights_only=True)``: tensors and plain containers only, so a tampered file cannot run
+code; anything else is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecgml.io import atomic_path
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: missing, corrupt, tampered or of another format."""
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (the previous checkpoint survives a crash mid-write)."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`, refusing anything but plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint to resume from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: refused: it holds objects other than tensors and plain data "
+                              "(tampered, or not an ecgml checkpoint)") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an ecgml checkpoint of format {CHECKPOINT_FORMAT}")
+    return state

@@ -1,0 +1,277 @@
+"""The training loop: multi-label BCE, AdamW with a one-cycle schedule, validation on sliding windows,
+early stopping on validation macro AUC, an atomic checkpoint every epoch, and exact resumption.
+
+The loop knows nothing of MLflow: it reports each finished epoch to an ``on_epoch`` callback (rank 0
+only), which the tracking layer turns into logged metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from ecgml.train.checkpoint import load_checkpoint, save_checkpoint
+from ecgml.train.data import Aggregate, RandomCropDataset, SlidingWindowDataset, aggregate_windows
+from ecgml.train.distributed import DistContext, all_gather, all_reduce_sum, broadcast_object
+
+ScoreFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """How to optimise: the knobs Optuna and the sweeps turn."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 1e-2
+    pct_start: float = 0.3
+    #: Discriminative learning rates: group i of n gets ``lr * lr_decay ** (n - 1 - i)`` (1 = same lr).
+    lr_decay: float = 1.0
+    #: Stop after this many epochs without a better validation score (0 = never stop early).
+    patience: int = 5
+    aggregate: Aggregate = "max"
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs ({self.epochs}) and batch size ({self.batch_size}) must be >= 1")
+        if not (self.lr > 0 and self.weight_decay >= 0 and 0 < self.pct_start < 1 and 0 < self.lr_decay <= 1):
+            raise ValueError("need lr > 0, weight_decay >= 0, 0 < pct_start < 1 and 0 < lr_decay <= 1")
+        if self.aggregate not in ("max", "mean"):
+            raise ValueError(f"aggregate must be 'max' or 'mean', not {self.aggregate!r}")
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_macro_auc: float
+    lr: float
+    seconds: float
+    samples_per_s: float
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    history: list[EpochRecord]
+    best_state: dict[str, torch.Tensor]
+    stopped_early: bool = False
+    resumed_from: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _param_groups(model: nn.Module, lr: float, lr_decay: float, weight_decay: float) -> list[dict[str, Any]]:
+    groups = model.parameter_groups() if hasattr(model, "parameter_groups") else [("all", list(model.parameters()))]
+    trainable = [(name, [p for p in params if p.requires_grad]) for name, params in groups]
+    trainable = [(name, params) for name, params in trainable if params]
+    if not trainable:
+        raise ValueError("every parameter is frozen: nothing to train")
+    n = len(trainable)
+    return [{"params": params, "lr": lr * lr_decay ** (n - 1 - i), "weight_decay": weight_decay, "name": name}
+            for i, (name, params) in enumerate(trainable)]
+
+
+class Trainer:
+    """Fits one model; ``fit`` can resume from the checkpoint of a killed run."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: RandomCropDataset,
+        val_data: SlidingWindowDataset,
+        val_labels: np.ndarray,
+        optim: OptimConfig,
+        *,
+        score_fn: ScoreFn,
+        device: torch.device,
+        checkpoint_path: Path,
+        seed: int = 0,
+        num_workers: int = 0,
+        amp: bool | None = None,
+        dist_ctx: DistContext | None = None,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model = model.to(device)
+        self.train_data = train_data
+        self.val_data = val_data
+        self.val_labels = val_labels
+        self.optim = optim
+        self.score_fn = score_fn
+        self.device = device
+        self.checkpoint_path = Path(checkpoint_path)
+        self.seed = seed
+        self.num_workers = num_workers
+        self.ctx = dist_ctx or DistContext()
+        self.on_epoch = on_epoch
+        self.progress = progress and self.ctx.is_main
+        self.amp = (device.type == "cuda") if amp is None else amp
+        self.amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.train_model: nn.Module = self.model
+        if self.ctx.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, optim.lr, optim.lr_decay, optim.weight_decay))
+        self.steps_per_epoch = math.ceil(len(self._train_indices()) / optim.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],
+            total_steps=optim.epochs * self.steps_per_epoch, pct_start=optim.pct_start)
+        self.scaler = torch.amp.GradScaler(enabled=self.amp and self.amp_dtype == torch.float16)
+
+    # -- data ---------------------------------------------------------------------------------------
+    def _train_indices(self) -> list[int]:
+        """This rank's share of the training records (all of them when run alone)."""
+        return self._shard(list(range(len(self.train_data))))
+
+    def _shard(self, order: list[int]) -> list[int]:
+        """Disjoint, equal-sized shards (padded by wrapping around, as DistributedSampler does), so no
+        rank waits for a batch the others never send."""
+        if not self.ctx.enabled:
+            return order
+        total = math.ceil(len(order) / self.ctx.world_size) * self.ctx.world_size
+        padded = order + order[: total - len(order)]
+        return padded[self.ctx.rank::self.ctx.world_size]
+
+    def _train_loader(self, epoch: int) -> DataLoader:
+        self.train_data.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.train_data), generator=generator).tolist()
+        mine = self._shard(order)  # the same permutation on every rank, then disjoint shards
+        return DataLoader(Subset(self.train_data, mine), batch_size=self.optim.batch_size, shuffle=False,
+                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
+
+    # -- steps --------------------------------------------------------------------------------------
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+
+    def _train_epoch(self, epoch: int) -> tuple[float, int]:
+        self.train_model.train()
+        total, count = 0.0, 0
+        loader = self._train_loader(epoch)
+        for x, y in tqdm(loader, desc=f"epoch {epoch + 1}/{self.optim.epochs}", leave=False, disable=not self.progress):
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            with self._autocast():
+                loss = self.loss_fn(self.train_model(x).float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.optim.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+        total, count = all_reduce_sum([total, float(count)], self.ctx)
+        return total / max(count, 1), int(count)
+
+    @torch.no_grad()
+    def predict(self, windows: SlidingWindowDataset, aggregate: Aggregate, batch_size: int = 256) -> np.ndarray:
+        """Per-record probabilities: sigmoid of every window, aggregated (max or mean) per record."""
+        self.model.eval()
+        mine = list(range(self.ctx.rank, len(windows), self.ctx.world_size))
+        loader = DataLoader(Subset(windows, mine), batch_size=batch_size, shuffle=False, num_workers=self.num_workers)
+        scores = []
+        for x, _ in loader:
+            with self._autocast():
+                scores.append(torch.sigmoid(self.model(x.to(self.device)).float()).cpu().numpy())
+        local = np.concatenate(scores) if scores else np.zeros((0, self._num_classes()), np.float32)
+        shards = all_gather((mine, local), self.ctx)
+        window_scores = np.zeros((len(windows), local.shape[1]), dtype=np.float32)
+        for indices, values in shards:
+            window_scores[indices] = values
+        return aggregate_windows(window_scores, windows.owner, len(windows.split), aggregate)
+
+    def _num_classes(self) -> int:
+        return int(self.train_data.labels.shape[1])
+
+    def _validate(self) -> tuple[float, float]:
+        probs = self.predict(self.val_data, self.optim.aggregate)
+        clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+        y = self.val_labels
+        loss = float(-(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)).mean())
+        return loss, float(self.score_fn(y, probs))
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def _state(self, epoch: int, best: tuple[int, float], best_state: dict[str, torch.Tensor],
+               history: Sequence[EpochRecord], bad_epochs: int, extra: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best_epoch": best[0],
+            "best_score": best[1],
+            "best_model": best_state,
+            "bad_epochs": bad_epochs,
+            "history": [asdict(h) for h in history],
+            "torch_rng": torch.get_rng_state(),
+            "extra": extra,
+        }
+
+    def fit(self, *, resume: bool = False, extra: dict[str, Any] | None = None) -> FitResult:
+        """Train to the end or to early stopping; with ``resume`` continue from the last checkpoint."""
+        extra = dict(extra or {})
+        start, best, bad_epochs = 0, (-1, -math.inf), 0
+        history: list[EpochRecord] = []
+        best_state = copy.deepcopy(self.model.state_dict())
+        resumed_from = None
+        if resume:
+            state = load_checkpoint(self.checkpoint_path)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+            start = int(state["epoch"]) + 1
+            best = (int(state["best_epoch"]), float(state["best_score"]))
+            best_state = state["best_model"]
+            bad_epochs = int(state["bad_epochs"])
+            history = [EpochRecord(**h) for h in state["history"]]
+            extra = {**state.get("extra", {}), **extra}
+            resumed_from = start - 1
+        stopped_early = bool(self.optim.patience and bad_epochs >= self.optim.patience)
+        for epoch in range(start, self.optim.epochs):
+            if stopped_early:
+                break
+            began = time.perf_counter()
+            train_loss, seen = self._train_epoch(epoch)
+            val_loss, score = self._validate()
+            elapsed = time.perf_counter() - began
+            record = EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_macro_auc=score,
+                                 lr=float(self.scheduler.get_last_lr()[-1]), seconds=elapsed,
+                                 samples_per_s=seen / elapsed)
+            history.append(record)
+            if score > best[1]:
+                best, bad_epochs = (epoch, score), 0
+                best_state = copy.deepcopy(self.model.state_dict())
+            else:
+                bad_epochs += 1
+            stopped_early = bool(broadcast_object(self.optim.patience and bad_epochs >= self.optim.patience,
+                                                  self.ctx))
+            if self.ctx.is_main:
+                save_checkpoint(self.checkpoint_path, self._state(epoch, best, best_state, history, bad_epochs, extra))
+                if self.on_epoch:
+                    self.on_epoch(record)
+        return FitResult(best_epoch=best[0], best_score=best[1], history=history, best_state=best_state,
+                         stopped_early=stopped_early, resumed_from=resumed_from, extra=extra)
+
