@@ -340,9 +340,15 @@ def build_header(
     comments: Sequence[str] = (),
     baseline_written: bool = True,
     base_time_date: str = "",
+    unsigned_checksums: bool = False,
 ) -> WfdbHeader:
-    """A header describing ``digital`` (``int16[n_sig, n]``), with true init values and checksums."""
+    """A header describing ``digital`` (``int16[n_sig, n]``), with true init values and checksums.
+
+    PTB-XL writes checksums unsigned (0..65535), the Challenge signed; both mean the same modulo 2^16.
+    """
     checks = wfdb_checksum(digital)
+    if unsigned_checksums:
+        checks = checks % 65536
     specs = tuple(
         SignalSpec(
             file_name=file_name, fmt="16", byte_offset=byte_offset, gain=gain, baseline=0,
@@ -371,7 +377,7 @@ def write_wfdb_record(
     directory = Path(directory)
     digital = to_digital(signal_mv, gain)
     header = build_header(record_name, f"{record_name}.dat", digital, fs, lead_names, gain,
-                          comments=comments)
+                          comments=comments, unsigned_checksums=True)
     atomic_write_bytes(directory / f"{record_name}.dat", digital.T.astype("<i2").tobytes())
     atomic_write_text(directory / f"{record_name}.hea", format_header(header))
     return header
