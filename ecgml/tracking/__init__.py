@@ -1,0 +1,1 @@
+"""MLflow plumbing: tracking store checks, runs, weights with their metadata."""

@@ -1,0 +1,163 @@
+"""One training run from config to registered-ready artifacts: ``ecgml pretrain`` and
+``ecgml train-standalone`` are this function with different data.
+
+Order of work: validate everything that can be checked cheaply (fractions, crop length, backbone name,
+tracking store) before any data is read; prepare the cache; open (or resume) the MLflow run; train with
+a checkpoint every epoch; then evaluate the best epoch on validation and test, save per-record
+predictions, metrics, plots and the weights with their metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ecgml.config import PrepareConfig, default_data_dir, to_jsonable
+from ecgml.data.cache import Cache
+from ecgml.data.folds import stratified_subset
+from ecgml.data.labels import load_label_map
+from ecgml.data.prepare import Prepared, prepare
+from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
+from ecgml.train.loop import EpochRecord, FitResult, OptimConfig, Trainer
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which registered backbone, and the arguments its constructor gets besides leads and classes."""
+
+    backbone: str = "xresnet1d50"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one run depends on; its digest names the run for reuse and resumption."""
+
+    kind: str
+    data: PrepareConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    crop_s: float = 2.5
+    eval_stride_s: float | None = None
+    #: Label-stratified fraction of the training folds (same records for the same seed).
+    fraction: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    center_crop: bool = False
+    experiment: str = "ecgml"
+    run_name: str | None = None
+    runs_dir: Path = field(default_factory=lambda: default_data_dir() / "runs")
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("pretrain", "standalone", "finetune"):
+            raise ValueError(f"unknown run kind {self.kind!r}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], not {self.fraction}")
+        if self.crop_s <= 0:
+            raise ValueError(f"crop length must be positive, not {self.crop_s} s")
+        if self.crop_s > self.data.seconds:
+            raise ValueError(f"crop of {self.crop_s} s is longer than the {self.data.seconds} s records are cached")
+        if self.eval_stride_s is not None and self.eval_stride_s <= 0:
+            raise ValueError(f"evaluation stride must be positive, not {self.eval_stride_s} s")
+
+    @property
+    def crop_samples(self) -> int:
+        return round(self.crop_s * self.data.data.fs)
+
+    @property
+    def stride_samples(self) -> int:
+        stride = self.eval_stride_s if self.eval_stride_s is not None else self.crop_s / 2
+        return max(1, round(stride * self.data.data.fs))
+
+    def to_json(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    def digest(self) -> str:
+        """Hash of everything that changes the result (not where files go or what the run is called)."""
+        doc = self.to_json()
+        for volatile in ("run_name", "runs_dir", "num_workers", "experiment"):
+            doc.pop(volatile, None)
+        doc["data"].pop("cache_dir", None)
+        doc["data"].pop("workers", None)
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Splits:
+    """Cache rows, lengths and labels of train (after the fraction), validation and test."""
+
+    classes: tuple[str, ...]
+    train: SplitArrays
+    val: SplitArrays
+    test: SplitArrays
+    tables: dict[str, pd.DataFrame]
+
+
+def build_splits(prepared: Prepared, fraction: float, seed: int) -> Splits:
+    """Labelled records of each split as cache rows; the training fraction is label-stratified."""
+    dataset, cache = prepared.dataset, prepared.cache
+    classes, labels = cache.load_labels(dataset.task, dataset.label_map)
+    records = cache.records.assign(_row=np.arange(len(cache.records)))
+    labelled = labels.sum(axis=1) > 0
+    arrays: dict[str, SplitArrays] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    for split in ("train", "val", "test"):
+        mask = records["fold"].isin(dataset.splits.folds(split)).to_numpy() & labelled
+        rows = np.flatnonzero(mask)
+        if split == "train" and fraction < 1:
+            rows = rows[stratified_subset(labels[rows], fraction, seed)]
+        if len(rows) == 0:
+            raise ValueError(f"{dataset.root}: the {split} split (folds {dataset.splits.folds(split)}) has no "
+                             f"labelled record in task {dataset.task!r}")
+        table = records.iloc[rows]
+        tables[split] = table
+        arrays[split] = SplitArrays(rows=rows, n_valid=table["n_valid"].to_numpy(), labels=labels[rows],
+                                    record_ids=tuple(table["record_id"]))
+    return Splits(classes, arrays["train"], arrays["val"], arrays["test"], tables)
+
+
+def predictions_frame(split: SplitArrays, table: pd.DataFrame, classes: tuple[str, ...],
+                      probs: np.ndarray) -> pd.DataFrame:
+    """One row per record: ids, fold, true labels (``true_<class>``) and probabilities (``prob_<class>``)."""
+    frame = pd.DataFrame({"record_id": list(split.record_ids), "fold": table["fold"].to_numpy()})
+    true = pd.DataFrame(split.labels, columns=[f"true_{c}" for c in classes])
+    prob = pd.DataFrame(probs, columns=[f"prob_{c}" for c in classes])
+    return pd.concat([frame, true, prob], axis=1)
+
+
+def make_datasets(cache: Cache, splits: Splits, config: TrainConfig) -> tuple[RandomCropDataset, SlidingWindowDataset,
+                                                                               SlidingWindowDataset]:
+    mean, std = cache.stats
+    train = RandomCropDataset(cache.signals, splits.train, mean, std, config.crop_samples, seed=config.seed,
+                              center=config.center_crop)
+    val = SlidingWindowDataset(cache.signals, splits.val, mean, std, config.crop_samples, config.stride_samples)
+    test = SlidingWindowDataset(cache.signals, splits.test, mean, std, config.crop_samples, config.stride_samples)
+    return train, val, test
+
+
+def epoch_metrics(record: EpochRecord) -> dict[str, float]:
+    return {"train_loss": record.train_loss, "val_loss": record.val_loss, "val_macro_auc": record.val_macro_auc,
+            "lr": record.lr, "epoch_seconds": record.seconds, "train_samples_per_s": record.samples_per_s}
+
+
+def label_map_document(prepared: Prepared) -> dict[str, Any]:
+    if prepared.dataset.task != "shared18":
+        return {"task": prepared.dataset.task, "classes": list(prepared.dataset.classes)}
+    return load_label_map(prepared.dataset.label_map).to_dict()
+
+
+def cache_workers(config: PrepareConfig) -> PrepareConfig:
+    """Use every core to build a missing cache unless told otherwise."""
+    return config if config.workers > 1 else replace(config, workers=os.cpu_count() or 1)
+
+
+__all__ = ["FitResult", "ModelConfig", "Splits", "TrainConfig", "Trainer", "build_splits", "make_datasets",
+           "predictions_frame", "prepare"]
