@@ -1,0 +1,1 @@
+"""Evaluation as pure functions over (y_true, y_prob, classes), re-runnable without retraining."""

@@ -1,0 +1,223 @@
+"""Run one tracked training job (pretrain on PTB-XL, standalone on G12EC) end to end.
+
+Resumption: a killed run (even ``kill -9``) leaves its MLflow run RUNNING and a checkpoint under
+``<runs_dir>/<run_id>/``. ``resume=True`` finds the newest unfinished run of the same config digest (or
+takes ``resume_run_id``), continues it from the checkpoint in the same MLflow run, and re-logs any epoch
+the checkpoint holds that MLflow had not received, so no epoch is lost or logged twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecgml.data.prepare import prepare
+from ecgml.tracking.runs import log_json, tracking_uri
+from ecgml.train.data import SlidingWindowDataset
+from ecgml.train.device import configure_speedups, resolve_device, seed_everything
+from ecgml.train.distributed import DistContext, barrier, broadcast_object, init_distributed
+from ecgml.train.loop import EpochRecord, Trainer
+from ecgml.train.pipeline import (
+    Splits,
+    TrainConfig,
+    build_splits,
+    cache_workers,
+    epoch_metrics,
+    label_map_document,
+    make_datasets,
+    predictions_frame,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str | None
+    best_epoch: int
+    val_macro_auc: float
+    test_macro_auc: float
+    weights_dir: Path | None
+    metrics: dict[str, Any]
+
+
+def _find_resumable(experiment: str, digest: str) -> str | None:
+    import mlflow
+
+    found = mlflow.search_runs(experiment_names=[experiment], output_format="list", max_results=1,
+                               filter_string=f"tags.`ecgml.config_digest` = '{digest}' and "
+                                             "attributes.status != 'FINISHED'",
+                               order_by=["attributes.start_time DESC"])
+    return found[0].info.run_id if found else None
+
+
+def _logged_steps(run_id: str, key: str) -> set[int]:
+    from mlflow.tracking import MlflowClient
+
+    return {m.step for m in MlflowClient().get_metric_history(run_id, key)}
+
+
+def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: str | None = None,
+                 progress: bool = True) -> RunOutcome:
+    """Validate, prepare, train (or resume), evaluate and log one run; returns its outcome."""
+    from ecgml.evaluate.auc import macro_auc
+    from ecgml.models import create_backbone
+    from ecgml.tracking.runs import check_tracking_uri
+
+    device = resolve_device(config.device)
+    ctx = init_distributed(device.type)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    configure_speedups(device)
+    seed_everything(config.seed)
+    if ctx.is_main:
+        check_tracking_uri()
+    prepared = prepare(cache_workers(config.data), progress=progress and ctx.is_main) if ctx.is_main else None
+    barrier(ctx)
+    if prepared is None:  # other ranks reuse the cache rank 0 built
+        prepared = prepare(config.data, progress=False)
+    splits = build_splits(prepared, config.fraction, config.seed)
+    leads = prepared.cache.leads
+    model = create_backbone(config.model.backbone, in_channels=len(leads), num_classes=len(splits.classes),
+                            **config.model.kwargs)
+    if config.crop_samples > prepared.cache.signals.shape[-1]:
+        raise ValueError(f"crop of {config.crop_samples} samples is longer than the cached records")
+    train_ds, val_ds, test_ds = make_datasets(prepared.cache, splits, config)
+
+    if not ctx.is_main:
+        return _train_only(config, model, (train_ds, val_ds, test_ds), splits, device, ctx, macro_auc)
+    return _tracked(config, prepared, splits, model, (train_ds, val_ds, test_ds), device, ctx, resume,
+                    resume_run_id, progress, macro_auc)
+
+
+def _train_only(config: TrainConfig, model: torch.nn.Module, datasets: tuple, splits: Splits,
+                device: torch.device, ctx: DistContext, score_fn: Any) -> RunOutcome:
+    """A rank other than 0: the same steps, collectives in the same order, no tracking."""
+    train_ds, val_ds, test_ds = datasets
+    run_id = broadcast_object(None, ctx)
+    resuming = bool(broadcast_object(None, ctx))
+    trainer = Trainer(model, train_ds, val_ds, splits.val.labels, config.optim, score_fn=score_fn, device=device,
+                      checkpoint_path=config.runs_dir / str(run_id) / "checkpoint.pt", seed=config.seed,
+                      num_workers=config.num_workers, dist_ctx=ctx, progress=False)
+    result = trainer.fit(resume=resuming)
+    model.load_state_dict(result.best_state)
+    for windows in (val_ds, test_ds):  # rank 0 gathers these predictions in _evaluate_and_log
+        trainer.predict(windows, config.optim.aggregate)
+    return RunOutcome(None, result.best_epoch, result.best_score, float("nan"), None, {})
+
+
+def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn.Module, datasets: tuple,
+             device: torch.device, ctx: DistContext, resume: bool, resume_run_id: str | None, progress: bool,
+             score_fn: Any) -> RunOutcome:
+    import mlflow
+
+    from ecgml.tracking.pyfunc import log_pyfunc
+    from ecgml.tracking.runs import git_commit, log_split_inputs, open_run
+    from ecgml.tracking.weights import WeightMetadata, save_weights
+
+    train_ds, val_ds, test_ds = datasets
+    digest = config.digest()
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(config.experiment)
+    run_id = resume_run_id or (_find_resumable(config.experiment, digest) if resume else None)
+    if resume and run_id is None:
+        raise ValueError(f"nothing to resume: no unfinished {config.kind} run of this configuration "
+                         f"(digest {digest[:12]}) in experiment {config.experiment!r}")
+    dataset = prepared.dataset
+    tags = {
+        "ecgml.kind": config.kind, "ecgml.config_digest": digest, "dataset": dataset.source,
+        "dataset_version": dataset.version, "cache_digest": prepared.cache.digest, "task": dataset.task,
+        "label_map": dataset.label_map, "backbone": config.model.backbone,
+        "git_commit": git_commit(Path(__file__).resolve().parent),
+    }
+    with open_run(config.experiment, run_name=config.run_name, run_id=run_id, tags=tags) as run:
+        run_id = run.info.run_id
+        broadcast_object(run_id, ctx)
+        resuming = resume and (config.runs_dir / run_id / "checkpoint.pt").is_file()
+        broadcast_object(resuming, ctx)
+        if resume and not resuming:
+            raise ValueError(f"run {run_id} has no checkpoint at {config.runs_dir / run_id}; cannot resume")
+        if not resuming:
+            log_json(config.to_json(), "config.json")
+            log_json(label_map_document(prepared), "label_map.json")
+            log_json(list(splits.classes), "classes.json")
+            log_json(list(prepared.cache.leads), "leads.json")
+            mlflow.log_params({"backbone": config.model.backbone, "fraction": config.fraction,
+                               "epochs": config.optim.epochs, "lr": config.optim.lr,
+                               "batch_size": config.optim.batch_size, "crop_s": config.crop_s,
+                               "fs": config.data.data.fs, "n_train": len(splits.train)})
+            log_split_inputs(splits.tables, name=f"{dataset.source}-{dataset.task}", source=str(dataset.root),
+                             digest=prepared.cache.digest)
+        logged = _logged_steps(run_id, "val_macro_auc") if resuming else set()
+
+        def on_epoch(record: EpochRecord) -> None:
+            mlflow.log_metrics(epoch_metrics(record), step=record.epoch)
+
+        trainer = Trainer(model, train_ds, val_ds, splits.val.labels, config.optim, score_fn=score_fn,
+                          device=device, checkpoint_path=config.runs_dir / run_id / "checkpoint.pt",
+                          seed=config.seed, num_workers=config.num_workers, dist_ctx=ctx, on_epoch=on_epoch,
+                          progress=progress)
+        result = trainer.fit(resume=resuming)
+        for record in result.history:  # epochs checkpointed before a kill but never logged
+            if record.epoch not in logged and record.epoch <= (result.resumed_from or -1):
+                on_epoch(record)
+        model.load_state_dict(result.best_state)
+        outcome = _evaluate_and_log(config, prepared, splits, trainer, (val_ds, test_ds), result)
+        mean, std = prepared.cache.stats
+        metadata = WeightMetadata(
+            backbone=config.model.backbone, backbone_kwargs=model.constructor["kwargs"],
+            num_classes=len(splits.classes), fs=config.data.data.fs, input_samples=config.crop_samples,
+            leads=tuple(prepared.cache.leads), classes=tuple(splits.classes), norm_mean=tuple(map(float, mean)),
+            norm_std=tuple(map(float, std)), source=dataset.source, dataset_version=dataset.version,
+            cache_digest=prepared.cache.digest, task=dataset.task, label_map=dataset.label_map,
+            aggregate=config.optim.aggregate, extra={"run_id": run_id, "config_digest": digest},
+        )
+        weights_dir = save_weights(config.runs_dir / run_id / "weights", model, metadata)
+        mlflow.log_artifacts(str(weights_dir), artifact_path="weights")
+        log_pyfunc(weights_dir)
+        mlflow.set_tags({"ecgml.best_epoch": str(result.best_epoch), "ecgml.stopped_early": str(result.stopped_early)})
+        return RunOutcome(run_id, result.best_epoch, result.best_score, outcome["test_macro_auc"], weights_dir,
+                          outcome)
+
+
+def _evaluate_and_log(config: TrainConfig, prepared: Any, splits: Splits, trainer: Trainer,
+                      windows: tuple[SlidingWindowDataset, SlidingWindowDataset], result: Any) -> dict[str, Any]:
+    """Predictions of the best epoch on validation and test, metrics with intervals, plots."""
+    import mlflow
+
+    from ecgml.evaluate.auc import bootstrap_auc, per_class_report
+    from ecgml.evaluate.figures import plot_auc_bars, plot_learning_curves, plot_roc_curves
+
+    out: dict[str, Any] = {"best_epoch": result.best_epoch}
+    folder = config.runs_dir / mlflow.active_run().info.run_id / "eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    history = {key: [getattr(r, key) for r in result.history] for key in ("train_loss", "val_loss", "val_macro_auc")}
+    plot_learning_curves(history, folder / "learning_curves.png", title=f"{config.kind} ({config.model.backbone})")
+    for name, split, ds in (("val", splits.val, windows[0]), ("test", splits.test, windows[1])):
+        probs = trainer.predict(ds, config.optim.aggregate)
+        frame = predictions_frame(split, splits.tables[name], splits.classes, probs)
+        path = folder / f"predictions_{name}.csv"
+        frame.to_csv(path, index=False)
+        report = per_class_report(split.labels, probs, splits.classes)
+        interval = bootstrap_auc(split.labels, probs, n_rounds=200, seed=config.seed)
+        key = "best_val" if name == "val" else name  # per-epoch `val_macro_auc` is a curve; this is its best
+        out[f"{key}_macro_auc"] = report["macro"]
+        out[f"{key}_macro_auc_low"] = interval["low"]
+        out[f"{key}_macro_auc_high"] = interval["high"]
+        out[f"{key}_undefined_classes"] = report["undefined"]
+        out[f"{key}_per_class_auc"] = report["auc"]
+        aucs = [report["auc"][c] for c in splits.classes]
+        plot_roc_curves(split.labels, probs, splits.classes, folder / f"roc_{name}.png", aucs=aucs)
+        plot_auc_bars(splits.classes, aucs, folder / f"auc_{name}.png", low=interval["class_low"],
+                      high=interval["class_high"], title=f"{name}: macro AUC {report['macro']:.3f} "
+                      f"[{interval['low']:.3f}, {interval['high']:.3f}]")
+    mlflow.log_metrics({k: float(v) for k, v in out.items() if isinstance(v, float | int) and not isinstance(v, bool)
+                        and k != "best_epoch"})
+    log_json(out, "metrics.json")
+    mlflow.log_artifacts(str(folder), artifact_path="eval")
+    return out

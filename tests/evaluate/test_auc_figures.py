@@ -1,0 +1,52 @@
+"""AUC helpers used by the training runs, and their figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from ecgml.evaluate.auc import auc_per_class, bootstrap_auc, macro_auc, per_class_report
+from ecgml.evaluate.figures import plot_auc_bars, plot_learning_curves, plot_roc_curves
+
+
+def test_auc_equals_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random((500, 6)) < [0.5, 0.1, 0.02, 0.3, 0.7, 0.05]
+    p = np.round(rng.random((500, 6)) * 0.5 + y * 0.3, 1)  # coarse: many ties
+    expected = [roc_auc_score(y[:, j], p[:, j]) for j in range(6)]
+    np.testing.assert_allclose(auc_per_class(y, p), expected, rtol=0, atol=1e-12)
+
+
+def test_undefined_classes_are_reported_not_averaged_in() -> None:
+    y = np.array([[1, 0, 0], [0, 0, 1], [1, 0, 1], [0, 0, 0]])
+    p = np.array([[0.9, 0.1, 0.2], [0.2, 0.3, 0.8], [0.7, 0.2, 0.6], [0.1, 0.4, 0.3]])
+    report = per_class_report(y, p, ("A", "B", "C"))
+    assert report["undefined"] == ["B"] and report["auc"]["B"] is None
+    assert report["macro"] == pytest.approx(1.0)  # mean over A and C only, not (1 + 0.5 + 1) / 3
+    assert macro_auc(y, p) == pytest.approx(1.0)
+
+
+def test_bootstrap_interval_contains_the_estimate_and_is_repeatable() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.random((400, 4)) < 0.3
+    p = rng.random((400, 4)) * 0.6 + y * 0.4
+    first = bootstrap_auc(y, p, n_rounds=200, seed=5)
+    assert first["low"] < first["estimate"] < first["high"]
+    assert bootstrap_auc(y, p, n_rounds=200, seed=5)["low"] == first["low"]
+    small = bootstrap_auc(y[:80], p[:80], n_rounds=200, seed=5)
+    assert small["high"] - small["low"] > first["high"] - first["low"]
+
+
+def test_figures_are_written(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    y = rng.random((100, 3)) < 0.3
+    y[:, 2] = False
+    p = rng.random((100, 3))
+    for path in (plot_learning_curves({"train_loss": [0.7, 0.5], "val_macro_auc": [0.6, 0.8]}, tmp_path / "lc.png"),
+                 plot_roc_curves(y, p, ("A", "B", "C"), tmp_path / "roc.png", aucs=[0.5, 0.5, None]),
+                 plot_auc_bars(("A", "B", "C"), [0.7, 0.6, None], tmp_path / "bars.png", low=[0.6, 0.5, np.nan],
+                               high=[0.8, 0.7, np.nan])):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
