@@ -9,6 +9,7 @@ the checkpoint holds that MLflow had not received, so no epoch is lost or logged
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,10 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
     train_ds, val_ds, test_ds = datasets
     digest = config.digest()
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(config.experiment)
-    run_id = resume_run_id or (_find_resumable(config.experiment, digest) if resume else None)
+    adopted = os.environ.get("MLFLOW_RUN_ID")  # started by `mlflow run`: log into that run and its experiment
+    if not adopted:
+        mlflow.set_experiment(config.experiment)
+    run_id = resume_run_id or (_find_resumable(config.experiment, digest) if resume else None) or adopted
     if resume and run_id is None:
         raise ValueError(f"nothing to resume: no unfinished {config.kind} run of this configuration "
                          f"(digest {digest[:12]}) in experiment {config.experiment!r}")
