@@ -340,11 +340,11 @@ def _log_to_mlflow_run(artifacts: dict[str, Any]) -> None:
     """When run by ``mlflow run`` (``MLFLOW_RUN_ID`` set), attach these JSON documents to that run."""
     if not os.environ.get("MLFLOW_RUN_ID"):
         return
-    import mlflow
+    from ecgml.tracking.runs import log_json, open_run
 
-    with mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"]):
+    with open_run("ecgml", system_metrics=False):
         for name, obj in artifacts.items():
-            mlflow.log_dict(json.loads(json.dumps(obj, default=str)), name)
+            log_json(obj, name)
 
 
 if __name__ == "__main__":  # pragma: no cover

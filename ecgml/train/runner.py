@@ -96,15 +96,22 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
                     resume_run_id, progress, macro_auc)
 
 
+def _make_trainer(config: TrainConfig, model: torch.nn.Module, train_ds: Any, val_ds: Any, splits: Splits,
+                  device: torch.device, ctx: DistContext, score_fn: Any, run_id: str, *,
+                  on_epoch: Any = None, progress: bool = False) -> Trainer:
+    """The same trainer on every rank; its checkpoint lives under ``<runs_dir>/<run_id>/``."""
+    return Trainer(model, train_ds, val_ds, splits.val.labels, config.optim, score_fn=score_fn, device=device,
+                   checkpoint_path=config.runs_dir / run_id / "checkpoint.pt", seed=config.seed,
+                   num_workers=config.num_workers, dist_ctx=ctx, on_epoch=on_epoch, progress=progress)
+
+
 def _train_only(config: TrainConfig, model: torch.nn.Module, datasets: tuple, splits: Splits,
                 device: torch.device, ctx: DistContext, score_fn: Any) -> RunOutcome:
     """A rank other than 0: the same steps, collectives in the same order, no tracking."""
     train_ds, val_ds, test_ds = datasets
     run_id = broadcast_object(None, ctx)
     resuming = bool(broadcast_object(None, ctx))
-    trainer = Trainer(model, train_ds, val_ds, splits.val.labels, config.optim, score_fn=score_fn, device=device,
-                      checkpoint_path=config.runs_dir / str(run_id) / "checkpoint.pt", seed=config.seed,
-                      num_workers=config.num_workers, dist_ctx=ctx, progress=False)
+    trainer = _make_trainer(config, model, train_ds, val_ds, splits, device, ctx, score_fn, str(run_id))
     result = trainer.fit(resume=resuming)
     model.load_state_dict(result.best_state)
     for windows in (val_ds, test_ds):  # rank 0 gathers these predictions in _evaluate_and_log
@@ -161,10 +168,8 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
         def on_epoch(record: EpochRecord) -> None:
             mlflow.log_metrics(epoch_metrics(record), step=record.epoch)
 
-        trainer = Trainer(model, train_ds, val_ds, splits.val.labels, config.optim, score_fn=score_fn,
-                          device=device, checkpoint_path=config.runs_dir / run_id / "checkpoint.pt",
-                          seed=config.seed, num_workers=config.num_workers, dist_ctx=ctx, on_epoch=on_epoch,
-                          progress=progress)
+        trainer = _make_trainer(config, model, train_ds, val_ds, splits, device, ctx, score_fn, run_id,
+                                on_epoch=on_epoch, progress=progress)
         result = trainer.fit(resume=resuming)
         for record in result.history:  # epochs checkpointed before a kill but never logged
             if record.epoch not in logged and record.epoch <= (result.resumed_from or -1):
