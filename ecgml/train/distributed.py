@@ -70,3 +70,13 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
+
+
+def shutdown_distributed(ctx: DistContext, *, wait: bool = True) -> None:
+    """Wait for every rank (unless failing), then leave the process group: a process that exits with the
+    group alive can be aborted by the gloo threads still running ("terminate called without an active
+    exception")."""
+    if ctx.enabled and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()

@@ -20,7 +20,7 @@ from ecgml.data.prepare import prepare
 from ecgml.tracking.runs import log_json, tracking_uri
 from ecgml.train.data import SlidingWindowDataset
 from ecgml.train.device import configure_speedups, resolve_device, seed_everything
-from ecgml.train.distributed import DistContext, barrier, broadcast_object, init_distributed
+from ecgml.train.distributed import DistContext, barrier, broadcast_object, init_distributed, shutdown_distributed
 from ecgml.train.loop import EpochRecord, Trainer
 from ecgml.train.pipeline import (
     Splits,
@@ -90,10 +90,17 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
         raise ValueError(f"crop of {config.crop_samples} samples is longer than the cached records")
     train_ds, val_ds, test_ds = make_datasets(prepared.cache, splits, config)
 
-    if not ctx.is_main:
-        return _train_only(config, model, (train_ds, val_ds, test_ds), splits, device, ctx, macro_auc)
-    return _tracked(config, prepared, splits, model, (train_ds, val_ds, test_ds), device, ctx, resume,
-                    resume_run_id, progress, macro_auc)
+    try:
+        if not ctx.is_main:
+            outcome = _train_only(config, model, (train_ds, val_ds, test_ds), splits, device, ctx, macro_auc)
+        else:
+            outcome = _tracked(config, prepared, splits, model, (train_ds, val_ds, test_ds), device, ctx, resume,
+                               resume_run_id, progress, macro_auc)
+    except BaseException:
+        shutdown_distributed(ctx, wait=False)  # a failed rank must not wait for the others at a barrier
+        raise
+    shutdown_distributed(ctx)
+    return outcome
 
 
 def _make_trainer(config: TrainConfig, model: torch.nn.Module, train_ds: Any, val_ds: Any, splits: Splits,

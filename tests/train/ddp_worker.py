@@ -12,7 +12,7 @@ import torch
 from ecgml.data.cache import Cache
 from ecgml.models import create_backbone
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
-from ecgml.train.distributed import init_distributed
+from ecgml.train.distributed import init_distributed, shutdown_distributed
 from ecgml.train.loop import OptimConfig, Trainer
 
 
@@ -51,6 +51,7 @@ def main(cache_dir: str, out_dir: str) -> None:
               "losses": [h.train_loss for h in result.history], "logged": seen, "probs_sum": float(probs.sum()),
               "n_probs": len(probs), "steps": trainer.steps_per_epoch}
     (Path(out_dir) / f"rank{ctx.rank}.json").write_text(json.dumps(report))
+    shutdown_distributed(ctx)
 
 
 if __name__ == "__main__":
