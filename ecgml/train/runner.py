@@ -207,6 +207,7 @@ def _evaluate_and_log(config: TrainConfig, prepared: Any, splits: Splits, traine
 
     from ecgml.evaluate.auc import bootstrap_auc, per_class_report
     from ecgml.evaluate.figures import plot_auc_bars, plot_learning_curves, plot_roc_curves
+    from ecgml.evaluate.ranking import ranking_summary
 
     out: dict[str, Any] = {"best_epoch": result.best_epoch}
     folder = config.runs_dir / mlflow.active_run().info.run_id / "eval"
@@ -226,6 +227,10 @@ def _evaluate_and_log(config: TrainConfig, prepared: Any, splits: Splits, traine
         out[f"{key}_macro_auc_high"] = interval["high"]
         out[f"{key}_undefined_classes"] = report["undefined"]
         out[f"{key}_per_class_auc"] = report["auc"]
+        ranking = ranking_summary(split.labels, probs, splits.classes)
+        out[f"{key}_macro_auprc"] = ranking["macro_auprc"]
+        out[f"{key}_fmax"] = ranking["fmax"]
+        out[f"{key}_per_class_auprc"] = ranking["auprc"]
         aucs = [report["auc"][c] for c in splits.classes]
         plot_roc_curves(split.labels, probs, splits.classes, folder / f"roc_{name}.png", aucs=aucs)
         plot_auc_bars(splits.classes, aucs, folder / f"auc_{name}.png", low=interval["class_low"],

@@ -50,3 +50,31 @@ def test_figures_are_written(tmp_path: Path) -> None:
                  plot_auc_bars(("A", "B", "C"), [0.7, 0.6, None], tmp_path / "bars.png", low=[0.6, 0.5, np.nan],
                                high=[0.8, 0.7, np.nan])):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_weighted_rounds_equal_explicit_resamples() -> None:
+    from ecgml.evaluate.auc import _weighted_auc_rounds
+
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.2
+    p = np.round(rng.random(300) + y * 0.3, 1)
+    counts = rng.multinomial(300, np.full(300, 1 / 300), size=20)
+    fast = _weighted_auc_rounds(y, p, counts)
+    for b in range(20):
+        idx = np.repeat(np.arange(300), counts[b])
+        assert fast[b] == pytest.approx(roc_auc_score(y[idx], p[idx]), abs=1e-12)
+
+
+def test_fmax_hand_computed_and_auprc() -> None:
+    from ecgml.evaluate.ranking import auprc_per_class, fmax, ranking_summary
+
+    y = np.array([[1, 0], [0, 1], [1, 1]], dtype=bool)
+    p = np.array([[0.9, 0.2], [0.6, 0.7], [0.8, 0.4]])
+    # t = 0.5: predictions {0}, {0, 1}, {0}; precision per record 1, 1/2, 1 -> 5/6; recall 1, 1, 1/2 -> 5/6
+    # t = 0.3: predictions {0}, {0, 1}, {0, 1}; precision 1, 1/2, 1 -> 5/6; recall 1, 1, 1 -> 1 -> F = 10/11
+    f, t = fmax(y, p, thresholds=[0.3, 0.5])
+    assert f == pytest.approx(2 * (5 / 6) / (5 / 6 + 1)) and t == 0.3
+    ap = auprc_per_class(np.c_[y, np.zeros(3, bool)], np.c_[p, p[:, 0]])
+    assert np.isnan(ap[2]) and ap[0] == pytest.approx(1.0)
+    summary = ranking_summary(y, p, ("A", "B"))
+    assert summary["auprc"]["A"] == pytest.approx(1.0) and 0 < summary["fmax"] <= 1

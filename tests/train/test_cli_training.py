@@ -56,6 +56,7 @@ def test_pretrain_and_standalone_log_everything(workdir: Path) -> None:
     assert {"dataset", "cache_digest", "git_commit", "task", "backbone", "ecgml.config_digest"} <= set(run.data.tags)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_macro_auc")] == [0, 1, 2, 3]
     assert 0.5 < run.data.metrics["test_macro_auc"] <= 1.0
+    assert 0 < run.data.metrics["test_macro_auprc"] <= 1.0 and 0 < run.data.metrics["test_fmax"] <= 1.0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     expected = {"eval/predictions_test.csv", "eval/learning_curves.png", "eval/roc_test.png", "eval/auc_test.png"}
     assert expected <= artifacts
