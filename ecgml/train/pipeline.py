@@ -23,9 +23,9 @@ from ecgml.config import PrepareConfig, default_data_dir, to_jsonable
 from ecgml.data.cache import Cache
 from ecgml.data.folds import stratified_subset
 from ecgml.data.labels import load_label_map
-from ecgml.data.prepare import Prepared, prepare
+from ecgml.data.prepare import Prepared
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
-from ecgml.train.loop import EpochRecord, FitResult, OptimConfig, Trainer
+from ecgml.train.loop import EpochRecord, OptimConfig
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,3 @@ def cache_workers(config: PrepareConfig) -> PrepareConfig:
     """Use every core to build a missing cache unless told otherwise."""
     return config if config.workers > 1 else replace(config, workers=os.cpu_count() or 1)
 
-
-__all__ = ["FitResult", "ModelConfig", "Splits", "TrainConfig", "Trainer", "build_splits", "make_datasets",
-           "predictions_frame", "prepare"]

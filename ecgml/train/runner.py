@@ -8,7 +8,6 @@ the checkpoint holds that MLflow had not received, so no epoch is lost or logged
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,6 @@ from ecgml.train.pipeline import (
     make_datasets,
     predictions_frame,
 )
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
