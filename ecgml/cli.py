@@ -298,6 +298,84 @@ def models_command() -> None:
         click.echo(name)
 
 
+@main.command("register")
+@click.option("--experiment", default="ecgml-pretrain", show_default=True, help="Where to look for pretraining runs.")
+@click.option("--name", default="ecgml-ptbxl-backbone", show_default=True, help="Registered model name.")
+@click.option("--metric", default="best_val_macro_auc", show_default=True, help="Higher is better.")
+def register_command(experiment: str, name: str, metric: str) -> None:
+    """Register the best finished pretraining run's model as a new version."""
+    from ecgml.tracking.registry import RegistryError, register_best
+
+    try:
+        info = register_best(experiment, name, metric)
+    except RegistryError as exc:
+        _fail(exc)
+    click.echo(f"registered {info.name} version {info.version} from run {info.run_id} "
+               f"({metric} {info.tags.get('metric.' + metric, '?')})")
+
+
+@main.group()
+def registry() -> None:
+    """Promote registered versions through stages (as aliases) and inspect them."""
+
+
+def _describe(info: Any) -> str:
+    metrics = ", ".join(f"{k.removeprefix('metric.')}={v}" for k, v in sorted(info.tags.items())
+                        if k.startswith("metric."))
+    history = json.loads(info.tags.get("ecgml.promotion_history", "[]"))
+    last = history[-1] if history else None
+    lines = [f"{info.name} v{info.version}  aliases: {', '.join(info.aliases) or '-'}  run: {info.run_id}",
+             f"  metrics: {metrics or '-'}",
+             f"  lineage: {info.tags.get('dataset', '?')} {info.tags.get('task', '')} "
+             f"cache {info.tags.get('cache_digest', '?')[:12]} backbone {info.tags.get('backbone', '?')}"
+             + (f" from {info.tags['ecgml.backbone_version']}" if "ecgml.backbone_version" in info.tags else "")]
+    if last:
+        lines.append(f"  last promotion: {last['to']} by {last['by']} at {last['at']} ({len(history)} in all)")
+    return "\n".join(lines)
+
+
+@registry.command("promote")
+@click.argument("name")
+@click.argument("version")
+@click.option("--stage", type=click.Choice(["staging", "production", "archived"]), default=None)
+@click.option("--alias", default=None, help="Any other alias, e.g. champion.")
+def promote_command(name: str, version: str, stage: str | None, alias: str | None) -> None:
+    """Move VERSION of NAME to a stage, or give it an alias; the history is kept as a tag."""
+    from ecgml.tracking.registry import RegistryError, promote
+
+    try:
+        click.echo(_describe(promote(name, version, stage=stage, alias=alias)))
+    except RegistryError as exc:
+        _fail(exc)
+
+
+@registry.command("list")
+@click.argument("name")
+def list_command(name: str) -> None:
+    """Every version of NAME with aliases, metrics and lineage."""
+    from ecgml.tracking.registry import RegistryError, list_versions
+
+    try:
+        for info in list_versions(name):
+            click.echo(_describe(info))
+    except RegistryError as exc:
+        _fail(exc)
+
+
+@registry.command("show")
+@click.argument("uri")
+def show_command(uri: str) -> None:
+    """One version: models:/NAME/VERSION or models:/NAME@ALIAS."""
+    from ecgml.tracking.registry import RegistryError, resolve
+
+    try:
+        info = resolve(uri)
+    except RegistryError as exc:
+        _fail(exc)
+    click.echo(_describe(info))
+    click.echo(json.dumps(info.tags, indent=2, sort_keys=True))
+
+
 @main.command("main")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Data folder [default: $ECGML_DATA or ./data].")

@@ -129,6 +129,7 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
     import mlflow
 
     from ecgml.tracking.pyfunc import log_pyfunc
+    from ecgml.tracking.registry import MODEL_URI_TAG
     from ecgml.tracking.runs import git_commit, log_split_inputs, open_run
     from ecgml.tracking.weights import WeightMetadata, save_weights
 
@@ -191,7 +192,8 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
         )
         weights_dir = save_weights(config.runs_dir / run_id / "weights", model, metadata)
         mlflow.log_artifacts(str(weights_dir), artifact_path="weights")
-        log_pyfunc(weights_dir)
+        model_info = log_pyfunc(weights_dir)
+        mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)  # what `ecgml register` registers
         mlflow.set_tags({"ecgml.best_epoch": str(result.best_epoch), "ecgml.stopped_early": str(result.stopped_early)})
         return RunOutcome(run_id, result.best_epoch, result.best_score, outcome["test_macro_auc"], weights_dir,
                           outcome)

@@ -1,0 +1,100 @@
+"""Registering the best pretraining run, promotion through stages as aliases, and resolving versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ecgml.cli import main
+from ecgml.models import create_backbone
+from ecgml.tracking.pyfunc import log_pyfunc
+from ecgml.tracking.registry import MODEL_URI_TAG, RegistryError, list_versions, promote, register_best, resolve
+from ecgml.tracking.weights import WeightMetadata, save_weights
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _pretrain_run(folder: Path, auc: float, *, status_ok: bool = True) -> str:
+    """A run shaped like `ecgml pretrain` leaves: tags, the selection metric, a logged pyfunc model."""
+    import mlflow
+
+    torch.manual_seed(0)
+    model = create_backbone("xresnet1d18", in_channels=12, num_classes=5, width=0.25)
+    weights = save_weights(folder, model, WeightMetadata(
+        backbone="xresnet1d18", backbone_kwargs=model.constructor["kwargs"], num_classes=5, fs=100,
+        input_samples=250, leads=("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"),
+        classes=("CD", "HYP", "MI", "NORM", "STTC"), norm_mean=(0.0,) * 12, norm_std=(1.0,) * 12, source="ptbxl",
+        dataset_version="synthetic", cache_digest="c0ffee", task="superdiagnostic", label_map="challenge"))
+    mlflow.set_tracking_uri(f"sqlite:///{folder.parent}/mlflow.db")
+    mlflow.set_experiment("pre")
+    with mlflow.start_run(tags={"ecgml.kind": "pretrain", "dataset": "ptbxl", "task": "superdiagnostic",
+                                "backbone": "xresnet1d18", "cache_digest": "c0ffee"}) as run:
+        mlflow.log_metrics({"best_val_macro_auc": auc, "test_macro_auc": auc - 0.01})
+        mlflow.set_tag(MODEL_URI_TAG, log_pyfunc(weights).model_uri)
+    if not status_ok:
+        mlflow.MlflowClient().set_terminated(run.info.run_id, "FAILED")
+    return run.info.run_id
+
+
+def test_register_promote_and_resolve(store: Path) -> None:
+    _pretrain_run(store / "a", 0.80)
+    best = _pretrain_run(store / "b", 0.90)
+    _pretrain_run(store / "c", 0.99, status_ok=False)  # failed runs are never registered
+    first = register_best("pre", "bb")
+    assert first.version == "1" and first.run_id == best
+    assert first.tags["metric.best_val_macro_auc"] == "0.900000" and first.tags["cache_digest"] == "c0ffee"
+    register_best("pre", "bb")
+
+    promote("bb", "1", stage="production", user="alice")
+    promote("bb", "2", stage="staging", user="bob")
+    promote("bb", "2", alias="champion", user="bob")
+    assert resolve("models:/bb@production").version == "1"
+    promote("bb", "2", stage="production", user="carol")  # the alias moves; v1 keeps its history
+    assert resolve("models:/bb@production").version == "2"
+    assert set(resolve("models:/bb/2").aliases) == {"staging", "champion", "production"}
+    promote("bb", "1", stage="archived", user="dave")
+    v1 = resolve("models:/bb/1")
+    assert v1.aliases == () and v1.tags["ecgml.archived"] == "true"
+    history = json.loads(v1.tags["ecgml.promotion_history"])
+    assert [(h["to"], h["by"]) for h in history] == [("production", "alice"), ("archived", "dave")]
+    assert [v.version for v in list_versions("bb")] == ["1", "2"]
+
+
+def test_registry_errors_are_clear(store: Path) -> None:
+    with pytest.raises(RegistryError, match="no experiment named 'nothing'"):
+        register_best("nothing")
+    _pretrain_run(store / "a", 0.8)
+    register_best("pre", "bb")
+    with pytest.raises(RegistryError, match="has no version 7"):
+        resolve("models:/bb/7")
+    with pytest.raises(RegistryError, match="has no alias 'production'"):
+        resolve("models:/bb@production")
+    with pytest.raises(RegistryError, match="unknown stage"):
+        promote("bb", "1", stage="gold")
+    with pytest.raises(RegistryError, match="not a registry URI"):
+        resolve("runs:/abc/model")
+
+
+def test_registry_commands(store: Path) -> None:
+    _pretrain_run(store / "a", 0.85)
+    runner = CliRunner()
+    out = runner.invoke(main, ["register", "--experiment", "pre", "--name", "bb"])
+    assert out.exit_code == 0 and "registered bb version 1" in out.output
+    out = runner.invoke(main, ["registry", "promote", "bb", "1", "--stage", "production"])
+    assert out.exit_code == 0 and "aliases: production" in out.output and "last promotion: production" in out.output
+    out = runner.invoke(main, ["registry", "list", "bb"])
+    assert "bb v1" in out.output and "best_val_macro_auc=0.850000" in out.output
+    out = runner.invoke(main, ["registry", "show", "models:/bb@production"])
+    assert out.exit_code == 0 and '"ecgml.source_run_id"' in out.output
+    out = runner.invoke(main, ["registry", "show", "models:/bb/9"])
+    assert out.exit_code == 1 and "has no version 9" in out.output
