@@ -26,6 +26,7 @@ from ecgml.train.data import Aggregate, RandomCropDataset, SlidingWindowDataset,
 from ecgml.train.distributed import DistContext, all_gather, all_reduce_sum, broadcast_object
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
+STRATEGIES: tuple[str, ...] = ("full", "linear", "gradual")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class OptimConfig:
     #: Stop after this many epochs without a better validation score (0 = never stop early).
     patience: int = 5
     aggregate: Aggregate = "max"
+    #: What trains: ``full`` (everything), ``linear`` (the head only: a linear probe of a frozen backbone)
+    #: or ``gradual`` (the head first, then one more group from the top in each of equal epoch stages).
+    strategy: str = "full"
     #: Clip the gradient norm (off by default, as in the PTB-XL benchmark; it costs ~5% of a CPU step).
     grad_clip: float | None = None
 
@@ -52,6 +56,8 @@ class OptimConfig:
             raise ValueError("need lr > 0, weight_decay >= 0, 0 < pct_start < 1 and 0 < lr_decay <= 1")
         if self.aggregate not in ("max", "mean"):
             raise ValueError(f"aggregate must be 'max' or 'mean', not {self.aggregate!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
 
 
 @dataclass
@@ -76,9 +82,15 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _param_groups(model: nn.Module, lr: float, lr_decay: float, weight_decay: float) -> list[dict[str, Any]]:
+def _param_groups(model: nn.Module, lr: float, lr_decay: float, weight_decay: float,
+                  include_frozen: bool = False) -> list[dict[str, Any]]:
+    """Optimizer groups, input to output, with discriminative learning rates.
+
+    ``include_frozen`` keeps frozen parameters in (gradual unfreezing thaws them later; AdamW skips a
+    parameter while it has no gradient).
+    """
     groups = model.parameter_groups() if hasattr(model, "parameter_groups") else [("all", list(model.parameters()))]
-    trainable = [(name, [p for p in params if p.requires_grad]) for name, params in groups]
+    trainable = [(name, [p for p in params if include_frozen or p.requires_grad]) for name, params in groups]
     trainable = [(name, params) for name, params in trainable if params]
     if not trainable:
         raise ValueError("every parameter is frozen: nothing to train")
@@ -128,7 +140,14 @@ class Trainer:
         if self.ctx.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, optim.lr, optim.lr_decay, optim.weight_decay))
+        if optim.strategy != "full" and not hasattr(self.model, "unfreeze_last"):
+            raise ValueError(f"strategy {optim.strategy!r} needs a backbone with parameter groups")
+        if optim.strategy == "gradual" and self.ctx.enabled:
+            raise ValueError("gradual unfreezing is not supported with several processes yet; use full or linear")
+        if optim.strategy == "linear":
+            self.model.unfreeze_last(1)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, optim.lr, optim.lr_decay, optim.weight_decay,
+                                                         include_frozen=optim.strategy == "gradual"))
         self.steps_per_epoch = math.ceil(len(self._train_indices()) / optim.batch_size)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],
@@ -162,7 +181,17 @@ class Trainer:
     def _autocast(self) -> torch.autocast:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
+    def trainable_groups(self, epoch: int) -> int | None:
+        """How many groups from the top train in ``epoch`` under gradual unfreezing (None otherwise)."""
+        if self.optim.strategy != "gradual":
+            return None
+        n_groups = len(self.model.group_names)
+        return min(n_groups, 1 + epoch * n_groups // self.optim.epochs)
+
     def _train_epoch(self, epoch: int) -> tuple[float, int]:
+        stage = self.trainable_groups(epoch)
+        if stage is not None:
+            self.model.unfreeze_last(stage)
         self.train_model.train()
         total, count = 0.0, 0
         loader = self._train_loader(epoch)

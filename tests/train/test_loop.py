@@ -145,3 +145,43 @@ def test_tampered_or_missing_checkpoint_is_refused(tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"bad\.pt: (refused|unreadable)"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_linear_probe_trains_only_the_head(cache_and_splits: tuple, tmp_path: Path) -> None:
+    trainer = _trainer(cache_and_splits, tmp_path, epochs=2)
+    trainer.optim = OptimConfig(epochs=2, batch_size=8, lr=3e-3, patience=0, strategy="linear")
+    cache, train, val = cache_and_splits
+    mean, std = cache.stats
+    torch.manual_seed(0)
+    model = create_backbone("xresnet1d18", in_channels=12, num_classes=3, width=0.25, layers=[1, 1])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    probe = Trainer(model, RandomCropDataset(cache.signals, train, mean, std, 250, seed=1),
+                    SlidingWindowDataset(cache.signals, val, mean, std, 250, 125), val.labels,
+                    OptimConfig(epochs=2, batch_size=8, lr=3e-3, patience=0, strategy="linear"), score_fn=_auc,
+                    device=torch.device("cpu"), checkpoint_path=tmp_path / "p.pt", progress=False)
+    probe.fit()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("head.") for k in changed)  # BN stats of the frozen body stay too
+
+
+def test_gradual_unfreezing_schedule(cache_and_splits: tuple, tmp_path: Path) -> None:
+    cache, train, val = cache_and_splits
+    mean, std = cache.stats
+    model = create_backbone("xresnet1d18", in_channels=12, num_classes=3, width=0.25, layers=[1, 1])
+    n_groups = len(model.group_names)  # stem, stage1, stage2, head
+    trainer = Trainer(model, RandomCropDataset(cache.signals, train, mean, std, 250, seed=1),
+                      SlidingWindowDataset(cache.signals, val, mean, std, 250, 125), val.labels,
+                      OptimConfig(epochs=n_groups, batch_size=8, lr=3e-3, patience=0, strategy="gradual",
+                                  lr_decay=0.5),
+                      score_fn=_auc, device=torch.device("cpu"), checkpoint_path=tmp_path / "g.pt", progress=False)
+    assert [trainer.trainable_groups(e) for e in range(n_groups)] == list(range(1, n_groups + 1))
+    lrs = [g["max_lr"] for g in trainer.optimizer.param_groups]
+    assert lrs == sorted(lrs) and lrs[-1] == pytest.approx(3e-3)  # lower layers learn slower
+    stem_before = [p.clone() for p in model.stem.parameters()]
+    trainer._train_epoch(0)  # head only
+    assert all(torch.equal(a, b) for a, b in zip(stem_before, model.stem.parameters(), strict=True))
+    trainer._train_epoch(n_groups - 1)  # everything
+    assert not all(torch.equal(a, b) for a, b in zip(stem_before, model.stem.parameters(), strict=True))
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        OptimConfig(strategy="sideways")
