@@ -214,6 +214,8 @@ def _train_options(source: str, task: str, experiment: str) -> Any:
             click.option("--crop-s", type=float, default=2.5, show_default=True),
             click.option("--stride-s", type=float, default=None, help="Evaluation window stride [crop/2]."),
             click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True),
+            click.option("--strategy", type=click.Choice(["full", "linear", "gradual"]), default="full",
+                         show_default=True, help="What trains: everything, the head only, or stage by stage."),
             click.option("--seed", type=int, default=0, show_default=True),
             click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
             click.option("--num-workers", type=click.IntRange(0), default=0, show_default=True),
@@ -250,24 +252,26 @@ def _train_config(kind: str, source: str, options: dict[str, Any]) -> Any:
             kind=kind, data=data, model=ModelConfig(options["backbone"], backbone_kwargs),
             optim=OptimConfig(epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
                               weight_decay=options["weight_decay"], patience=options["patience"],
-                              aggregate=options["aggregate"]),
+                              aggregate=options["aggregate"], strategy=options["strategy"]),
             crop_s=options["crop_s"], eval_stride_s=options["stride_s"], fraction=options["fraction"],
             seed=options["seed"], device=options["device"], num_workers=options["num_workers"],
             experiment=options["experiment"], run_name=options["run_name"],
             runs_dir=options["runs_dir"] or default_data_dir() / "runs",
+            init_uri=options.get("backbone_uri"), register_as=options.get("register_as") or "",
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
 
 
 def _run_training(config: Any, resume: bool, resume_run_id: str | None) -> None:
+    from ecgml.tracking.registry import RegistryError
     from ecgml.tracking.runs import TrackingError
     from ecgml.train.checkpoint import CheckpointError
     from ecgml.train.runner import run_training
 
     try:
         outcome = run_training(config, resume=resume or bool(resume_run_id), resume_run_id=resume_run_id)
-    except (OSError, ValueError, KeyError, TrackingError, CheckpointError) as exc:
+    except (OSError, ValueError, KeyError, TrackingError, CheckpointError, RegistryError) as exc:
         _fail(exc)
     if outcome.run_id:
         click.echo(f"run {outcome.run_id}: best epoch {outcome.best_epoch + 1}, validation macro AUC "
@@ -287,6 +291,18 @@ def pretrain_command(resume: bool, resume_run_id: str | None, **options: Any) ->
 def train_standalone_command(resume: bool, resume_run_id: str | None, **options: Any) -> None:
     """Train a model on G12EC from scratch on the 18 shared classes (the study's baseline)."""
     _run_training(_train_config("standalone", "g12ec", options), resume, resume_run_id)
+
+
+@main.command("finetune")
+@_train_options("g12ec", "shared18", "ecgml-finetune")
+@click.option("--backbone-uri", default="models:/ecgml-ptbxl-backbone@production", show_default=True,
+              help="Registered backbone: models:/NAME/VERSION or models:/NAME@ALIAS (production falls back to "
+                   "the latest version, with a warning).")
+@click.option("--register-as", default="ecgml-g12ec-classifier", show_default=True,
+              help="Register the fine-tuned classifier under this name ('' to skip).")
+def finetune_command(resume: bool, resume_run_id: str | None, **options: Any) -> None:
+    """Fine-tune a registered PTB-XL backbone on G12EC's 18 shared classes (new head, chosen strategy)."""
+    _run_training(_train_config("finetune", "g12ec", options), resume, resume_run_id)
 
 
 @main.command("models")

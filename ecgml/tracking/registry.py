@@ -12,6 +12,7 @@ import getpass
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 DEFAULT_BACKBONE_MODEL = "ecgml-ptbxl-backbone"
@@ -85,6 +86,20 @@ def register_best(experiment: str, name: str = DEFAULT_BACKBONE_MODEL, metric: s
     return show(name, version.version)
 
 
+def register_run_model(name: str, run_id: str, model_uri: str, tags: dict[str, str]) -> str:
+    """Register ``model_uri`` (logged by ``run_id``) as a new version of ``name``; returns the version."""
+    import mlflow
+
+    client = _client()
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name)
+    version = client.create_model_version(name, model_uri, run_id=run_id,
+                                          tags={"ecgml.source_run_id": run_id, **tags})
+    return str(version.version)
+
+
 def promote(name: str, version: str, stage: str | None = None, alias: str | None = None,
             user: str | None = None) -> VersionInfo:
     """Move ``version`` to a stage (as an alias) or set any alias, recording who did it and when."""
@@ -145,3 +160,29 @@ def resolve(uri: str) -> VersionInfo:
     if not version.isdigit():
         raise RegistryError(f"{uri!r}: the version must be a number")
     return show(name, version)
+
+
+def resolve_with_fallback(uri: str) -> tuple[VersionInfo, str | None]:
+    """Like :func:`resolve`, but ``@production`` falls back to the newest version, with a warning text."""
+    try:
+        return resolve(uri), None
+    except RegistryError:
+        body = uri.removeprefix("models:/")
+        if "@" not in body or not body.endswith("@production"):
+            raise
+        name = body.split("@", 1)[0]
+        latest = list_versions(name)[-1]
+        return latest, (f"{name} has no 'production' alias; using its latest version {latest.version} "
+                        f"(promote one with `ecgml registry promote {name} VERSION --stage production`)")
+
+
+def download_weights(info: VersionInfo) -> Path:
+    """The weights folder (``metadata.json`` + ``state_dict.pt``) of a registered version, downloaded."""
+    import mlflow
+
+    _client()
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{info.name}/{info.version}"))
+    for metadata in sorted(local.rglob("metadata.json")):
+        if (metadata.parent / "state_dict.pt").is_file():
+            return metadata.parent
+    raise RegistryError(f"models:/{info.name}/{info.version} holds no ecgml weights folder")

@@ -55,6 +55,10 @@ class TrainConfig:
     experiment: str = "ecgml"
     run_name: str | None = None
     runs_dir: Path = field(default_factory=lambda: default_data_dir() / "runs")
+    #: Fine-tuning: the registered backbone to start from (models:/NAME/VERSION or models:/NAME@ALIAS).
+    init_uri: str | None = None
+    #: Fine-tuning: register the trained classifier under this name ("" to skip).
+    register_as: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("pretrain", "standalone", "finetune"):
@@ -83,7 +87,7 @@ class TrainConfig:
     def digest(self) -> str:
         """Hash of everything that changes the result (not where files go or what the run is called)."""
         doc = self.to_json()
-        for volatile in ("run_name", "runs_dir", "num_workers", "experiment"):
+        for volatile in ("run_name", "runs_dir", "num_workers", "experiment", "register_as"):
             doc.pop(volatile, None)
         doc["data"].pop("cache_dir", None)
         doc["data"].pop("workers", None)

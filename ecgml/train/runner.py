@@ -9,6 +9,7 @@ the checkpoint holds that MLflow had not received, so no epoch is lost or logged
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,12 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
         prepared = prepare(config.data, progress=False)
     splits = build_splits(prepared, config.fraction, config.seed)
     leads = prepared.cache.leads
-    model = create_backbone(config.model.backbone, in_channels=len(leads), num_classes=len(splits.classes),
-                            **config.model.kwargs)
+    lineage: dict[str, str] = {}
+    if config.init_uri:
+        model, lineage = _pretrained(config, tuple(leads), len(splits.classes))
+    else:
+        model = create_backbone(config.model.backbone, in_channels=len(leads), num_classes=len(splits.classes),
+                                **config.model.kwargs)
     if config.crop_samples > prepared.cache.signals.shape[-1]:
         raise ValueError(f"crop of {config.crop_samples} samples is longer than the cached records")
     train_ds, val_ds, test_ds = make_datasets(prepared.cache, splits, config)
@@ -92,12 +97,40 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
             outcome = _train_only(config, model, (train_ds, val_ds, test_ds), splits, device, ctx, macro_auc)
         else:
             outcome = _tracked(config, prepared, splits, model, (train_ds, val_ds, test_ds), device, ctx, resume,
-                               resume_run_id, progress, macro_auc)
+                               resume_run_id, progress, macro_auc, lineage)
     except BaseException:
         shutdown_distributed(ctx, wait=False)  # a failed rank must not wait for the others at a barrier
         raise
     shutdown_distributed(ctx)
     return outcome
+
+
+def _pretrained(config: TrainConfig, leads: tuple[str, ...], n_classes: int) -> tuple[torch.nn.Module, dict[str, str]]:
+    """The registered backbone ``config.init_uri`` names, checked against the target data, with a new head."""
+    from ecgml.tracking.registry import download_weights, resolve_with_fallback
+    from ecgml.tracking.weights import load_model
+
+    info, warning = resolve_with_fallback(str(config.init_uri))
+    if warning:  # said on stderr, where a user running a job looks, whatever the warnings filter
+        sys.stderr.write(f"warning: {warning}\n")
+    model, meta = load_model(download_weights(info))
+    problems = []
+    if meta.fs != config.data.data.fs:
+        problems.append(f"it was trained at {meta.fs} Hz, the target is prepared at {config.data.data.fs} Hz "
+                        f"(pass --fs {meta.fs} to resample the target)")
+    if tuple(meta.leads) != leads:
+        problems.append(f"it expects leads {','.join(meta.leads)}, the target has {','.join(leads)} "
+                        f"(pass --leads {','.join(meta.leads)})")
+    if meta.input_samples != config.crop_samples:
+        problems.append(f"its input is {meta.input_samples / meta.fs:g} s, the crop is {config.crop_s:g} s "
+                        f"(pass --crop-s {meta.input_samples / meta.fs:g})")
+    if problems:
+        raise ValueError(f"models:/{info.name}/{info.version} does not fit the target data: " + "; ".join(problems))
+    model.reset_classifier(n_classes)
+    model.train()
+    return model, {"ecgml.backbone_version": f"models:/{info.name}/{info.version}",
+                   "ecgml.backbone_run_id": str(info.run_id), "backbone": meta.backbone,
+                   "ecgml.backbone_dataset": meta.source, "ecgml.backbone_task": meta.task}
 
 
 def _make_trainer(config: TrainConfig, model: torch.nn.Module, train_ds: Any, val_ds: Any, splits: Splits,
@@ -125,11 +158,11 @@ def _train_only(config: TrainConfig, model: torch.nn.Module, datasets: tuple, sp
 
 def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn.Module, datasets: tuple,
              device: torch.device, ctx: DistContext, resume: bool, resume_run_id: str | None, progress: bool,
-             score_fn: Any) -> RunOutcome:
+             score_fn: Any, lineage: dict[str, str]) -> RunOutcome:
     import mlflow
 
     from ecgml.tracking.pyfunc import log_pyfunc
-    from ecgml.tracking.registry import MODEL_URI_TAG
+    from ecgml.tracking.registry import MODEL_URI_TAG, register_run_model
     from ecgml.tracking.runs import git_commit, log_split_inputs, open_run
     from ecgml.tracking.weights import WeightMetadata, save_weights
 
@@ -149,6 +182,7 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
         "dataset_version": dataset.version, "cache_digest": prepared.cache.digest, "task": dataset.task,
         "label_map": dataset.label_map, "backbone": config.model.backbone,
         "git_commit": git_commit(Path(__file__).resolve().parent),
+        **lineage,
     }
     with open_run(config.experiment, run_name=config.run_name, run_id=run_id, tags=tags) as run:
         run_id = run.info.run_id
@@ -183,7 +217,7 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
         outcome = _evaluate_and_log(config, prepared, splits, trainer, (val_ds, test_ds), result)
         mean, std = prepared.cache.stats
         metadata = WeightMetadata(
-            backbone=config.model.backbone, backbone_kwargs=model.constructor["kwargs"],
+            backbone=model.constructor["name"], backbone_kwargs=model.constructor["kwargs"],
             num_classes=len(splits.classes), fs=config.data.data.fs, input_samples=config.crop_samples,
             leads=tuple(prepared.cache.leads), classes=tuple(splits.classes), norm_mean=tuple(map(float, mean)),
             norm_std=tuple(map(float, std)), source=dataset.source, dataset_version=dataset.version,
@@ -194,6 +228,11 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
         mlflow.log_artifacts(str(weights_dir), artifact_path="weights")
         model_info = log_pyfunc(weights_dir)
         mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)  # what `ecgml register` registers
+        if config.register_as:
+            version = register_run_model(config.register_as, run_id, model_info.model_uri,
+                                         {**tags, **{f"metric.{k}": f"{v:.6f}" for k, v in outcome.items()
+                                                     if k in ("best_val_macro_auc", "test_macro_auc")}})
+            mlflow.set_tag("ecgml.registered_as", f"models:/{config.register_as}/{version}")
         mlflow.set_tags({"ecgml.best_epoch": str(result.best_epoch), "ecgml.stopped_early": str(result.stopped_early)})
         return RunOutcome(run_id, result.best_epoch, result.best_score, outcome["test_macro_auc"], weights_dir,
                           outcome)

@@ -127,3 +127,26 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(workdir: Path) -> None:
     assert sorted(steps) == [0, 1, 2, 3, 4, 5]  # no epoch lost, none logged twice
     for key in ("val_macro_auc", "test_macro_auc", "train_loss"):
         assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], rel=1e-4, abs=1e-5), key
+
+
+def test_finetune_from_a_registered_backbone(workdir: Path) -> None:
+    pre = _ecgml(workdir, "ft.db", "pretrain", "--task", "superdiagnostic", *ARGS, "--experiment", "ft-pre")
+    assert pre.returncode == 0, pre.stderr[-3000:]
+    assert _ecgml(workdir, "ft.db", "register", "--experiment", "ft-pre", "--name", "bb").returncode == 0
+    # No production alias yet: the latest version is used, with a warning that says how to promote.
+    tuned = _ecgml(workdir, "ft.db", "finetune", *ARGS, "--backbone-uri", "models:/bb@production",
+                   "--strategy", "linear", "--fraction", "0.5", "--register-as", "clf")
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    assert "has no 'production' alias; using its latest version 1" in tuned.stderr
+    client, run = _run(workdir / "ft.db", _run_id(tuned.stdout))
+    assert run.data.tags["ecgml.backbone_version"] == "models:/bb/1"
+    assert run.data.tags["ecgml.registered_as"] == "models:/clf/1"
+    version = client.get_model_version("clf", "1")
+    assert version.tags["ecgml.backbone_version"] == "models:/bb/1" and version.run_id == run.info.run_id
+    metadata = json.loads(Path(client.download_artifacts(run.info.run_id, "weights/metadata.json")).read_text())
+    assert metadata["num_classes"] == 18 and metadata["source"] == "g12ec" and metadata["backbone"] == "xresnet1d18"
+
+    wrong = _ecgml(workdir, "ft.db", "finetune", *ARGS, "--backbone-uri", "models:/bb/1", "--fs", "50")
+    assert wrong.returncode == 1 and "does not fit the target data: it was trained at 100 Hz" in wrong.stderr
+    missing = _ecgml(workdir, "ft.db", "finetune", *ARGS, "--backbone-uri", "models:/bb/9")
+    assert missing.returncode == 1 and "has no version 9" in missing.stderr
