@@ -103,3 +103,31 @@ def plot_auc_bars(classes: Sequence[str], aucs: Sequence[float | None], path: Pa
     ax.set_ylabel("ROC AUC")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_reliability(y_true: np.ndarray, before: np.ndarray, after: np.ndarray | None, classes: Sequence[str],
+                     path: Path, n_bins: int = 10) -> Path:
+    """Reliability diagrams, one panel per class: observed frequency against confidence, before/after."""
+    from ecgml.evaluate.calibration import reliability
+
+    plt = _pyplot()
+    n = len(classes)
+    cols = min(6, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")
+        for probs, label in ((before, "before"), (after, "after")):
+            if probs is None:
+                continue
+            r = reliability(np.asarray(y_true)[:, i], np.asarray(probs)[:, i], n_bins)
+            used = r["count"] > 0
+            ax.plot(r["confidence"][used], r["frequency"][used], marker="o", ms=2, lw=1, label=label)
+        ax.set_title(classes[i], fontsize=8)
+        ax.tick_params(labelsize=6)
+        if i == 0:
+            ax.legend(fontsize=6)
+    return _save(fig, path)

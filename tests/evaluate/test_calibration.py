@@ -40,3 +40,13 @@ def test_brier_and_report_by_hand() -> None:
     assert report["per_class"]["A"]["ece"] == pytest.approx(0.3)
     assert report["per_class"]["A"]["mce"] == pytest.approx(0.4)
     assert report["macro_brier"] == pytest.approx((0.1 + 0.05) / 2)
+
+
+def test_reliability_diagram_is_written(tmp_path) -> None:
+    from ecgml.evaluate.figures import plot_reliability
+
+    rng = np.random.default_rng(2)
+    p = rng.random((500, 3))
+    y = rng.random(p.shape) < p
+    path = plot_reliability(y, p ** 0.5, p, ("A", "B", "C"), tmp_path / "rel.png")
+    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 5000
