@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,13 @@ from ecgml.train.pipeline import (
     make_datasets,
     predictions_frame,
 )
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    parent_run_id: str | None
+    extra_tags: dict[str, str]
+    on_epoch: Callable[[EpochRecord], None] | None
 
 
 @dataclass
@@ -61,8 +69,14 @@ def _logged_steps(run_id: str, key: str) -> set[int]:
 
 
 def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: str | None = None,
-                 progress: bool = True) -> RunOutcome:
-    """Validate, prepare, train (or resume), evaluate and log one run; returns its outcome."""
+                 progress: bool = True, parent_run_id: str | None = None, extra_tags: dict[str, str] | None = None,
+                 on_epoch: Callable[[EpochRecord], None] | None = None) -> RunOutcome:
+    """Validate, prepare, train (or resume), evaluate and log one run; returns its outcome.
+
+    ``parent_run_id`` makes the run a child of that run (a study, a sweep, the main job) instead of
+    adopting the run ``mlflow run`` started; ``extra_tags`` are added to its tags; ``on_epoch`` is called
+    after each epoch is logged (a tuning study reports and prunes from there by raising).
+    """
     from ecgml.evaluate.auc import macro_auc
     from ecgml.models import create_backbone
     from ecgml.tracking.runs import check_tracking_uri
@@ -96,8 +110,9 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
         if not ctx.is_main:
             outcome = _train_only(config, model, (train_ds, val_ds, test_ds), splits, device, ctx, macro_auc)
         else:
+            hooks = _Hooks(parent_run_id, dict(extra_tags or {}), on_epoch)
             outcome = _tracked(config, prepared, splits, model, (train_ds, val_ds, test_ds), device, ctx, resume,
-                               resume_run_id, progress, macro_auc, lineage)
+                               resume_run_id, progress, macro_auc, lineage, hooks)
     except BaseException:
         shutdown_distributed(ctx, wait=False)  # a failed rank must not wait for the others at a barrier
         raise
@@ -158,7 +173,7 @@ def _train_only(config: TrainConfig, model: torch.nn.Module, datasets: tuple, sp
 
 def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn.Module, datasets: tuple,
              device: torch.device, ctx: DistContext, resume: bool, resume_run_id: str | None, progress: bool,
-             score_fn: Any, lineage: dict[str, str]) -> RunOutcome:
+             score_fn: Any, lineage: dict[str, str], hooks: _Hooks) -> RunOutcome:
     import mlflow
 
     from ecgml.tracking.pyfunc import log_pyfunc
@@ -169,7 +184,8 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
     train_ds, val_ds, test_ds = datasets
     digest = config.digest()
     mlflow.set_tracking_uri(tracking_uri())
-    adopted = os.environ.get("MLFLOW_RUN_ID")  # started by `mlflow run`: log into that run and its experiment
+    # started by `mlflow run`: log into that run and its experiment (a child run never adopts it)
+    adopted = None if hooks.parent_run_id else os.environ.get("MLFLOW_RUN_ID")
     if not adopted:
         mlflow.set_experiment(config.experiment)
     run_id = resume_run_id or (_find_resumable(config.experiment, digest) if resume else None) or adopted
@@ -182,9 +198,12 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
         "dataset_version": dataset.version, "cache_digest": prepared.cache.digest, "task": dataset.task,
         "label_map": dataset.label_map, "backbone": config.model.backbone,
         "git_commit": git_commit(Path(__file__).resolve().parent),
-        **lineage,
+        **lineage, **hooks.extra_tags,
     }
-    with open_run(config.experiment, run_name=config.run_name, run_id=run_id, tags=tags) as run:
+    if hooks.parent_run_id:
+        tags["mlflow.parentRunId"] = hooks.parent_run_id
+    with open_run(config.experiment, run_name=config.run_name, run_id=run_id, tags=tags,
+                  nested=bool(hooks.parent_run_id)) as run:
         run_id = run.info.run_id
         broadcast_object(run_id, ctx)
         resuming = resume and (config.runs_dir / run_id / "checkpoint.pt").is_file()
@@ -206,6 +225,8 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
 
         def on_epoch(record: EpochRecord) -> None:
             mlflow.log_metrics(epoch_metrics(record), step=record.epoch)
+            if hooks.on_epoch is not None:
+                hooks.on_epoch(record)
 
         trainer = _make_trainer(config, model, train_ds, val_ds, splits, device, ctx, score_fn, run_id,
                                 on_epoch=on_epoch, progress=progress)
