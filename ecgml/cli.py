@@ -305,6 +305,68 @@ def finetune_command(resume: bool, resume_run_id: str | None, **options: Any) ->
     _run_training(_train_config("finetune", "g12ec", options), resume, resume_run_id)
 
 
+@main.command("calibrate")
+@click.option("--model", "model_uri", default="models:/ecgml-g12ec-classifier@production", show_default=True,
+              help="models:/NAME/VERSION, models:/NAME@ALIAS (production falls back to the latest version) "
+                   "or runs:/RUN_ID (measured only, not registered).")
+@click.option("--method", type=click.Choice(["single", "per-class"]), default="single", show_default=True,
+              help="Which fitted temperatures the registered version applies (both are reported).")
+@click.option("--register-as", default=None, help="Registered model name [default: the source model's name].")
+@click.option("--bins", type=click.IntRange(2), default=10, show_default=True, help="Reliability bins.")
+@click.option("--experiment", default="ecgml-calibrate", show_default=True)
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=None)
+def calibrate_command(model_uri: str, method: str, register_as: str | None, bins: int, experiment: str,
+                      runs_dir: Path | None) -> None:
+    """Temperature-scale a classifier on its validation predictions; report test ECE/MCE/Brier before and
+    after; register the calibrated version (its pyfunc applies the temperatures)."""
+    from ecgml.jobs.calibrate import CalibrationError, run_calibration
+    from ecgml.tracking.registry import RegistryError
+    from ecgml.tracking.runs import TrackingError
+
+    try:
+        outcome = run_calibration(model_uri, method=method, register_as=register_as, experiment=experiment,
+                                  runs_dir=runs_dir or default_data_dir() / "runs", n_bins=bins)
+    except (OSError, CalibrationError, RegistryError, TrackingError) as exc:
+        _fail(exc)
+    m = outcome.calibration.metrics()
+    click.echo(f"run {outcome.run_id}: temperature {m['temperature_single']:.3f}; test macro ECE "
+               f"{m['test_macro_ece_before']:.4f} -> {m['test_macro_ece_after']:.4f}, Brier "
+               f"{m['test_macro_brier_before']:.4f} -> {m['test_macro_brier_after']:.4f} ({method})"
+               + (f"; registered {outcome.registered}" if outcome.registered else ""))
+
+
+@main.command("evaluate")
+@click.option("--model", "model_uri", default="models:/ecgml-g12ec-classifier@production", show_default=True,
+              help="models:/NAME/VERSION or models:/NAME@ALIAS, loaded exactly as it is served.")
+@click.option("--source", type=click.Choice(SOURCES), default="g12ec", show_default=True)
+@click.option("--root", default=None, help="Dataset root [default: the synthetic tree of that source].")
+@click.option("--label-map", type=click.Choice(LABEL_MAPS), default=DEFAULT_LABEL_MAP, show_default=True)
+@click.option("--splits", default="1-8/9/10", show_default=True, help="train/val/test folds.")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--bootstrap", type=click.IntRange(10), default=1000, show_default=True, help="Bootstrap rounds.")
+@click.option("--experiment", default="ecgml-evaluate", show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=None)
+def evaluate_command(model_uri: str, source: str, root: str | None, label_map: str, splits: str, split: str,
+                     bootstrap: int, experiment: str, cache_dir: Path | None, runs_dir: Path | None) -> None:
+    """Score a registered model, as served (calibration included), on a dataset split; log metrics and plots."""
+    from ecgml.jobs.evaluate import EvaluationError, run_evaluation
+    from ecgml.tracking.registry import RegistryError
+    from ecgml.tracking.runs import TrackingError
+
+    config = _prepare_config(source, root, "100", "shared18", label_map, splits, "12", 10.0, None, cache_dir,
+                             os.cpu_count() or 1, False)
+    try:
+        outcome = run_evaluation(model_uri, config, split=split, experiment=experiment, bootstrap_rounds=bootstrap,
+                                 runs_dir=runs_dir or default_data_dir() / "runs")
+    except (OSError, ValueError, KeyError, EvaluationError, RegistryError, TrackingError) as exc:
+        _fail(exc)
+    m = outcome.metrics
+    click.echo(f"run {outcome.run_id}: {split} macro AUC {m[f'{split}_macro_auc']:.4f} "
+               f"[{m[f'{split}_macro_auc_low']:.4f}, {m[f'{split}_macro_auc_high']:.4f}], AUPRC "
+               f"{m[f'{split}_macro_auprc']:.4f}, ECE {m[f'{split}_macro_ece']:.4f}; predictions {outcome.predictions}")
+
+
 @main.command("models")
 def models_command() -> None:
     """List the registered backbones."""

@@ -19,6 +19,12 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
+def logit(probs: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Inverse of :func:`sigmoid`, clipped so saturated probabilities give finite logits."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
 def reliability(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
     """Per bin (equal width over [0, 1]) of one class: mean confidence, observed frequency, count."""
     y = np.asarray(y_true, dtype=np.float64).ravel()

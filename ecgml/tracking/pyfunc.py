@@ -24,6 +24,13 @@ from ecgml.train.data import aggregate_windows, window_starts
 MAX_SECONDS = 600.0
 
 
+def apply_temperatures(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+    """Temperature scaling of record probabilities: ``sigmoid(logit(p) / T)`` per class."""
+    from ecgml.evaluate.calibration import logit, sigmoid
+
+    return sigmoid(logit(probs) / np.asarray(temperatures, dtype=np.float64))
+
+
 class InvalidEcgInput(ValueError):
     """A request the model cannot score; the message is meant for the caller."""
 
@@ -86,10 +93,10 @@ class EcgClassifier:
             windows = np.stack([x[:, s:s + crop] for s in starts])
             with torch.no_grad():
                 logits = self.model(torch.from_numpy(windows)).numpy()
-            if self.temperatures is not None:
-                logits = logits / self.temperatures
-            probs = 1.0 / (1.0 + np.exp(-logits))
+            probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
             out[i] = aggregate_windows(probs, np.zeros(len(starts), dtype=np.int64), 1, meta.aggregate)[0]  # type: ignore[arg-type]
+        if self.temperatures is not None:  # fitted on these same aggregated probabilities (ecgml calibrate)
+            out = apply_temperatures(out, self.temperatures)
         return out
 
 
@@ -115,8 +122,15 @@ def make_python_model() -> Any:
                 temperatures = np.load(path)
             self.classifier = EcgClassifier(context.artifacts["weights"], temperatures)
 
-        def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
-            probs = self.classifier.predict_proba(_rows(model_input))
+        # No type hints here on purpose: MLflow reads them as an input schema (and warns about ``Any``).
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            try:
+                probs = self.classifier.predict_proba(_rows(model_input))
+            except InvalidEcgInput as exc:  # the scoring server answers 400 with this message, no stack trace
+                from mlflow.exceptions import MlflowException
+                from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
             return pd.DataFrame(probs, columns=list(self.classifier.metadata.classes))
 
     return EcgPyfunc()

@@ -1,0 +1,200 @@
+"""Registered classifier -> calibrate -> evaluate -> serve, on a tiny synthetic tree and a real scoring server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecgml.data.synth import generate_g12ec, generate_ptbxl
+from ecgml.evaluate.calibration import sigmoid
+from ecgml.jobs.calibrate import CalibrationError, PredictionSet, calibrate_predictions, read_predictions
+from ecgml.tracking.pyfunc import apply_temperatures
+
+ARGS = ["--epochs", "3", "--batch-size", "16", "--backbone", "xresnet1d18", "--backbone-kwargs",
+        '{"width": 0.25, "layers": [1, 1]}', "--seed", "5"]
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "ECGML_DATA": str(root / "data"),
+            "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn
+
+
+def _ecgml(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=root, env=_env(root), capture_output=True,
+                          text=True, timeout=400)
+    return done
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir whose store holds backbone bb/1 and fine-tuned classifier clf/1."""
+    root = tmp_path_factory.mktemp("jobs")
+    generate_ptbxl(root / "data" / "synthetic" / "ptbxl", 240, seed=0, sampling_rates=(100,), workers=1, progress=False)
+    generate_g12ec(root / "data" / "synthetic" / "g12ec", 240, seed=1, workers=1, progress=False)
+    for args in (["pretrain", "--task", "superdiagnostic", *ARGS],
+                 ["register", "--experiment", "ecgml-pretrain", "--name", "bb"],
+                 ["finetune", *ARGS, "--backbone-uri", "models:/bb/1", "--register-as", "clf"]):
+        done = _ecgml(root, *args)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return root
+
+
+def _client(root: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+def test_temperature_scaling_repairs_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(-1.0, 1.5, size=(3000, 4))
+    labels = (rng.random(true_logits.shape) < sigmoid(true_logits)).astype(np.int8)
+    over = sigmoid(3.0 * true_logits)  # three times too confident
+    classes = ("A", "B", "C", "D")
+    ids = tuple(str(i) for i in range(1500))
+    val = PredictionSet(classes, ids, labels[:1500], over[:1500])
+    test = PredictionSet(classes, ids, labels[1500:], over[1500:])
+    result = calibrate_predictions(val, test, "single")
+    assert result.temperatures["single"][0] == pytest.approx(3.0, rel=0.12)
+    m = result.metrics()
+    assert m["test_macro_ece_after"] < 0.5 * m["test_macro_ece_before"]
+    assert m["test_macro_brier_after"] < m["test_macro_brier_before"]
+    assert result.reports["test"]["after_per_class"]["macro_ece"] < m["test_macro_ece_before"]
+    with pytest.raises(CalibrationError, match="unknown method"):
+        calibrate_predictions(val, test, "isotonic")
+
+
+def test_read_predictions_refuses_foreign_files(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    pd.DataFrame({"record_id": ["a"], "prob_X": [0.2]}).to_csv(path, index=False)
+    with pytest.raises(CalibrationError, match=r"p\.csv: not an ecgml predictions file"):
+        read_predictions(path)
+    pd.DataFrame({"record_id": ["a"], "true_X": [1], "prob_X": [1.7]}).to_csv(path, index=False)
+    with pytest.raises(CalibrationError, match="within"):
+        read_predictions(path)
+
+
+def _signal(fs: int = 500, seconds: float = 10.0) -> np.ndarray:
+    t = np.arange(int(fs * seconds)) / fs
+    return np.stack([np.sin(2 * np.pi * 1.2 * t + k) * (0.3 + 0.05 * k) for k in range(12)]).astype(np.float32)
+
+
+def test_calibrate_registers_a_version_that_applies_its_temperatures(registered: Path) -> None:
+    import mlflow
+
+    done = _ecgml(registered, "calibrate", "--model", "models:/clf/1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "registered models:/clf/2" in done.stdout
+    client = _client(registered)
+    version = client.get_model_version("clf", "2")
+    assert version.tags["ecgml.calibrated_from"] == "models:/clf/1"
+    assert version.tags["ecgml.backbone_version"] == "models:/bb/1"  # lineage kept
+    temperatures = np.array(json.loads(version.tags["ecgml.temperatures"]))
+    run = client.get_run(version.run_id)
+    assert run.data.tags["ecgml.kind"] == "calibrate"
+    assert {"test_macro_ece_before", "test_macro_ece_after", "test_macro_brier_after"} <= set(run.data.metrics)
+    assert {a.path for a in client.list_artifacts(version.run_id, "calibration")} >= {
+        "calibration/reliability_test.png", "calibration/calibration.json", "calibration/temperatures.npy"}
+
+    mlflow.set_tracking_uri(f"sqlite:///{registered / 'mlflow.db'}")
+    row = pd.DataFrame([{"signal": _signal().tolist(), "fs": 500}])
+    raw = mlflow.pyfunc.load_model("models:/clf/1").predict(row).to_numpy()
+    calibrated = mlflow.pyfunc.load_model("models:/clf/2").predict(row).to_numpy()
+    np.testing.assert_allclose(calibrated, apply_temperatures(raw, temperatures), rtol=1e-3, atol=1e-6)
+
+    again = _ecgml(registered, "calibrate", "--model", "models:/clf/2")
+    assert again.returncode == 1 and "already calibrated" in again.stderr
+
+
+def test_evaluate_reproduces_the_training_runs_test_predictions(registered: Path) -> None:
+    client = _client(registered)
+    done = _ecgml(registered, "evaluate", "--model", "models:/clf/1", "--bootstrap", "50")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = done.stdout.split()[1].rstrip(":")
+    evaluated = client.get_run(run_id)
+    trained = client.get_run(client.get_model_version("clf", "1").run_id)
+    assert evaluated.data.tags["ecgml.evaluated_version"] == "models:/clf/1"
+    # The served model (its own resampling, standardisation and windows) gives the training run's answers.
+    ours = pd.read_csv(client.download_artifacts(run_id, "eval/predictions_test.csv"), dtype={"record_id": str})
+    theirs = pd.read_csv(client.download_artifacts(trained.info.run_id, "eval/predictions_test.csv"),
+                         dtype={"record_id": str})
+    assert list(ours["record_id"]) == list(theirs["record_id"])
+    probs = [c for c in theirs.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(ours[probs].to_numpy(), theirs[probs].to_numpy(), atol=2e-4)
+    assert evaluated.data.metrics["test_macro_auc"] == pytest.approx(trained.data.metrics["test_macro_auc"], abs=1e-3)
+
+    wrong = _ecgml(registered, "evaluate", "--model", "models:/bb/1")
+    assert wrong.returncode == 1 and "predicts 5 classes" in wrong.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _post(port: int, payload: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=payload,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_and_refuses_bad_requests(registered: Path) -> None:
+    assert _ecgml(registered, "registry", "promote", "clf", "1", "--stage", "production").returncode == 0
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/clf@production", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+        cwd=registered, env=_env(registered), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert server.poll() is None, server.stderr.read()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        else:
+            pytest.fail("the scoring server did not come up within 120 s")
+
+        ok_row = {"signal": _signal(500, 10.0).tolist(), "fs": 500}
+        status, body = _post(port, json.dumps({"dataframe_records": [ok_row]}).encode())
+        assert status == 200, body
+        prediction = body["predictions"][0]
+        assert len(prediction) == 18 and all(0 <= v <= 1 for v in prediction.values())
+        assert "AF" in prediction or any(len(k) > 1 for k in prediction)  # named by class
+
+        short = {"signal": _signal(500, 1.0).tolist(), "fs": 500}
+        eleven = {"signal": _signal()[:11].tolist(), "fs": 500}
+        nan = {"signal": _signal().tolist(), "fs": 500}
+        nan["signal"][3][100] = float("nan")
+        too_long = {"signal": np.zeros((12, 1000 * 700), dtype=np.float32).tolist(), "fs": 1000}
+        for row, message in ((short, "shorter than the model's"), (eleven, "missing lead"),
+                             (nan, "NaN"), (too_long, "longer than the 600 s accepted")):
+            status, body = _post(port, json.dumps({"dataframe_records": [row]}).encode())
+            assert status == 400, (message, status)
+            assert message in body["message"] and "Traceback" not in json.dumps(body), body["message"][-500:]
+            assert "stack_trace" not in body
+        status, body = _post(port, b"{not json")
+        assert 400 <= status < 500
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
