@@ -1,0 +1,189 @@
+"""``ecgml tune``: the click command (registered in ``ecgml.cli`` as ``tune``); it parses options into a
+:class:`~ecgml.tune.spec.TuneSpec` and :class:`~ecgml.tune.study.RunSettings` and calls :func:`run_study`.
+
+    ecgml tune --n-trials 40 --workers 2                                   # journal file, this machine
+    ecgml tune --storage postgresql://u:p@db/optuna --study-name s1 ...    # first machine: creates, finishes
+    ecgml tune --storage postgresql://u:p@db/optuna --study-name s1 --join # other machines: work only
+    ecgml tune --resume --study-name s1 --n-trials 60                      # continue (and grow) a study
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ecgml.tune.space import PARAMETERS, STAGES
+from ecgml.tune.spec import PRUNERS, SAMPLERS
+from ecgml.tune.storage import DEFAULT_STORAGE
+
+_FS = click.Choice(["500", "250", "100", "50"])
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+def _pairs(texts: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint=option)
+        out[key.strip()] = value
+    return out
+
+
+def _base_config(stage: str, seed: int, o: dict[str, Any]) -> Any:
+    """The training config every trial starts from (the searched parameters are applied on top)."""
+    from ecgml.config import DataConfig, PrepareConfig, default_data_dir
+    from ecgml.train.loop import OptimConfig
+    from ecgml.train.pipeline import ModelConfig, TrainConfig
+
+    source = "ptbxl" if stage == "pretrain" else "g12ec"
+    try:
+        kwargs = json.loads(o["backbone_kwargs"])
+        if not isinstance(kwargs, dict):
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{o['backbone_kwargs']!r} is not a JSON object",
+                                 param_hint="--backbone-kwargs") from None
+    try:
+        root = Path(o["root"]) if o["root"] else default_data_dir() / "synthetic" / source
+        task = o["task"] or ("all" if stage == "pretrain" else "shared18")
+        data = DataConfig(source=source, root=root, fs=int(o["fs"]), task=task, label_map=o["label_map"],
+                          splits=o["splits"])
+        prepare = PrepareConfig(data=data, leads=o["leads"], cache_dir=o["cache_dir"] or default_data_dir() / "cache")
+        return TrainConfig(
+            kind=stage, data=prepare, model=ModelConfig(backbone="xresnet1d50_small", kwargs=kwargs),
+            optim=OptimConfig(epochs=o["epochs"], patience=o["patience"]), crop_s=o["crop_s"],
+            fraction=o["fraction"], seed=seed, device=o["device"], num_workers=o["num_workers"],
+            experiment=o["experiment"], runs_dir=o["runs_dir"] or default_data_dir() / "runs",
+            init_uri=o["backbone_uri"] if stage == "finetune" else None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_SPACE_HELP = "Narrow the search space: NAME=LOW:HIGH[:log], NAME=A,B,C or NAME=VALUE (fixed); repeatable. " + \
+    "Parameters: " + ", ".join(f"{n} ({'/'.join(p.stages)})" for n, p in PARAMETERS.items()) + "."
+
+
+@click.command("tune", context_settings={"show_default": True})
+@click.option("--stage", type=click.Choice(STAGES), default="pretrain",
+              help="Tune pretraining on PTB-XL or fine-tuning a registered backbone on G12EC.")
+@click.option("--n-trials", type=click.IntRange(1), default=None,
+              help="Trials in the study [new study: 20; --resume: the study's own, or a larger total].")
+@click.option("--workers", type=click.IntRange(1), default=1, help="Worker processes on this machine.")
+@click.option("--storage", envvar="ECGML_OPTUNA_STORAGE", default=DEFAULT_STORAGE,
+              help="A journal file (one machine) or a SQLAlchemy URL, e.g. postgresql://user:pw@host/db "
+                   "(several machines) [env: ECGML_OPTUNA_STORAGE].")
+@click.option("--study-name", default=None, help="[default: ecgml-STAGE-DATE-TIME; --resume: the newest study]")
+@click.option("--resume", is_flag=True, help="Continue an existing study (its stored space and config).")
+@click.option("--join", is_flag=True, help="Only work on an existing study (another machine); no summary, "
+                                           "no registration.")
+@click.option("--space", "space_texts", multiple=True, metavar="NAME=SPEC", help=_SPACE_HELP)
+@click.option("--pruner", type=click.Choice(PRUNERS), default="median",
+              help="Prune from per-epoch validation macro AUC.")
+@click.option("--pruner-startup-trials", type=click.IntRange(0), default=3, help="Median: trials before pruning.")
+@click.option("--pruner-warmup-epochs", type=click.IntRange(0), default=1, help="Median: epochs before pruning.")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe")
+@click.option("--seed", type=int, default=0, help="Seed of the sampler and of every trial's training.")
+@click.option("--tag", "tag_texts", multiple=True, metavar="KEY=VALUE",
+              help="Study tag, copied onto the parent run and every trial run; repeatable.")
+@click.option("--register-as", default=None,
+              help="Register the best trial's model under this name [pretrain: ecgml-ptbxl-backbone, "
+                   "finetune: ecgml-g12ec-classifier].")
+@click.option("--no-register", is_flag=True, help="Do not register the best trial's model.")
+@click.option("--heartbeat-interval", type=click.IntRange(1), default=30, help="Seconds between trial heartbeats.")
+@click.option("--grace-period", type=click.IntRange(2), default=None,
+              help="Seconds without a heartbeat before a trial is failed and retried [2 x interval].")
+@click.option("--max-retry", type=click.IntRange(-1), default=3, help="Retries of a trial whose worker died "
+                                                                       "(-1: no limit).")
+@click.option("--gpus", default=None, help="Comma list of GPU ids, one per worker in turn (CUDA_VISIBLE_DEVICES).")
+@click.option("--worker-index", type=click.IntRange(0), default=None, hidden=True)
+@click.option("--root", default=None, help="Dataset root [default: the synthetic tree].")
+@click.option("--fs", type=_FS, default="100")
+@click.option("--task", default=None, help="[pretrain: all, finetune: shared18]")
+@click.option("--label-map", type=click.Choice(["challenge", "seed"]), default="challenge")
+@click.option("--splits", default="1-8/9/10")
+@click.option("--leads", default="12")
+@click.option("--fraction", type=float, default=1.0)
+@click.option("--epochs", type=click.IntRange(1), default=10)
+@click.option("--patience", type=click.IntRange(0), default=5)
+@click.option("--backbone-kwargs", default="{}", help="JSON arguments every trial's backbone gets.")
+@click.option("--backbone-uri", default="models:/ecgml-ptbxl-backbone@production", help="Finetune: the backbone.")
+@click.option("--crop-s", type=float, default=2.5, help="Finetune: the backbone's input length (pretrain tunes it).")
+@click.option("--device", default="auto")
+@click.option("--num-workers", type=click.IntRange(0), default=0)
+@click.option("--experiment", default="ecgml-tune")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=None)
+def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, study_name: str | None, resume: bool,
+                 join: bool, space_texts: tuple[str, ...], pruner: str, pruner_startup_trials: int,
+                 pruner_warmup_epochs: int, sampler: str, seed: int, tag_texts: tuple[str, ...],
+                 register_as: str | None, no_register: bool, heartbeat_interval: int, grace_period: int | None,
+                 max_retry: int, gpus: str | None, worker_index: int | None, **options: Any) -> None:
+    """Optuna study over the training hyperparameters; each trial a nested MLflow run of the study's run.
+
+    Trials prune from per-epoch validation macro AUC; the best trial's model is registered at the end.
+    """
+    from ecgml.tracking.registry import DEFAULT_BACKBONE_MODEL, DEFAULT_CLASSIFIER_MODEL, RegistryError
+    from ecgml.tracking.runs import TrackingError
+    from ecgml.tune.space import SearchSpace, SpaceError, parse_overrides
+    from ecgml.tune.spec import StudyError, TuneSpec
+    from ecgml.tune.storage import StorageError
+    from ecgml.tune.study import RunSettings, run_study, work
+    from ecgml.tune.study import join as join_study
+
+    if resume and join:
+        raise click.UsageError("--resume and --join exclude each other")
+    if (resume or join) and space_texts:
+        raise click.UsageError("a study's search space is fixed when it is created; --space cannot change it")
+    if join and not study_name:
+        raise click.UsageError("--join needs --study-name")
+    settings = RunSettings(storage=storage, workers=workers, heartbeat_interval=heartbeat_interval,
+                           grace_period=grace_period, max_retry=None if max_retry == -1 else max_retry,
+                           gpus=tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else (),
+                           register=not no_register)
+    try:
+        if join:
+            study, spec = join_study(str(study_name), settings)
+            index = worker_index if worker_index is not None else os.getpid() % 100_000
+            work(study, spec, settings, index, _echo)
+            return
+        spec = None
+        if not resume:
+            space = SearchSpace.default(stage).narrowed(parse_overrides(space_texts))  # type: ignore[arg-type]
+            default_name = DEFAULT_BACKBONE_MODEL if stage == "pretrain" else DEFAULT_CLASSIFIER_MODEL
+            spec = TuneSpec(stage=stage, space=space, base=_base_config(stage, seed, options),  # type: ignore[arg-type]
+                            n_trials=n_trials or 20, pruner=pruner, pruner_startup_trials=pruner_startup_trials,  # type: ignore[arg-type]
+                            pruner_warmup_epochs=pruner_warmup_epochs, sampler=sampler, seed=seed,
+                            tags=_pairs(tag_texts, "--tag"),
+                            register_as=default_name if register_as is None else register_as)
+            _echo("search space:\n" + space.describe())
+        result = run_study(spec, study_name, settings, resume_study=resume, n_trials=n_trials, echo=_echo)
+    except (SpaceError, StudyError, StorageError, TrackingError, RegistryError, OSError) as exc:
+        _fail(exc)
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
+    _echo(f"study {result.study_name}: {counts}; parent run {result.parent_run_id}")
+    if result.best_number is not None:
+        _echo(f"best trial {result.best_number}: val_macro_auc {result.best_value:.4f}, run {result.best_run_id}, "
+              f"params {json.dumps(result.best_params, sort_keys=True)}")
+    if result.registered:
+        _echo(f"registered {result.registered}")
+    if result.unfinished:
+        raise click.ClickException(f"{result.unfinished} trials did not finish (every worker stopped); continue with "
+                                   f"`ecgml tune --resume --study-name {result.study_name}`")
+
+
+def _echo(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":  # worker processes: python -m ecgml.tune.cli --join ...
+    tune_command()

@@ -1,0 +1,287 @@
+"""A study from start to end: check everything, create (or resume) it with its parent run and exactly
+``n_trials`` slots, run the workers (in this process, or ``--workers N`` processes), then record the best
+trial on the parent run and register its model.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ecgml.tune import logger
+from ecgml.tune.space import SpaceError
+from ecgml.tune.spec import StudyError, TuneSpec
+from ecgml.tune.storage import open_storage, redact
+from ecgml.tune.worker import StaleTrialRetry, run_worker
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How the study runs (not part of the study: each invocation may differ)."""
+
+    storage: str
+    workers: int = 1
+    heartbeat_interval: int = 30
+    grace_period: int | None = None
+    max_retry: int | None = 3
+    #: One GPU id per worker, round robin (each worker process sees only its own: CUDA_VISIBLE_DEVICES).
+    gpus: tuple[str, ...] = ()
+    register: bool = True
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    parent_run_id: str
+    n_trials: int
+    counts: dict[str, int]
+    best_number: int | None = None
+    best_value: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best_run_id: str | None = None
+    registered: str | None = None
+    unfinished: int = 0
+
+
+def default_study_name(stage: str) -> str:
+    return f"ecgml-{stage}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def check_spec(spec: TuneSpec) -> None:
+    """The whole space against the base config, before any storage or trial is touched."""
+    spec.space.validate()
+    try:
+        for _ in spec.space.corner_configs(spec.base):  # dataclasses.replace runs each config's own checks
+            pass
+    except ValueError as exc:
+        raise SpaceError(f"the search space does not fit the training config: {exc}") from None
+
+
+def _backend(settings: RunSettings) -> Any:
+    return open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
+                        grace_period=settings.grace_period, stale_callback=StaleTrialRetry(settings.max_retry))
+
+
+def _load(backend: Any, name: str) -> optuna.Study | None:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=backend)
+    except KeyError:
+        return None
+
+
+def slots_used(trials: Sequence[FrozenTrial]) -> int:
+    """Trials that hold one of the study's slots: all, less those failed and replaced by a retry."""
+    replaced = {t.system_attrs["retry_history"][-1] for t in trials if t.system_attrs.get("retry_history")}
+    return sum(t.number not in replaced for t in trials)
+
+
+def _enqueue_missing(study: optuna.Study, n_trials: int) -> int:
+    """Add empty WAITING trials (the sampler fills their parameters when claimed) up to ``n_trials`` slots."""
+    missing = n_trials - slots_used(study.get_trials(deepcopy=False))
+    for _ in range(max(0, missing)):
+        study.enqueue_trial({})
+    return max(0, missing)
+
+
+def _adopted_run() -> str | None:
+    """The run ``mlflow run`` started: the study's parent. Removed from the environment, or every child run
+    (fluent ``start_run`` reads MLFLOW_RUN_ID) and every worker process would log into it."""
+    return os.environ.pop("MLFLOW_RUN_ID", None)
+
+
+def create(spec: TuneSpec, study_name: str, settings: RunSettings) -> tuple[optuna.Study, TuneSpec]:
+    """A new study with its parent run and ``n_trials`` waiting slots; StudyError if the name is taken."""
+    import optuna
+
+    from ecgml.tracking.runs import check_tracking_uri
+
+    check_spec(spec)
+    check_tracking_uri()
+    backend = _backend(settings)
+    if _load(backend, study_name) is not None:
+        raise StudyError(f"study {study_name!r} already exists in {redact(settings.storage)}; pass --resume to "
+                         "continue it, or choose another --study-name")
+    adopted = _adopted_run()
+    if adopted:
+        spec = spec.with_(base=replace(spec.base, experiment=logger.experiment_of(adopted)))
+    study = optuna.create_study(storage=backend, study_name=study_name, direction="maximize")
+    params = {"stage": spec.stage, "n_trials": spec.n_trials, "pruner": spec.pruner, "sampler": spec.sampler,
+              "seed": spec.seed, "epochs": spec.base.optim.epochs, "storage": redact(settings.storage),
+              "searched": ",".join(spec.space.searched)}
+    docs = {"search_space.json": spec.space.to_json(), "base_config.json": spec.base.to_json()}
+    if adopted:
+        client = logger._client()
+        for key, value in {"ecgml.kind": "tune", logger.STUDY_TAG: study_name, **spec.tags}.items():
+            client.set_tag(adopted, key, value)
+        logger.annotate_parent(adopted, params, docs)
+        parent = adopted
+    else:
+        parent = logger.start_parent_run(spec.experiment, study_name, spec.tags, params, docs)
+    spec = spec.with_(parent_run_id=parent)
+    spec.save(study)
+    for key, value in spec.tags.items():  # shown by optuna-dashboard
+        study.set_user_attr(f"tag.{key}", value)
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    _enqueue_missing(study, spec.n_trials)
+    return study, spec
+
+
+def latest_study_name(settings: RunSettings) -> str:
+    studies = _backend(settings).get_all_studies()
+    if not studies:
+        raise StudyError(f"nothing to resume: {redact(settings.storage)} holds no study")
+    return max(studies, key=lambda s: s._study_id).study_name
+
+
+def resume(study_name: str, n_trials: int | None, settings: RunSettings) -> tuple[optuna.Study, TuneSpec]:
+    """An existing study, its parent run reopened, topped up to ``n_trials`` slots (default: its own)."""
+    from ecgml.tracking.runs import check_tracking_uri
+
+    check_tracking_uri()
+    study = _load(_backend(settings), study_name)
+    if study is None:
+        raise StudyError(f"nothing to resume: no study named {study_name!r} in {redact(settings.storage)}")
+    spec = TuneSpec.from_study(study)
+    used = slots_used(study.get_trials(deepcopy=False))
+    if n_trials is not None:
+        if n_trials < used:
+            raise StudyError(f"study {study_name!r} already has {used} trials; --n-trials {n_trials} cannot shrink it")
+        spec = spec.with_(n_trials=n_trials)
+        spec.save(study)
+    if spec.parent_run_id is None:
+        raise StudyError(f"study {study_name!r} has no parent run; it was not created by `ecgml tune`")
+    logger.check_parent_run(spec.parent_run_id)
+    adopted = _adopted_run()
+    if adopted:
+        logger._client().set_tag(adopted, "ecgml.tune_parent_run_id", spec.parent_run_id)
+    logger.reopen_parent_run(spec.parent_run_id)
+    _enqueue_missing(study, spec.n_trials)
+    return study, spec
+
+
+def join(study_name: str, settings: RunSettings) -> tuple[optuna.Study, TuneSpec]:
+    """An existing study, unchanged: this process only works on it (another machine, a launched worker)."""
+    from ecgml.tracking.runs import check_tracking_uri
+
+    check_tracking_uri()
+    study = _load(_backend(settings), study_name)
+    if study is None:
+        raise StudyError(f"cannot join: no study named {study_name!r} in {redact(settings.storage)}")
+    return study, TuneSpec.from_study(study)
+
+
+def worker_command(study_name: str, index: int, settings: RunSettings) -> list[str]:
+    return [sys.executable, "-m", "ecgml.tune.cli", "--join", "--study-name", study_name, "--workers", "1",
+            "--worker-index", str(index), "--heartbeat-interval", str(settings.heartbeat_interval),
+            "--grace-period", str(settings.grace_period or 2 * settings.heartbeat_interval),
+            "--max-retry", str(-1 if settings.max_retry is None else settings.max_retry)]
+
+
+def launch_workers(study_name: str, settings: RunSettings, echo: Echo) -> list[int]:
+    """``settings.workers`` processes on this study; waits for them; returns their exit codes."""
+    from ecgml.tracking.runs import tracking_uri
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    env["ECGML_OPTUNA_STORAGE"] = settings.storage  # not on the command line, where `ps` shows passwords
+    env["MLFLOW_TRACKING_URI"] = tracking_uri()
+    procs = []
+    for index in range(settings.workers):
+        worker_env = dict(env)
+        if settings.gpus:
+            worker_env["CUDA_VISIBLE_DEVICES"] = settings.gpus[index % len(settings.gpus)]
+        procs.append(subprocess.Popen(worker_command(study_name, index, settings), env=worker_env))
+        echo(f"worker {index} started (pid {procs[-1].pid}"
+             + (f", CUDA_VISIBLE_DEVICES={worker_env['CUDA_VISIBLE_DEVICES']}" if settings.gpus else "") + ")")
+    try:
+        return [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            p.wait()
+        raise
+
+
+def work(study: optuna.Study, spec: TuneSpec, settings: RunSettings, worker_index: int, echo: Echo) -> None:
+    """Run the study's trials: here (one worker) or in ``settings.workers`` processes."""
+    if settings.workers == 1:
+        run_worker(settings.storage, study.study_name, worker_index=worker_index,
+                   heartbeat_interval=settings.heartbeat_interval, grace_period=settings.grace_period,
+                   max_retry=settings.max_retry, echo=echo)
+        return
+    codes = launch_workers(study.study_name, settings, echo)
+    for index, code in enumerate(codes):
+        if code != 0:
+            echo(f"worker {index} exited with status {code}; its unfinished trial, if any, was given back to the "
+                 "study by heartbeat")
+
+
+def finish(study: optuna.Study, spec: TuneSpec, settings: RunSettings, echo: Echo) -> TuneResult:
+    """Record the outcome on the parent run, register the best model, and end the parent run."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials)
+              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    unfinished = sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
+    assert spec.parent_run_id is not None
+    result = TuneResult(study.study_name, spec.parent_run_id, spec.n_trials, counts, unfinished=unfinished)
+    best = logger.record_best(spec.parent_run_id, study)
+    if best is not None:
+        result.best_number, result.best_value = best.number, best.value
+        result.best_params = dict(best.params)
+        result.best_run_id = best.user_attrs.get(logger.RUN_ID_ATTR)
+    if unfinished:
+        logger.end_parent_run(spec.parent_run_id, "KILLED")
+        return result
+    if settings.register and spec.register_as and result.best_run_id:
+        from ecgml.tune.register import register_trial_run
+
+        info = register_trial_run(spec.register_as, result.best_run_id, study.study_name, spec.experiment,
+                                  best_number=result.best_number)
+        result.registered = f"models:/{info.name}/{info.version}"
+        logger._client().set_tag(spec.parent_run_id, "ecgml.registered_as", result.registered)
+    elif settings.register and spec.register_as:
+        echo("no trial completed: nothing to register")
+    logger.end_parent_run(spec.parent_run_id, "FINISHED")
+    return result
+
+
+def run_study(spec: TuneSpec | None, study_name: str | None, settings: RunSettings, *, resume_study: bool = False,
+              n_trials: int | None = None, echo: Echo = print) -> TuneResult:
+    """``ecgml tune``: create or resume the study, run its workers, finish it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        if resume_study:
+            name = study_name or latest_study_name(settings)
+            study, spec = resume(name, n_trials, settings)
+            echo(f"resuming study {name!r}: {slots_used(study.get_trials(deepcopy=False))} of {spec.n_trials} "
+                 f"trials, parent run {spec.parent_run_id}")
+        else:
+            assert spec is not None
+            name = study_name or default_study_name(spec.stage)
+            study, spec = create(spec, name, settings)
+            echo(f"study {name!r} in {redact(settings.storage)}: {spec.n_trials} trials over "
+                 f"{', '.join(spec.space.searched)}; parent run {spec.parent_run_id}")
+    assert spec.parent_run_id is not None
+    try:
+        work(study, spec, settings, 0, echo)
+    except BaseException:
+        logger.end_parent_run(spec.parent_run_id, "KILLED")
+        raise
+    return finish(study, spec, settings, echo)
