@@ -64,19 +64,32 @@ def best_run(experiment: str, metric: str = "best_val_macro_auc", kind: str = "p
 def register_best(experiment: str, name: str = DEFAULT_BACKBONE_MODEL, metric: str = "best_val_macro_auc",
                   kind: str = "pretrain") -> VersionInfo:
     """Register the best run's model as a new version, with its weight metadata and metrics as tags."""
+    return register_run(best_run(experiment, metric, kind).info.run_id, name, selected_by=metric)
+
+
+def register_run(run_id: str, name: str = DEFAULT_BACKBONE_MODEL, *, selected_by: str = "explicit run",
+                 extra_tags: dict[str, str] | None = None) -> VersionInfo:
+    """Register one finished run's logged model as a new version of ``name`` (created if needed)."""
     import mlflow
 
-    run = best_run(experiment, metric, kind)
     client = _client()
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise RegistryError(f"no run {run_id} in the tracking store") from None
+    if MODEL_URI_TAG not in run.data.tags:
+        raise RegistryError(f"run {run_id} logged no ecgml model (tag {MODEL_URI_TAG} missing)")
+    experiment = client.get_experiment(run.info.experiment_id).name
     tags = {
         "ecgml.source_run_id": run.info.run_id,
         "ecgml.source_experiment": experiment,
-        "ecgml.selected_by": metric,
+        "ecgml.selected_by": selected_by,
         **{f"metric.{k}": f"{v:.6f}" for k, v in run.data.metrics.items()
            if k in ("best_val_macro_auc", "test_macro_auc", "test_macro_auprc", "test_fmax")},
         **{k: v for k, v in run.data.tags.items()
            if k in ("dataset", "dataset_version", "cache_digest", "task", "label_map", "backbone",
                     "git_commit", "ecgml.config_digest")},
+        **(extra_tags or {}),
     }
     try:
         client.get_registered_model(name)
