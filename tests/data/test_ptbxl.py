@@ -74,6 +74,10 @@ def test_splits_are_folds_1_8_9_10_by_default(full) -> None:
     assert custom.train == (1, 2, 3, 4, 5, 6, 7, 10) and custom.test == (9,)
     with pytest.raises(ValueError, match="more than one split"):
         SplitSpec.parse("1-9/9/10")
+    with pytest.raises(ValueError, match="more than one split"):
+        SplitSpec.parse("1-8/9,10/10")  # validation overlapping test in part is a mistake
+    same = SplitSpec.parse("1-9/10/10")  # the original's G12EC choice: validation is the test fold
+    assert same.val == same.test == (10,)
 
 
 def test_sample_labels_equal_the_csv(real_ptbxl: Path) -> None:
