@@ -1,17 +1,26 @@
-"""MLflow run plumbing shared by every command: where to track, checking it answers, opening or resuming
-a run, and the tags and inputs every run carries.
+"""MLflow run plumbing shared by every command: where to track, checking it answers (and accepts our
+credentials), opening or resuming a run, per-epoch metrics that survive a tracking outage, and the tags
+and inputs every run carries.
 
 Under ``torchrun`` only rank 0 calls anything here; other ranks get :data:`None` runs.
+
+Outages: a tracking server that stops during training must not cost the training. :class:`MetricLog`
+keeps the epochs it could not send and sends them when the server answers again; when it does not
+come back within :func:`tracking_wait_s`, the caller fails with :class:`TrackingUnavailable`, whose
+message says what was not logged and how to resume (the checkpoint holds every epoch).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,10 +28,20 @@ from typing import Any
 import pandas as pd
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+#: MLflow's own HTTP retries default to 7 with doubling backoff (about 4 minutes per failed call, for
+#: rate-limited hosted servers). ecgml handles outages itself (:class:`MetricLog`), so a training run
+#: uses these unless the user set the variables: a stopped server costs seconds per call, not minutes.
+HTTP_DEFAULTS: dict[str, str] = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+#: How long a finished training waits for a stopped tracking server before failing (seconds).
+DEFAULT_TRACKING_WAIT_S = 600.0
 
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used; the message says which URI and how to fix it."""
+
+
+class TrackingUnavailable(TrackingError):
+    """The tracking server stopped answering during a run; the message says what was not logged."""
 
 
 def tracking_uri() -> str:
@@ -30,23 +49,65 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def apply_http_defaults() -> dict[str, str]:
+    """Set :data:`HTTP_DEFAULTS` where the environment does not say otherwise; return what was set.
+
+    Called when a training run starts (never at import): MLflow reads these variables per request.
+    """
+    applied = {k: v for k, v in HTTP_DEFAULTS.items() if k not in os.environ}
+    os.environ.update(applied)
+    return applied
+
+
+def tracking_wait_s() -> float:
+    """``$ECGML_TRACKING_WAIT_S``: how long to wait for a stopped tracking server at the end of training."""
+    text = os.environ.get("ECGML_TRACKING_WAIT_S")
+    if not text:
+        return DEFAULT_TRACKING_WAIT_S
+    try:
+        value = float(text)
+    except ValueError:
+        raise TrackingError(f"ECGML_TRACKING_WAIT_S={text!r} is not a number of seconds") from None
+    if value < 0:
+        raise TrackingError(f"ECGML_TRACKING_WAIT_S={text!r} must be >= 0")
+    return value
+
+
+def _auth_headers() -> dict[str, str]:
+    """The credentials MLflow's client would send (basic auth or a bearer token), as HTTP headers."""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def tracking_unreachable(uri: str | None = None, timeout: float = 2.0) -> str | None:
+    """Why an HTTP tracking server does not answer its ``/health`` probe, or None when it does.
+
+    Local stores (SQLite, files) are never "unreachable": their errors are real errors.
+    """
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            return None if response.status == 200 else f"HTTP {response.status} at /health"
+    except urllib.error.HTTPError as exc:
+        return None if exc.code in (401, 403) else f"HTTP {exc.code} at /health"
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+
+
 def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> str:
-    """Fail fast, before any training, when the tracking store cannot be reached or written."""
+    """Fail fast, before any training, when the tracking store cannot be reached, written or logged into."""
     uri = uri or tracking_uri()
     if uri.startswith(("http://", "https://")):
-        probe = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(probe, timeout=timeout) as response:
-                if response.status != 200:
-                    raise TrackingError(f"tracking server {uri} answered {response.status} at /health")
-        except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                return uri  # reachable; credentials are checked by the first real call
-            raise TrackingError(f"tracking server {uri} answered HTTP {exc.code} at /health") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
+        reason = tracking_unreachable(uri, timeout)
+        if reason is not None:
             raise TrackingError(f"tracking server {uri} is unreachable ({reason}); start it or set "
-                                "MLFLOW_TRACKING_URI to a reachable store (default: sqlite:///mlflow.db)") from None
+                                "MLFLOW_TRACKING_URI to a reachable store (default: sqlite:///mlflow.db)")
+        _check_credentials(uri, timeout)
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).resolve().parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
@@ -56,6 +117,126 @@ def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> str:
         if folder.exists() and not os.access(folder, os.W_OK):
             raise TrackingError(f"tracking store {uri} is not writable")
     return uri
+
+
+def _check_credentials(uri: str, timeout: float) -> None:
+    """One authenticated read (``/health`` is open even behind basic auth): 401/403 become clear errors."""
+    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    request = urllib.request.Request(probe, headers=_auth_headers())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as exc:
+        sent = ("the credentials in MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
+                "were refused" if _auth_headers() else "no credentials were given")
+        if exc.code == 401:
+            raise TrackingError(
+                f"tracking server {uri} refused the request: authentication required (HTTP 401), and {sent}. "
+                "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account on that server") from None
+        if exc.code == 403:
+            raise TrackingError(f"tracking server {uri} refused the request: the account in "
+                                "MLFLOW_TRACKING_USERNAME lacks permission (HTTP 403)") from None
+        # other answers (an old server without this endpoint, a proxy) are left to the first real call
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        raise TrackingError(f"tracking server {uri} stopped answering ({getattr(exc, 'reason', exc)})") from None
+
+
+def _warn(message: str) -> None:
+    """Said on stderr, where a user watching a long job looks, whatever the logging configuration."""
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
+
+
+class MetricLog:
+    """Per-epoch metrics of one run, sent as each epoch ends; a tracking outage queues them instead of
+    stopping the training, and they are sent (once: steps the store already holds are skipped) when the
+    server answers again.
+
+    A store that answers but refuses a call is a real error and is raised at once; only an HTTP server
+    that fails its ``/health`` probe counts as an outage.
+    """
+
+    def __init__(self, run_id: str, uri: str | None = None, *, key: str = "val_macro_auc",
+                 warn: Callable[[str], None] = _warn) -> None:
+        self.run_id = run_id
+        self.uri = uri or tracking_uri()
+        self.key = key
+        self.warn = warn
+        self.pending: dict[int, dict[str, float]] = {}
+        #: Why the server was last found unreachable (None while it answers).
+        self.failure: str | None = None
+        self.sent: list[int] = []
+
+    def logged_steps(self) -> set[int]:
+        """Steps of ``key`` the store already holds for this run."""
+        from mlflow.tracking import MlflowClient
+
+        return {m.step for m in MlflowClient(self.uri).get_metric_history(self.run_id, self.key)}
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> bool:
+        """Queue one epoch's metrics and try to send everything queued; True when nothing is left."""
+        self.pending[step] = dict(metrics)
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Send the queued epochs in order; an outage keeps them queued (True when nothing is left)."""
+        import mlflow
+
+        if not self.pending:
+            return True
+        if self.failure is not None:
+            reason = tracking_unreachable(self.uri)
+            if reason is not None:
+                self.failure = reason
+                return False
+            try:  # a call may have landed although its answer was lost: never log a step twice
+                held = self.logged_steps()
+            except Exception as exc:  # any failure here means the outage goes on
+                return self._failed(exc)
+            self.pending = {s: m for s, m in self.pending.items() if s not in held}
+        for step in sorted(self.pending):
+            try:
+                mlflow.log_metrics(self.pending[step], step=step, run_id=self.run_id)
+            except Exception as exc:  # MlflowException, requests' errors, OSError
+                return self._failed(exc)
+            del self.pending[step]
+            self.sent.append(step)
+        if self.failure is not None:
+            self.warn(f"tracking server {self.uri} answers again; the queued epoch metrics were logged")
+            self.failure = None
+        return True
+
+    def _failed(self, exc: Exception) -> bool:
+        reason = tracking_unreachable(self.uri)
+        if reason is None:
+            raise exc
+        if self.failure is None:
+            self.warn(f"tracking server {self.uri} is unreachable ({reason}): metrics of MLflow step(s) "
+                      f"{_steps(self.pending)} are not logged yet. Training continues; every epoch is in the "
+                      "checkpoint, and the metrics are sent when the server answers again")
+        self.failure = reason
+        return False
+
+    def finish(self, wait_s: float | None = None, *, poll_s: float = 1.0) -> None:
+        """Send what is queued, waiting up to ``wait_s`` (default :func:`tracking_wait_s`) for the server.
+
+        Raises :class:`TrackingUnavailable` naming the server and the steps still unsent.
+        """
+        wait_s = tracking_wait_s() if wait_s is None else wait_s
+        deadline = time.monotonic() + wait_s
+        delay = poll_s
+        while not self.flush():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TrackingUnavailable(f"tracking server {self.uri} is unreachable ({self.failure}) after "
+                                          f"waiting {wait_s:g} s; metrics of MLflow step(s) "
+                                          f"{_steps(self.pending)} were not logged")
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 30.0)
+
+
+def _steps(pending: Mapping[int, Any]) -> str:
+    return ", ".join(str(s) for s in sorted(pending)) or "none"
 
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:
@@ -83,7 +264,8 @@ def open_run(
     """Start a run (or resume ``run_id``, or adopt the run ``mlflow run`` started) and end it cleanly.
 
     A run that raises is marked FAILED; a KeyboardInterrupt marks it KILLED. Either way what was
-    already logged stays.
+    already logged stays. After :class:`TrackingUnavailable` the store is not called again: the run is
+    left RUNNING there (as after ``kill -9``), which is what ``--resume`` continues.
     """
     import mlflow
 
@@ -93,9 +275,12 @@ def open_run(
         mlflow.set_experiment(experiment)
     run = mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested, tags=dict(tags or {}),
                            log_system_metrics=system_metrics)
-    status = "FINISHED"
+    status: str | None = "FINISHED"
     try:
         yield run
+    except TrackingUnavailable:
+        status = None
+        raise
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -103,7 +288,41 @@ def open_run(
         status = "FAILED"
         raise
     finally:
+        if status is None:
+            _forget_active_run()
+        else:
+            _end_run(status, failing=status != "FINISHED")
+
+
+def _end_run(status: str, *, failing: bool) -> None:
+    """End the active run; if the store fails meanwhile while another error is on its way, say so and let
+    that error through (it is the one the user needs)."""
+    import mlflow
+
+    try:
         mlflow.end_run(status=status)
+    except Exception as exc:  # MlflowException or a connection error
+        _forget_active_run()
+        if not failing:
+            raise TrackingError(f"tracking store {tracking_uri()}: could not mark the run {status} ({exc})") from exc
+        _warn(f"tracking store {tracking_uri()}: could not mark the run {status}; it stays RUNNING there")
+
+
+def _forget_active_run() -> None:
+    """Drop the active run on this side only (no call to an unreachable store) and stop its system
+    metrics thread without a final flush."""
+    from mlflow.environment_variables import MLFLOW_RUN_ID
+    from mlflow.tracking import fluent
+
+    MLFLOW_RUN_ID.unset()
+    stack = fluent._active_run_stack.get()  # MLflow keeps no public way to leave a run without ending it
+    if not stack:
+        return
+    run = stack.pop()
+    monitor = getattr(fluent, "run_id_to_system_metrics_monitor", {}).pop(run.info.run_id, None)
+    shutdown = getattr(monitor, "_shutdown_event", None)
+    if shutdown is not None:
+        shutdown.set()
 
 
 def log_json(obj: Any, artifact_file: str) -> None:

@@ -4,13 +4,20 @@ Resumption: a killed run (even ``kill -9``) leaves its MLflow run RUNNING and a 
 ``<runs_dir>/<run_id>/``. ``resume=True`` finds the newest unfinished run of the same config digest (or
 takes ``resume_run_id``), continues it from the checkpoint in the same MLflow run, and re-logs any epoch
 the checkpoint holds that MLflow had not received, so no epoch is lost or logged twice.
+
+Tracking outages: per-epoch metrics go through :class:`~ecgml.tracking.runs.MetricLog`, so a stopped
+tracking server does not stop the training (the epochs are queued, and every epoch is in the checkpoint).
+At the end the run waits ``$ECGML_TRACKING_WAIT_S`` for the server, then fails with
+:class:`~ecgml.tracking.runs.TrackingUnavailable`: the message names the server, what was not logged,
+where the checkpoint is, and the exact command that finishes the same run once the server is back.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +25,16 @@ from typing import Any
 import torch
 
 from ecgml.data.prepare import prepare
-from ecgml.tracking.runs import log_json, tracking_uri
+from ecgml.tracking.runs import (
+    MetricLog,
+    TrackingError,
+    TrackingUnavailable,
+    apply_http_defaults,
+    log_json,
+    tracking_unreachable,
+    tracking_uri,
+    tracking_wait_s,
+)
 from ecgml.train.data import SlidingWindowDataset
 from ecgml.train.device import configure_speedups, resolve_device, seed_everything
 from ecgml.train.distributed import DistContext, barrier, broadcast_object, init_distributed, shutdown_distributed
@@ -62,10 +78,56 @@ def _find_resumable(experiment: str, digest: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def _logged_steps(run_id: str, key: str) -> set[int]:
-    from mlflow.tracking import MlflowClient
+#: The ``ecgml`` command that runs each kind of training (what a resume message tells the user to type).
+COMMANDS: dict[str, str] = {"pretrain": "pretrain", "standalone": "train-standalone", "finetune": "finetune"}
 
-    return {m.step for m in MlflowClient().get_metric_history(run_id, key)}
+
+def resume_command(kind: str, run_id: str, argv: Sequence[str] | None = None) -> str:
+    """The command that finishes run ``run_id``: this process's own ``ecgml`` command line with
+    ``--resume-run-id`` in place of any resume option, or a template when it was not started that way."""
+    argv = list(sys.argv if argv is None else argv)
+    command = COMMANDS.get(kind, kind)
+    if len(argv) < 2 or argv[1] != command:
+        return f"ecgml {command} <the same options as before> --resume-run-id {run_id}"
+    rest: list[str] = []
+    skip = False
+    for arg in argv[2:]:
+        if skip:
+            skip = False
+        elif arg == "--resume-run-id":
+            skip = True
+        elif arg != "--resume" and not arg.startswith("--resume-run-id="):
+            rest.append(arg)
+    return shlex.join(["ecgml", command, *rest, "--resume-run-id", run_id])
+
+
+def _epochs_text(steps: Sequence[int]) -> str:
+    """Steps 2, 3 -> "epochs 3, 4 (MLflow steps 2, 3)": users count epochs from 1, MLflow from 0."""
+    steps = sorted(steps)
+    return (f"epoch{'s' if len(steps) > 1 else ''} {', '.join(str(s + 1) for s in steps)} "
+            f"(MLflow step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))})")
+
+
+def outage_message(*, uri: str, reason: str | None, run_id: str, experiment: str, checkpoint: Path,
+                   last_epoch: int | None, unlogged_steps: Sequence[int], final_phase_started: bool,
+                   command: str, waited_s: float | None = None) -> str:
+    """What a user needs after a tracking outage: which server, what is missing, that the training is
+    safe (and where), and the one command that finishes the same run."""
+    waited = f" after waiting {waited_s:g} s" if waited_s is not None else ""
+    missing = []
+    if unlogged_steps:
+        missing.append(f"the metrics of {_epochs_text(unlogged_steps)}")
+    missing.append("the evaluation (best-epoch validation and test metrics, predictions, plots), the weights "
+                   "and the model" + (" (part of them may have arrived before the server stopped)"
+                                      if final_phase_started else ""))
+    saved = (f"the checkpoint of epoch {last_epoch + 1} is kept at {checkpoint}" if last_epoch is not None
+             else f"the checkpoint is kept at {checkpoint}")
+    return (f"tracking server {uri} is unreachable ({reason or 'it stopped answering'}){waited}.\n"
+            f"Not logged to run {run_id} (experiment {experiment!r}): {'; '.join(missing)}. "
+            "What the server already holds is kept.\n"
+            f"The training is not lost: {saved}.\n"
+            "When the server answers again, finish the same run (nothing is retrained or logged twice) with:\n"
+            f"  {command}")
 
 
 def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: str | None = None,
@@ -81,6 +143,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
     from ecgml.models import create_backbone
     from ecgml.tracking.runs import check_tracking_uri
 
+    apply_http_defaults()
+    tracking_wait_s()  # a bad $ECGML_TRACKING_WAIT_S fails now, not after the training
     device = resolve_device(config.device)
     ctx = init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
@@ -111,13 +175,36 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
             outcome = _train_only(config, model, (train_ds, val_ds, test_ds), splits, device, ctx, macro_auc)
         else:
             hooks = _Hooks(parent_run_id, dict(extra_tags or {}), on_epoch)
-            outcome = _tracked(config, prepared, splits, model, (train_ds, val_ds, test_ds), device, ctx, resume,
-                               resume_run_id, progress, macro_auc, lineage, hooks)
+            _warn_short_records(splits, config)
+            outcome = _tracked_with_clear_errors(config, prepared, splits, model, (train_ds, val_ds, test_ds),
+                                                 device, ctx, resume, resume_run_id, progress, macro_auc, lineage,
+                                                 hooks)
     except BaseException:
         shutdown_distributed(ctx, wait=False)  # a failed rank must not wait for the others at a barrier
         raise
     shutdown_distributed(ctx)
     return outcome
+
+
+def _warn_short_records(splits: Splits, config: TrainConfig) -> None:
+    """Records shorter than the crop are zero-padded (one window at 0); say how many, never silently."""
+    short = [(rid, int(n)) for part in (splits.train, splits.val, splits.test)
+             for rid, n in zip(part.record_ids, part.n_valid, strict=True) if n < config.crop_samples]
+    if short:
+        rid, n = short[0]
+        fs = config.data.data.fs
+        sys.stderr.write(f"warning: {len(short)} record(s) are shorter than the {config.crop_s:g} s crop (e.g. "
+                         f"{rid}: {n / fs:g} s); their crops and windows are zero-padded\n")
+
+
+def _tracked_with_clear_errors(*args: Any) -> RunOutcome:
+    """:func:`_tracked`, with MLflow's own exceptions turned into a :class:`TrackingError` naming the store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _tracked(*args)
+    except MlflowException as exc:
+        raise TrackingError(f"tracking store {tracking_uri()}: {exc.message}") from exc
 
 
 def _pretrained(config: TrainConfig, leads: tuple[str, ...], n_classes: int) -> tuple[torch.nn.Module, dict[str, str]]:
@@ -176,10 +263,7 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
              score_fn: Any, lineage: dict[str, str], hooks: _Hooks) -> RunOutcome:
     import mlflow
 
-    from ecgml.tracking.pyfunc import log_pyfunc
-    from ecgml.tracking.registry import MODEL_URI_TAG, register_run_model
     from ecgml.tracking.runs import git_commit, log_split_inputs, open_run
-    from ecgml.tracking.weights import WeightMetadata, save_weights
 
     train_ds, val_ds, test_ds = datasets
     digest = config.digest()
@@ -221,42 +305,78 @@ def _tracked(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn
                                "fs": config.data.data.fs, "n_train": len(splits.train)})
             log_split_inputs(splits.tables, name=f"{dataset.source}-{dataset.task}", source=str(dataset.root),
                              digest=prepared.cache.digest)
-        logged = _logged_steps(run_id, "val_macro_auc") if resuming else set()
+        uri = tracking_uri()
+        metric_log = MetricLog(run_id, uri)
+        logged = metric_log.logged_steps() if resuming else set()
 
         def on_epoch(record: EpochRecord) -> None:
-            mlflow.log_metrics(epoch_metrics(record), step=record.epoch)
+            metric_log.log(record.epoch, epoch_metrics(record))  # an outage queues it; training goes on
             if hooks.on_epoch is not None:
                 hooks.on_epoch(record)
 
         trainer = _make_trainer(config, model, train_ds, val_ds, splits, device, ctx, score_fn, run_id,
                                 on_epoch=on_epoch, progress=progress)
         result = trainer.fit(resume=resuming)
-        for record in result.history:  # epochs checkpointed before a kill but never logged
-            if record.epoch not in logged and record.epoch <= (result.resumed_from or -1):
+        resumed_from = -1 if result.resumed_from is None else result.resumed_from
+        for record in result.history:  # epochs checkpointed before a kill or an outage but never logged
+            if record.epoch not in logged and record.epoch <= resumed_from:
                 on_epoch(record)
-        model.load_state_dict(result.best_state)
-        outcome = _evaluate_and_log(config, prepared, splits, trainer, (val_ds, test_ds), result)
-        mean, std = prepared.cache.stats
-        metadata = WeightMetadata(
-            backbone=model.constructor["name"], backbone_kwargs=model.constructor["kwargs"],
-            num_classes=len(splits.classes), fs=config.data.data.fs, input_samples=config.crop_samples,
-            leads=tuple(prepared.cache.leads), classes=tuple(splits.classes), norm_mean=tuple(map(float, mean)),
-            norm_std=tuple(map(float, std)), source=dataset.source, dataset_version=dataset.version,
-            cache_digest=prepared.cache.digest, task=dataset.task, label_map=dataset.label_map,
-            aggregate=config.optim.aggregate, extra={"run_id": run_id, "config_digest": digest},
-        )
-        weights_dir = save_weights(config.runs_dir / run_id / "weights", model, metadata)
-        mlflow.log_artifacts(str(weights_dir), artifact_path="weights")
-        model_info = log_pyfunc(weights_dir)
-        mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)  # what `ecgml register` registers
-        if config.register_as:
-            version = register_run_model(config.register_as, run_id, model_info.model_uri,
-                                         {**tags, **{f"metric.{k}": f"{v:.6f}" for k, v in outcome.items()
-                                                     if k in ("best_val_macro_auc", "test_macro_auc")}})
-            mlflow.set_tag("ecgml.registered_as", f"models:/{config.register_as}/{version}")
-        mlflow.set_tags({"ecgml.best_epoch": str(result.best_epoch), "ecgml.stopped_early": str(result.stopped_early)})
-        return RunOutcome(run_id, result.best_epoch, result.best_score, outcome["test_macro_auc"], weights_dir,
-                          outcome)
+
+        def outage(reason: str | None, final_phase_started: bool, waited_s: float | None = None) -> str:
+            return outage_message(
+                uri=uri, reason=reason, run_id=run_id, experiment=config.experiment,
+                checkpoint=trainer.checkpoint_path, last_epoch=result.history[-1].epoch if result.history else None,
+                unlogged_steps=sorted(metric_log.pending), final_phase_started=final_phase_started,
+                command=resume_command(config.kind, run_id), waited_s=waited_s)
+
+        try:
+            metric_log.finish()
+        except TrackingUnavailable:
+            raise TrackingUnavailable(outage(metric_log.failure, False, tracking_wait_s())) from None
+        try:
+            return _finish_run(config, prepared, splits, model, trainer, (val_ds, test_ds), result, tags, run_id,
+                               digest)
+        except Exception as exc:
+            reason = tracking_unreachable(uri)
+            if reason is None:
+                raise
+            raise TrackingUnavailable(outage(reason, True)) from exc
+
+
+def _finish_run(config: TrainConfig, prepared: Any, splits: Splits, model: torch.nn.Module, trainer: Trainer,
+                windows: tuple[SlidingWindowDataset, SlidingWindowDataset], result: Any, tags: dict[str, str],
+                run_id: str, digest: str) -> RunOutcome:
+    """After the last epoch: evaluate the best epoch, log it, save and log the weights and the model,
+    register it if asked."""
+    import mlflow
+
+    from ecgml.tracking.pyfunc import log_pyfunc
+    from ecgml.tracking.registry import MODEL_URI_TAG, register_run_model
+    from ecgml.tracking.weights import WeightMetadata, save_weights
+
+    dataset = prepared.dataset
+    model.load_state_dict(result.best_state)
+    outcome = _evaluate_and_log(config, prepared, splits, trainer, windows, result)
+    mean, std = prepared.cache.stats
+    metadata = WeightMetadata(
+        backbone=model.constructor["name"], backbone_kwargs=model.constructor["kwargs"],
+        num_classes=len(splits.classes), fs=config.data.data.fs, input_samples=config.crop_samples,
+        leads=tuple(prepared.cache.leads), classes=tuple(splits.classes), norm_mean=tuple(map(float, mean)),
+        norm_std=tuple(map(float, std)), source=dataset.source, dataset_version=dataset.version,
+        cache_digest=prepared.cache.digest, task=dataset.task, label_map=dataset.label_map,
+        aggregate=config.optim.aggregate, extra={"run_id": run_id, "config_digest": digest},
+    )
+    weights_dir = save_weights(config.runs_dir / run_id / "weights", model, metadata)
+    mlflow.log_artifacts(str(weights_dir), artifact_path="weights")
+    model_info = log_pyfunc(weights_dir)
+    mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)  # what `ecgml register` registers
+    if config.register_as:
+        version = register_run_model(config.register_as, run_id, model_info.model_uri,
+                                     {**tags, **{f"metric.{k}": f"{v:.6f}" for k, v in outcome.items()
+                                                 if k in ("best_val_macro_auc", "test_macro_auc")}})
+        mlflow.set_tag("ecgml.registered_as", f"models:/{config.register_as}/{version}")
+    mlflow.set_tags({"ecgml.best_epoch": str(result.best_epoch), "ecgml.stopped_early": str(result.stopped_early)})
+    return RunOutcome(run_id, result.best_epoch, result.best_score, outcome["test_macro_auc"], weights_dir, outcome)
 
 
 def _evaluate_and_log(config: TrainConfig, prepared: Any, splits: Splits, trainer: Trainer,
