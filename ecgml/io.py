@@ -40,6 +40,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def named_os_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise an ``OSError`` that does not name a file as one naming ``path`` (same errno and class).
+
+    pandas, ``write_text`` and ``fsync`` say "No space left on device" without saying where.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or os.sep in str(exc.strerror or exc):
+            raise  # already says where
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def _atomic_write(path: str | os.PathLike[str], mode: str, write: Callable[[IO[Any]], None]) -> None:
     with atomic_path(path) as tmp:
         encoding = None if "b" in mode else "utf-8"
@@ -47,6 +61,16 @@ def _atomic_write(path: str | os.PathLike[str], mode: str, write: Callable[[IO[A
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def atomic_write_stream(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+    """Let ``write`` fill a binary handle, then publish it atomically at ``path`` (fsynced first).
+
+    For serialisers that take a file (``torch.save``, ``np.save``): handed a path, ``torch.save`` turns a
+    full disk into an opaque ``RuntimeError`` from its zip writer; handed our handle, the ``OSError``
+    (ENOSPC, EFBIG, EACCES) reaches :func:`atomic_path`, which names ``path``.
+    """
+    _atomic_write(path, "wb", write)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

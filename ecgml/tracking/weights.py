@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ecgml.io import atomic_path, atomic_write_json
+from ecgml.io import atomic_write_json, atomic_write_stream
 
 STATE_FILE = "state_dict.pt"
 METADATA_FILE = "metadata.json"
@@ -68,12 +68,12 @@ class WeightMetadata:
 
 
 def save_weights(folder: str | os.PathLike[str], model: nn.Module, metadata: WeightMetadata) -> Path:
-    """Write the weights folder (each file atomically)."""
+    """Write the weights folder (each file atomically; a full disk leaves the previous files and names
+    the one that failed)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(folder / STATE_FILE) as tmp:
-        torch.save(state, tmp)
+    atomic_write_stream(folder / STATE_FILE, lambda handle: torch.save(state, handle))
     atomic_write_json(folder / "classes.json", list(metadata.classes))
     atomic_write_json(folder / "leads.json", list(metadata.leads))
     atomic_write_json(folder / METADATA_FILE, metadata.to_json())

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ecgml.io import atomic_path
+from ecgml.io import atomic_write_stream
 
 CHECKPOINT_FORMAT = 1
 
@@ -26,9 +26,10 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (the previous checkpoint survives a crash mid-write)."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    """Write ``state`` to ``path`` atomically: the previous checkpoint survives a crash, a kill or a full
+    disk mid-write, and the error (an ``OSError``) names ``path``."""
+    payload = {"format": CHECKPOINT_FORMAT, **state}
+    atomic_write_stream(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
