@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -36,10 +37,11 @@ from tqdm import tqdm
 from ecgml.data.formats import DataFormatError
 from ecgml.data.leads import MissingLeadError
 from ecgml.data.records import Dataset, load_signal
-from ecgml.data.signal import Preprocessing, RunningStats, flat_leads, nan_to_zero
-from ecgml.io import atomic_path, atomic_write_json
+from ecgml.data.signal import Preprocessing, RunningStats, flat_leads, implausible_amplitude, nan_to_zero
+from ecgml.io import atomic_write_json, atomic_write_stream, named_os_errors
 
-CACHE_FORMAT_VERSION = 1
+#: 2: records with an implausible amplitude (a lying gain) are dropped; dropped records carry a kind.
+CACHE_FORMAT_VERSION = 2
 SIGNALS_FILE = "signals.f32"
 _CHUNK = 256
 
@@ -108,9 +110,17 @@ def cache_key(dataset: Dataset, preprocessing: Preprocessing) -> tuple[str, dict
     return hasher.hexdigest(), inputs
 
 
+class _Dropped(Exception):
+    """A record the cache leaves out, with the kind ``ecgml data stats`` counts it under."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 def _load_rows(job: _Job) -> tuple[list[dict[str, object]], RunningStats]:
-    """Load, preprocess and write one slice; return per-record facts (or the error that dropped each)
-    and the per-lead statistics of its training records.
+    """Load, preprocess and write one slice; return per-record facts (or the kind and error that dropped
+    each) and the per-lead statistics of its training records.
 
     Rows are assembled in memory and written with one ``pwrite`` per slice: faster than touching a
     fresh memory map page by page, and the statistics are taken while the rows are hot.
@@ -126,10 +136,22 @@ def _load_rows(job: _Job) -> tuple[list[dict[str, object]], RunningStats]:
             raw, nan_count = nan_to_zero(raw)
             flat = flat_leads(raw)
             if flat.all():
-                raise DataFormatError(f"{path}.hea", "every lead is flat (no signal)")
+                raise _Dropped("flat_signal", f"{path}.hea: every lead is flat (no signal)")
+            wrong = implausible_amplitude(raw, ~flat)
+            if wrong:
+                raise _Dropped("implausible_amplitude", f"{path}.hea: {wrong}")
             block[offset] = job.preprocessing.apply(raw, fs)
-        except (DataFormatError, MissingLeadError, OSError, ValueError) as exc:
-            out.append({"error": str(exc)})
+        except _Dropped as exc:
+            out.append({"error": str(exc), "error_kind": exc.kind})
+            continue
+        except MissingLeadError as exc:
+            out.append({"error": str(exc), "error_kind": "missing_lead"})
+            continue
+        except (DataFormatError, OSError) as exc:
+            out.append({"error": str(exc), "error_kind": "unreadable_signal"})
+            continue
+        except ValueError as exc:  # preprocessing refused the signal (too short to filter, say)
+            out.append({"error": f"{path}.hea: {exc}", "error_kind": "bad_signal"})
             continue
         n_valid = min(round(raw.shape[-1] * job.preprocessing.fs / fs), job.preprocessing.n_samples)
         if job.train[offset]:
@@ -154,10 +176,19 @@ def _load_rows(job: _Job) -> tuple[list[dict[str, object]], RunningStats]:
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+def _file_lock(path: Path, waiting: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on ``path``; if another process holds it, say ``waiting`` and wait."""
+    with named_os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - closed below, after the lock is released
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                sys.stderr.write(waiting + "\n")
+                sys.stderr.flush()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -210,8 +241,7 @@ class Cache:
             raise ValueError(f"{self.path}: cache holds records the {dataset.task} table lacks")
         folder = self.path / "labels" / f"{dataset.task.replace('/', '_')}--{dataset.label_map}"
         matrix = dataset.label_matrix(aligned.reset_index())
-        with atomic_path(folder / "labels.npy") as tmp, open(tmp, "wb") as handle:
-            np.save(handle, matrix)
+        atomic_write_stream(folder / "labels.npy", lambda handle: np.save(handle, matrix))
         atomic_write_json(folder / "classes.json", list(dataset.classes))
         return folder
 
@@ -242,15 +272,18 @@ def build_cache(
     final = cache_dir / cache_folder_name(dataset, preprocessing, digest)
     if (final / "manifest.json").is_file():
         return Cache(final)
-    with _file_lock(cache_dir / f".{final.name}.lock"):
+    waiting = f"waiting for another process to finish building the cache {final}"
+    with _file_lock(cache_dir / f".{final.name}.lock", waiting):
         if (final / "manifest.json").is_file():  # built by another process while we waited
             return Cache(final)
         for stale in cache_dir.glob(f".{final.name}.*.building"):  # left by a killed build; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".building", dir=cache_dir))
+        with named_os_errors(cache_dir):
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".building", dir=cache_dir))
         try:
-            _build_into(tmp, dataset, preprocessing, digest, inputs, workers, progress)
-            os.replace(tmp, final)
+            with named_os_errors(final):
+                _build_into(tmp, dataset, preprocessing, digest, inputs, workers, progress)
+                os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -309,8 +342,10 @@ def _build_into(
     if "error" not in table:
         table["error"] = None
     failed = table["error"].notna()
-    dropped = [{"record_id": r, "path": p, "reason": e}
-               for r, p, e in table.loc[failed, ["record_id", "path", "error"]].itertuples(index=False)]
+    if "error_kind" not in table:
+        table["error_kind"] = None
+    dropped = [{"record_id": r, "path": p, "reason": e, "kind": k} for r, p, e, k in
+               table.loc[failed, ["record_id", "path", "error", "error_kind"]].itertuples(index=False)]
     kept = np.flatnonzero(~failed.to_numpy())
     signals = np.memmap(signals_path, dtype="<f4", mode="r+", shape=shape)
     if len(kept) < len(records):  # close the gaps left by dropped records, in order
@@ -336,8 +371,10 @@ def _build_into(
     out = table[columns].copy()
     out["codes"] = table["codes"].map(lambda c: json.dumps(c if isinstance(c, dict) else list(c)))
     out.insert(0, "row", np.arange(len(out)))
-    out.to_csv(folder / "records.csv", index=False)
-    (folder / "leads.json").write_text(json.dumps(list(preprocessing.leads)) + "\n")
+    with named_os_errors(folder / "records.csv"):
+        out.to_csv(folder / "records.csv", index=False)
+    with named_os_errors(folder / "leads.json"):
+        (folder / "leads.json").write_text(json.dumps(list(preprocessing.leads)) + "\n")
     manifest = {
         "digest": digest,
         "inputs": inputs,
@@ -354,6 +391,6 @@ def _build_into(
         "dropped": dropped,
     }
     for name in (SIGNALS_FILE, "records.csv", "leads.json"):
-        with open(folder / name, "rb") as handle:
+        with named_os_errors(folder / name), open(folder / name, "rb") as handle:
             os.fsync(handle.fileno())
     atomic_write_json(folder / "manifest.json", manifest)

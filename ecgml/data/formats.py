@@ -10,6 +10,7 @@ raise :class:`DataFormatError` naming the file and the problem. Tests prove them
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import struct
@@ -151,6 +152,8 @@ def _parse_signal_line(line: str, path: str) -> SignalSpec:
         if not g:
             raise DataFormatError(path, f"gain field {parts[2]!r} is not understood")
         gain = float(g["gain"]) or 200.0  # WFDB: a zero gain means "uncalibrated, use 200"
+        if not (math.isfinite(gain) and gain > 0):
+            raise DataFormatError(path, f"gain {parts[2]!r} of signal {parts[-1]!r} is not a positive number")
         if g["base"] is not None:
             baseline, baseline_written = int(g["base"]), True
         units = g["units"] or "mV"

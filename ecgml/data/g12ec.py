@@ -115,7 +115,13 @@ def read_g12ec(
         except DataFormatError as exc:
             problems.append(RecordProblem(record_id, where, "bad_header", str(exc)))
             continue
-        signal_file = header_path.parent / header.signals[0].file_name
+        file_name = header.signals[0].file_name
+        if Path(file_name).name != file_name or file_name in (".", ".."):
+            problems.append(RecordProblem(record_id, where, "unsafe_path",
+                                          f"{where}: signal file name {file_name!r} is a path, not a file "
+                                          "beside the header; refused"))
+            continue
+        signal_file = header_path.parent / file_name
         if not signal_file.is_file():
             problems.append(RecordProblem(record_id, where, "missing_file",
                                           f"{signal_file}: signal file named in {where} not found"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
@@ -49,6 +49,21 @@ def parse_scp_codes(text: str) -> dict[str, float]:
             raise ScpCodesError(f"scp_codes entry {key!r}: {likelihood!r} is not statement -> number")
         out[key] = float(likelihood)
     return out
+
+
+def unsafe_relative_path(value: object) -> str | None:
+    """Why a file name from the metadata may not be joined to the dataset root, or None when it may.
+
+    A table is data, not code: a ``..`` component or an absolute path would read files outside the tree.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return "is empty"
+    parts = PurePosixPath(value.replace("\\", "/")).parts
+    if value.startswith(("/", "\\")) or (parts and ":" in parts[0]):
+        return "is an absolute path"
+    if ".." in parts:
+        return "leaves the dataset folder (a '..' component)"
+    return None
 
 
 def read_version(root: Path) -> str:
@@ -101,6 +116,13 @@ def read_ptbxl(
     rows: list[dict[str, object]] = []
     for rec in meta.to_dict("records"):
         record_id = str(int(rec["ecg_id"]))
+        unsafe = unsafe_relative_path(rec[filename_column])
+        if unsafe:
+            kind = "missing_file" if unsafe == "is empty" else "unsafe_path"
+            problems.append(RecordProblem(record_id, str(database), kind,
+                                          f"{database}: ecg_id {record_id}: {filename_column} "
+                                          f"{rec[filename_column]!r} {unsafe}; refused"))
+            continue
         record_path = root / str(rec[filename_column])
         try:
             codes = parse_scp_codes(rec["scp_codes"])

@@ -87,6 +87,29 @@ def flat_leads(x: np.ndarray, tolerance_mv: float = 1e-3) -> np.ndarray:
     return np.ptp(x, axis=-1) < tolerance_mv
 
 
+#: Bounds on an ECG's typical lead standard deviation in mV (the median over the leads that move). Real
+#: PTB-XL and Georgia records sit at 0.08-0.41 mV; outside 0.005-5 mV the header's gain or units are off
+#: by an order of magnitude or more, and such a record would skew the standardisation statistics.
+PLAUSIBLE_LEAD_STD_MV: tuple[float, float] = (0.005, 5.0)
+
+
+def implausible_amplitude(x: np.ndarray, moving: np.ndarray,
+                          bounds: tuple[float, float] = PLAUSIBLE_LEAD_STD_MV) -> str | None:
+    """Why ``x`` (millivolts, NaN already zeroed) cannot be an ECG at the declared gain, or None.
+
+    A lying gain passes every checksum (they are computed on the digital samples), so the physical size
+    of the signal is the only witness left.
+    """
+    if not moving.any():
+        return None
+    typical = float(np.median(x[moving].std(axis=-1)))
+    low, high = bounds
+    if low <= typical <= high:
+        return None
+    return (f"implausible amplitude: the leads' typical standard deviation is {typical:.3g} mV, outside the "
+            f"{low:g}-{high:g} mV of real ECGs; the header's gain or units are probably wrong")
+
+
 def fit_standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-lead mean and std of ``[records, leads, samples]`` (fit on the training split only)."""
     mean = x.mean(axis=(0, 2), dtype=np.float64)

@@ -31,7 +31,7 @@ def dataset_stats(prepared: Prepared) -> dict[str, Any]:
         entry["dropped"] += int(problem.dropped)
         entry["example"] = entry["example"] or problem.message
     for dropped in cache.manifest["dropped"]:  # type: ignore[union-attr]
-        entry = problems["unreadable_signal"]
+        entry = problems[dropped.get("kind") or "unreadable_signal"]
         entry["records"] += 1
         entry["dropped"] += 1
         entry["example"] = entry["example"] or dropped["reason"]
