@@ -97,6 +97,19 @@ def _journal_class() -> type:
 _JOURNAL_CLASS: type | None = None
 
 
+def with_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 defaults to psycopg 3, while the
+    ``postgres`` extra installs psycopg2; an explicit ``+driver`` is kept as given."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2{sep}{rest}"
+    return url
+
+
 def _engine_kwargs(url: str) -> dict[str, Any]:
     """Fail within seconds, not minutes, when a database host does not answer; drop dead pooled connections."""
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -125,6 +138,7 @@ def _open_rdb(url: str, interval: int, grace: int, callback: StaleCallback | Non
     from optuna.storages import RDBStorage
 
     shown = redact(url)
+    url = with_driver(url)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the heartbeat options are marked experimental

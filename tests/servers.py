@@ -1,0 +1,120 @@
+"""Servers the tests start themselves on 127.0.0.1: a throw-away PostgreSQL cluster.
+
+``.ci/run`` installs Debian's ``postgresql`` package; a missing binary is an error here (not a skip), so a CI
+without it fails loudly instead of quietly testing less. PostgreSQL refuses to run as root: under root the
+cluster belongs to the unprivileged ``postgres`` user (its folder outside pytest's root-only tmp tree).
+
+    with postgres_server() as pg:
+        url = pg.create_database("optuna")     # postgresql+psycopg2://postgres@127.0.0.1:PORT/optuna
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPERUSER = "postgres"
+
+
+class ServerError(RuntimeError):
+    """A test server could not be found or started; the message says what to install or read."""
+
+
+def postgres_bin() -> Path:
+    """The folder of ``initdb``/``pg_ctl`` (Debian's newest /usr/lib/postgresql/N/bin, else the PATH)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise ServerError("PostgreSQL server binaries (initdb, pg_ctl) are not installed; install Debian's 'postgresql' "
+                      "package (apt-get install postgresql), as .ci/run does")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PostgresServer:
+    """A running cluster: its port and how to make databases in it."""
+
+    port: int
+    folder: Path
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg2://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return self.url(name)
+
+
+def _as_owner(argv: list[str], owner: str | None) -> list[str]:
+    if owner is None:
+        return argv
+    runuser = shutil.which("runuser")
+    if runuser:
+        return [runuser, "-u", owner, "--", *argv]
+    return ["su", owner, "-s", "/bin/sh", "-c", " ".join(argv)]
+
+
+def _run(argv: list[str], owner: str | None, what: str, log: Path | None = None) -> None:
+    done = subprocess.run(_as_owner(argv, owner), capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+        raise ServerError(f"{what} failed ({done.returncode}): {done.stderr[-2000:]}{done.stdout[-500:]}\n{tail}")
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """initdb into a fresh folder, start on 127.0.0.1 and a free port (socket in the folder), stop at the end."""
+    bin_dir = postgres_bin()
+    owner = None
+    folder = Path(tempfile.mkdtemp(prefix="ecgml-pg-"))
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam(SUPERUSER)
+        except KeyError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise ServerError("running as root, PostgreSQL needs an unprivileged 'postgres' user "
+                              "(Debian's postgresql package creates it)") from None
+        owner = SUPERUSER
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    data, log = folder / "data", folder / "server.log"
+    port = free_port()
+    started = False
+    try:
+        _run([str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync",
+              "--no-instructions"], owner, "initdb")
+        options = f"-h 127.0.0.1 -p {port} -k {folder} -F -c max_connections=200"
+        _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options, "start"],
+             owner, "pg_ctl start", log)
+        started = True
+        yield PostgresServer(port, folder)
+    finally:
+        if started:
+            with contextlib.suppress(ServerError, subprocess.TimeoutExpired):
+                _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], owner, "pg_ctl stop")
+        shutil.rmtree(folder, ignore_errors=True)
