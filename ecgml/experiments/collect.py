@@ -1,0 +1,330 @@
+"""Read a study's sweep runs back from MLflow into tidy tables, with lazy loaders for their artifacts.
+
+The tags of :mod:`ecgml.experiments.schema` are the only thing read to know what a run is; metrics come from
+the run itself, per-record predictions and JSON documents are downloaded only when the report asks for them
+(and once: they are cached in a local folder).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ecgml.experiments import schema
+
+METRICS = ("test_macro_auc", "test_macro_auc_low", "test_macro_auc_high", "best_val_macro_auc", "test_macro_auprc",
+           "test_fmax")
+CALIBRATION_METRICS = ("test_macro_ece_before", "test_macro_ece_after", "test_macro_mce_before",
+                       "test_macro_mce_after", "test_macro_brier_before", "test_macro_brier_after",
+                       "test_macro_ece_after_single", "test_macro_ece_after_per_class")
+TRAINING_KINDS = ("pretrain", "standalone", "finetune")
+RUN_COLUMNS = ("run_id", "run_name", "parent_run_id", "kind", "sweep", "protocol", "arm", "family", "backbone",
+               "setting", "setting_label", "seed", "start_time", "backbone_run_id")
+
+
+class CollectError(RuntimeError):
+    """The runs cannot be read as asked (no such experiment, parent run or sweep); the message says what exists."""
+
+
+class ArtifactMissingError(FileNotFoundError):
+    """A run lacks an artifact the report needs; the message names the run, what it is, and the artifact."""
+
+
+def setting_label(setting: dict[str, Any]) -> str:
+    """``{"g12ec_fraction": 0.1, "ptbxl_fraction": 0.5}`` -> ``g12ec_fraction=0.1, ptbxl_fraction=0.5``."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(setting.items())) or "(default)"
+
+
+def _tag(row: pd.Series, name: str) -> Any:
+    value = row.get(f"tags.{name}")
+    return None if value is None or (isinstance(value, float) and pd.isna(value)) else value
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[ecgml report] {message}\n")
+
+
+@dataclass
+class Collected:
+    """The runs of one or more sweeps, tidy, and the artifacts behind them on demand.
+
+    ``runs``: one row per finished training child run (pretrain, standalone, finetune), with the setting's
+    values also as columns of their own. ``calibrations``: one row per finished calibration run.
+    ``sweeps``: the parent sweep runs. ``skipped``: child runs left out because they had not finished
+    (status RUNNING, FAILED, KILLED, SCHEDULED). ``ignored``: runs left out for another reason, with it.
+    """
+
+    experiment: str
+    experiment_id: str
+    tracking_uri: str
+    runs: pd.DataFrame
+    calibrations: pd.DataFrame
+    sweeps: pd.DataFrame
+    skipped: pd.DataFrame
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+    cache_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ecgml-report-")))
+    _memo: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+
+    # ---- artifacts -------------------------------------------------------------------------------------------
+    def describe(self, run_id: str) -> str:
+        """A short human name of a run for messages: ``finetune xresnet g12ec_fraction=0.1 seed 0 (abc123)``."""
+        for frame in (self.runs, self.calibrations):
+            hit = frame[frame["run_id"] == run_id] if len(frame) else frame
+            if len(hit):
+                r = hit.iloc[0]
+                kind = "calibration of " if frame is self.calibrations else ""
+                return f"{kind}{r['arm']} {r['family']} {r['setting_label']} seed {r['seed']} ({run_id[:8]})"
+        return run_id
+
+    def download(self, run_id: str, path: str) -> Path:
+        """A local copy of one artifact of a run, downloaded once into ``cache_dir``."""
+        key = (run_id, f"file:{path}")
+        if key in self._memo:
+            return self._memo[key]
+        from mlflow.tracking import MlflowClient
+
+        dst = self.cache_dir / run_id
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            local = Path(MlflowClient(self.tracking_uri).download_artifacts(run_id, path, str(dst)))
+        except Exception as exc:  # MlflowException, OSError: both mean the artifact cannot be had
+            raise ArtifactMissingError(f"run {self.describe(run_id)} has no artifact {path!r} "
+                                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                                       ) from None
+        if not local.is_file():
+            raise ArtifactMissingError(f"run {self.describe(run_id)}: artifact {path!r} is not a file")
+        self._memo[key] = local
+        return local
+
+    def _json(self, run_id: str, path: str) -> Any:
+        key = (run_id, f"json:{path}")
+        if key not in self._memo:
+            self._memo[key] = json.loads(self.download(run_id, path).read_text())
+        return self._memo[key]
+
+    def _csv(self, run_id: str, path: str) -> pd.DataFrame:
+        key = (run_id, f"csv:{path}")
+        if key not in self._memo:
+            self._memo[key] = pd.read_csv(self.download(run_id, path), dtype={"record_id": str})
+        return self._memo[key]
+
+    def predictions(self, run_id: str, split: str = "test") -> pd.DataFrame:
+        """``eval/predictions_<split>.csv`` of a training run: record_id, fold, true_<class>, prob_<class>."""
+        return self._csv(run_id, f"eval/predictions_{split}.csv")
+
+    def metrics_json(self, run_id: str) -> dict[str, Any]:
+        """``metrics.json`` of a training run (per-class AUC among others)."""
+        return self._json(run_id, "metrics.json")
+
+    def classes(self, run_id: str) -> list[str]:
+        """``classes.json`` of a training run."""
+        return list(self._json(run_id, "classes.json"))
+
+    def calibration_json(self, calibration_run_id: str) -> dict[str, Any]:
+        """``calibration/calibration.json`` of a calibration run."""
+        return self._json(calibration_run_id, "calibration/calibration.json")
+
+    def calibrated_predictions(self, calibration_run_id: str) -> pd.DataFrame:
+        """``calibration/predictions_test_calibrated.csv`` of a calibration run."""
+        return self._csv(calibration_run_id, "calibration/predictions_test_calibrated.csv")
+
+    def run_metric(self, run_id: str, key: str) -> float | None:
+        """A metric of any run by id (e.g. the pretraining run a fine-tuned run names), None if absent."""
+        memo = (run_id, f"metric:{key}")
+        if memo not in self._memo:
+            from mlflow.exceptions import MlflowException
+            from mlflow.tracking import MlflowClient
+
+            try:
+                self._memo[memo] = MlflowClient(self.tracking_uri).get_run(run_id).data.metrics.get(key)
+            except MlflowException:
+                self._memo[memo] = None
+        return self._memo[memo]
+
+
+def _search(experiment_id: str, filter_string: str) -> pd.DataFrame:
+    import mlflow
+
+    return mlflow.search_runs(experiment_ids=[experiment_id], filter_string=filter_string, output_format="pandas",
+                              max_results=100_000)
+
+
+def _ancestors(run_id: str, parents: dict[str, str | None]) -> list[str]:
+    chain, seen = [], {run_id}
+    current = parents.get(run_id)
+    while current and current not in seen:
+        chain.append(current)
+        seen.add(current)
+        current = parents.get(current)
+    return chain
+
+
+def _setting(text: Any) -> dict[str, Any] | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _tidy(raw: pd.DataFrame, metric_names: Sequence[str], extra_tags: dict[str, str]
+          ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """One row per run with the schema tags decoded; runs whose tags cannot be read are returned apart."""
+    rows: list[dict[str, Any]] = []
+    ignored: list[tuple[str, str]] = []
+    for _, r in raw.iterrows():
+        setting = _setting(_tag(r, schema.SETTING))
+        seed = _tag(r, schema.SEED)
+        missing = [name for name in (schema.SWEEP, schema.ARM, schema.FAMILY, schema.SETTING, schema.SEED)
+                   if _tag(r, name) is None]
+        if missing:
+            ignored.append((r["run_id"], f"no tag {', '.join(missing)}"))
+            continue
+        if setting is None:
+            ignored.append((r["run_id"], f"tag {schema.SETTING} is not a JSON object: {_tag(r, schema.SETTING)!r}"))
+            continue
+        try:
+            seed_int = int(seed)
+        except ValueError:
+            ignored.append((r["run_id"], f"tag {schema.SEED} is not an integer: {seed!r}"))
+            continue
+        row: dict[str, Any] = {
+            "run_id": r["run_id"], "run_name": _tag(r, "mlflow.runName"),
+            "parent_run_id": _tag(r, "mlflow.parentRunId"), "kind": _tag(r, schema.KIND),
+            "sweep": _tag(r, schema.SWEEP), "protocol": _tag(r, schema.PROTOCOL) or "standard",
+            "arm": _tag(r, schema.ARM), "family": _tag(r, schema.FAMILY), "backbone": _tag(r, "backbone"),
+            "setting": schema.setting_tag(setting), "setting_label": setting_label(setting), "seed": seed_int,
+            "start_time": r.get("start_time"), "backbone_run_id": _tag(r, "ecgml.backbone_run_id"),
+        }
+        row.update({column: _tag(r, tag) for column, tag in extra_tags.items()})
+        for key, value in setting.items():
+            if key in row:
+                raise CollectError(f"run {r['run_id']}: setting key {key!r} collides with a column of the runs table")
+            row[key] = value
+        for name in metric_names:
+            value = r.get(f"metrics.{name}")
+            row[name] = float(value) if value is not None and not pd.isna(value) else float("nan")
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=[*RUN_COLUMNS, *extra_tags, *metric_names])
+    return frame, ignored
+
+
+def _latest(frame: pd.DataFrame, key: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The latest run of each key, and the older ones it supersedes (a sweep run twice, a retried run)."""
+    if frame.empty:
+        return frame, frame
+    ordered = frame.sort_values("start_time", ascending=False, kind="stable")
+    dup = ordered.duplicated(subset=key, keep="first")
+    return ordered[~dup].sort_index(), ordered[dup]
+
+
+def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequence[str] | None = None,
+            parent_run_id: str | None = None, cache_dir: Path | None = None,
+            log: Callable[[str], None] = _say) -> Collected:
+    """Runs of the named sweeps (default: every sweep) of ``experiment``, optionally only under one parent run.
+
+    Child runs that have not finished are skipped and counted; when a setting x arm x family x seed was run
+    more than once (a sweep re-run), the latest finished run is kept and the others are listed as ignored.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ecgml.tracking.runs import tracking_uri
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise CollectError(f"no experiment {experiment!r} in tracking store {uri} "
+                           f"(it has: {', '.join(names) or 'none'})")
+    if parent_run_id is not None:
+        try:
+            parent = client.get_run(parent_run_id)
+        except Exception:
+            raise CollectError(f"no run {parent_run_id!r} in tracking store {uri}") from None
+        if parent.info.experiment_id != exp.experiment_id:
+            raise CollectError(f"run {parent_run_id} belongs to experiment id {parent.info.experiment_id}, "
+                               f"not to {experiment!r} ({exp.experiment_id})")
+    if sweeps:
+        unknown = [s for s in sweeps if s not in schema.SWEEPS]
+        if unknown:
+            log(f"warning: sweep(s) {unknown} are not among the known sweeps {list(schema.SWEEPS)}")
+        raw = pd.concat([_search(exp.experiment_id, f"tags.`{schema.SWEEP}` = '{s}'") for s in sweeps],
+                        ignore_index=True)
+    else:
+        raw = _search(exp.experiment_id, "")
+    if raw.empty or f"tags.{schema.KIND}" not in raw.columns:
+        raise CollectError(f"experiment {experiment!r} in {uri} has no sweep runs"
+                           + (f" of sweep(s) {list(sweeps)}" if sweeps else ""))
+    raw = raw.drop_duplicates(subset="run_id")
+    if parent_run_id is not None:
+        all_runs = _search(exp.experiment_id, "")
+        parents = dict(zip(all_runs["run_id"], all_runs.get("tags.mlflow.parentRunId",
+                                                              pd.Series([None] * len(all_runs))), strict=True))
+        parents = {k: (v if isinstance(v, str) else None) for k, v in parents.items()}
+        raw = raw[raw["run_id"].map(lambda rid: rid == parent_run_id or parent_run_id in _ancestors(rid, parents))]
+        if raw.empty:
+            raise CollectError(f"run {parent_run_id} has no child runs in experiment {experiment!r}")
+    kind = raw[f"tags.{schema.KIND}"]
+    sweep_rows = raw[kind == "sweep"]
+    sweeps_frame = pd.DataFrame({
+        "run_id": sweep_rows["run_id"], "sweep": sweep_rows.get(f"tags.{schema.SWEEP}"),
+        "protocol": sweep_rows.get(f"tags.{schema.PROTOCOL}"), "status": sweep_rows["status"],
+        "start_time": sweep_rows["start_time"]}).reset_index(drop=True)
+    children = raw[kind.isin([*TRAINING_KINDS, "calibrate"])]
+    finished = children[children["status"] == "FINISHED"]
+    unfinished = children[children["status"] != "FINISHED"]
+    skipped = pd.DataFrame({
+        "run_id": unfinished["run_id"], "status": unfinished["status"],
+        "kind": unfinished[f"tags.{schema.KIND}"], "sweep": unfinished.get(f"tags.{schema.SWEEP}"),
+        "arm": unfinished.get(f"tags.{schema.ARM}"), "family": unfinished.get(f"tags.{schema.FAMILY}"),
+        "setting": unfinished.get(f"tags.{schema.SETTING}"), "seed": unfinished.get(f"tags.{schema.SEED}"),
+    }).reset_index(drop=True)
+    if len(skipped):
+        log(f"skipped {len(skipped)} unfinished run(s): " + ", ".join(
+            f"{n} {s}" for s, n in skipped["status"].value_counts().items()))
+    training_kind = finished[f"tags.{schema.KIND}"]
+    runs, ignored = _tidy(finished[training_kind.isin(TRAINING_KINDS)], METRICS, {})
+    calibrations, ignored_cal = _tidy(finished[training_kind == "calibrate"], CALIBRATION_METRICS,
+                                      {"calibrated_run_id": schema.CALIBRATED_RUN})
+    ignored += ignored_cal
+    runs, older = _latest(runs, ["sweep", "protocol", "arm", "family", "setting", "seed"])
+    ignored += [(rid, "superseded by a later run of the same sweep/protocol/arm/family/setting/seed")
+                for rid in older["run_id"]]
+    if len(calibrations):
+        no_target = calibrations["calibrated_run_id"].isna()
+        ignored += [(rid, f"calibration run without tag {schema.CALIBRATED_RUN}")
+                    for rid in calibrations.loc[no_target, "run_id"]]
+        calibrations, older_cal = _latest(calibrations[~no_target], ["calibrated_run_id"])
+        ignored += [(rid, "superseded by a later calibration of the same run") for rid in older_cal["run_id"]]
+    if ignored:
+        log(f"ignored {len(ignored)} run(s): " + "; ".join(f"{rid[:8]} {why}" for rid, why in ignored[:5])
+            + (" ..." if len(ignored) > 5 else ""))
+    if runs.empty:
+        raise CollectError(f"experiment {experiment!r} has no finished training runs tagged as sweep children"
+                           + (f" of sweep(s) {list(sweeps)}" if sweeps else "")
+                           + (f" under run {parent_run_id}" if parent_run_id else "")
+                           + (f" ({len(skipped)} unfinished run(s) skipped)" if len(skipped) else ""))
+    order = ["sweep", "protocol", "arm", "family", "setting", "seed"]
+    runs = runs.sort_values(order, kind="stable")
+    if len(calibrations):
+        calibrations = calibrations.sort_values(order, kind="stable")
+    log(f"collected {len(runs)} training run(s) and {len(calibrations)} calibration run(s) of "
+        f"sweep(s) {', '.join(sorted(runs['sweep'].unique()))} from {experiment!r}")
+    return Collected(experiment=experiment, experiment_id=exp.experiment_id, tracking_uri=uri,
+                     runs=runs.reset_index(drop=True), calibrations=calibrations.reset_index(drop=True),
+                     sweeps=sweeps_frame, skipped=skipped, ignored=ignored,
+                     cache_dir=cache_dir or Path(tempfile.mkdtemp(prefix="ecgml-report-")))
