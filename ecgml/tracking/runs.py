@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -211,8 +211,8 @@ class MetricLog:
         if reason is None:
             raise exc
         if self.failure is None:
-            self.warn(f"tracking server {self.uri} is unreachable ({reason}): metrics of MLflow step(s) "
-                      f"{_steps(self.pending)} are not logged yet. Training continues; every epoch is in the "
+            self.warn(f"tracking server {self.uri} is unreachable ({reason}): the metrics of "
+                      f"{epochs_text(self.pending)} are not logged yet. Training continues; every epoch is in the "
                       "checkpoint, and the metrics are sent when the server answers again")
         self.failure = reason
         return False
@@ -229,14 +229,18 @@ class MetricLog:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TrackingUnavailable(f"tracking server {self.uri} is unreachable ({self.failure}) after "
-                                          f"waiting {wait_s:g} s; metrics of MLflow step(s) "
-                                          f"{_steps(self.pending)} were not logged")
+                                          f"waiting {wait_s:g} s; the metrics of {epochs_text(self.pending)} "
+                                          "were not logged")
             time.sleep(min(delay, left))
             delay = min(delay * 2, 30.0)
 
 
-def _steps(pending: Mapping[int, Any]) -> str:
-    return ", ".join(str(s) for s in sorted(pending)) or "none"
+def epochs_text(steps: Iterable[int]) -> str:
+    """Steps 2, 3 -> "epochs 3, 4 (MLflow steps 2, 3)": users count epochs from 1, MLflow from 0."""
+    ordered = sorted(steps)
+    plural = "s" if len(ordered) > 1 else ""
+    return (f"epoch{plural} {', '.join(str(s + 1) for s in ordered)} "
+            f"(MLflow step{plural} {', '.join(map(str, ordered))})")
 
 
 def git_commit(cwd: str | os.PathLike[str] | None = None) -> str:

@@ -30,6 +30,7 @@ from ecgml.tracking.runs import (
     TrackingError,
     TrackingUnavailable,
     apply_http_defaults,
+    epochs_text,
     log_json,
     tracking_unreachable,
     tracking_uri,
@@ -101,13 +102,6 @@ def resume_command(kind: str, run_id: str, argv: Sequence[str] | None = None) ->
     return shlex.join(["ecgml", command, *rest, "--resume-run-id", run_id])
 
 
-def _epochs_text(steps: Sequence[int]) -> str:
-    """Steps 2, 3 -> "epochs 3, 4 (MLflow steps 2, 3)": users count epochs from 1, MLflow from 0."""
-    steps = sorted(steps)
-    return (f"epoch{'s' if len(steps) > 1 else ''} {', '.join(str(s + 1) for s in steps)} "
-            f"(MLflow step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))})")
-
-
 def outage_message(*, uri: str, reason: str | None, run_id: str, experiment: str, checkpoint: Path,
                    last_epoch: int | None, unlogged_steps: Sequence[int], final_phase_started: bool,
                    command: str, waited_s: float | None = None) -> str:
@@ -116,7 +110,7 @@ def outage_message(*, uri: str, reason: str | None, run_id: str, experiment: str
     waited = f" after waiting {waited_s:g} s" if waited_s is not None else ""
     missing = []
     if unlogged_steps:
-        missing.append(f"the metrics of {_epochs_text(unlogged_steps)}")
+        missing.append(f"the metrics of {epochs_text(unlogged_steps)}")
     missing.append("the evaluation (best-epoch validation and test metrics, predictions, plots), the weights "
                    "and the model" + (" (part of them may have arrived before the server stopped)"
                                       if final_phase_started else ""))
@@ -226,6 +220,8 @@ def _pretrained(config: TrainConfig, leads: tuple[str, ...], n_classes: int) -> 
     if meta.input_samples != config.crop_samples:
         problems.append(f"its input is {meta.input_samples / meta.fs:g} s, the crop is {config.crop_s:g} s "
                         f"(pass --crop-s {meta.input_samples / meta.fs:g})")
+    if meta.input_domain != config.input_domain:
+        problems.append(f"it reads {meta.input_domain} inputs, this run {config.input_domain}")
     if problems:
         raise ValueError(f"models:/{info.name}/{info.version} does not fit the target data: " + "; ".join(problems))
     model.reset_classifier(n_classes)
@@ -364,7 +360,8 @@ def _finish_run(config: TrainConfig, prepared: Any, splits: Splits, model: torch
         leads=tuple(prepared.cache.leads), classes=tuple(splits.classes), norm_mean=tuple(map(float, mean)),
         norm_std=tuple(map(float, std)), source=dataset.source, dataset_version=dataset.version,
         cache_digest=prepared.cache.digest, task=dataset.task, label_map=dataset.label_map,
-        aggregate=config.optim.aggregate, extra={"run_id": run_id, "config_digest": digest},
+        aggregate=config.optim.aggregate, input_domain=config.input_domain,
+        extra={"run_id": run_id, "config_digest": digest},
     )
     weights_dir = save_weights(config.runs_dir / run_id / "weights", model, metadata)
     mlflow.log_artifacts(str(weights_dir), artifact_path="weights")

@@ -1,0 +1,86 @@
+"""A real ``mlflow server`` for fault tests: 127.0.0.1 only, a free port, SQLite backend and local artifacts
+in a temporary folder, one worker; stopped (the whole process group) by :meth:`MlflowServer.stop`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class MlflowServer:
+    """One ``mlflow server`` process group; ``start`` again after ``stop`` reuses the same store and port."""
+
+    def __init__(self, folder: Path, *, port: int | None = None, app_name: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.app_name = app_name
+        # the GenAI job runner is a second process importing MLflow: not needed here, and it slows each start
+        self.env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.folder / "server.log"
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def backend(self) -> str:
+        return f"sqlite:///{self.folder / 'mlflow.db'}"
+
+    def start(self, timeout: float = 90.0) -> MlflowServer:
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--workers", "1", "--backend-store-uri", self.backend,
+                   "--artifacts-destination", str(self.folder / "artifacts")]
+        if self.app_name:
+            command += ["--app-name", self.app_name]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(command, cwd=self.folder, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            if self.healthy():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer within {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        """Stop the server and its workers (their process group), by default as abruptly as a crash."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while self.healthy() and time.monotonic() < deadline:  # workers die with the group
+            time.sleep(0.1)
+        self.proc = None
