@@ -69,6 +69,18 @@ def check_spec(spec: TuneSpec) -> None:
         raise SpaceError(f"the search space does not fit the training config: {exc}") from None
 
 
+def prepare_data(spec: TuneSpec) -> None:
+    """Build (or reuse) the data cache once, before any worker starts: workers then only read it, and a missing
+    dataset fails here instead of in every trial."""
+    from ecgml.data.prepare import prepare
+    from ecgml.train.pipeline import cache_workers
+
+    try:
+        prepare(cache_workers(spec.base.data), progress=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise StudyError(f"cannot prepare the data of the study: {exc}") from None
+
+
 def _backend(settings: RunSettings) -> Any:
     return open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
                         grace_period=settings.grace_period, stale_callback=StaleTrialRetry(settings.max_retry))
@@ -83,10 +95,20 @@ def _load(backend: Any, name: str) -> optuna.Study | None:
         return None
 
 
+def _replaced(trials: Sequence[FrozenTrial]) -> set[int]:
+    return {t.system_attrs["retry_history"][-1] for t in trials if t.system_attrs.get("retry_history")}
+
+
 def slots_used(trials: Sequence[FrozenTrial]) -> int:
     """Trials that hold one of the study's slots: all, less those failed and replaced by a retry."""
-    replaced = {t.system_attrs["retry_history"][-1] for t in trials if t.system_attrs.get("retry_history")}
+    replaced = _replaced(trials)
     return sum(t.number not in replaced for t in trials)
+
+
+def slots_finished(trials: Sequence[FrozenTrial]) -> int:
+    """Slots whose trial has finished (complete, pruned, or failed and not retried)."""
+    replaced = _replaced(trials)
+    return sum(t.number not in replaced and t.state.is_finished() for t in trials)
 
 
 def _enqueue_missing(study: optuna.Study, n_trials: int) -> int:
@@ -115,6 +137,7 @@ def create(spec: TuneSpec, study_name: str, settings: RunSettings) -> tuple[optu
     if _load(backend, study_name) is not None:
         raise StudyError(f"study {study_name!r} already exists in {redact(settings.storage)}; pass --resume to "
                          "continue it, or choose another --study-name")
+    prepare_data(spec)
     adopted = _adopted_run()
     if adopted:
         spec = spec.with_(base=replace(spec.base, experiment=logger.experiment_of(adopted)))
@@ -165,6 +188,7 @@ def resume(study_name: str, n_trials: int | None, settings: RunSettings) -> tupl
     if spec.parent_run_id is None:
         raise StudyError(f"study {study_name!r} has no parent run; it was not created by `ecgml tune`")
     logger.check_parent_run(spec.parent_run_id)
+    prepare_data(spec)
     adopted = _adopted_run()
     if adopted:
         logger._client().set_tag(adopted, "ecgml.tune_parent_run_id", spec.parent_run_id)
@@ -181,7 +205,10 @@ def join(study_name: str, settings: RunSettings) -> tuple[optuna.Study, TuneSpec
     study = _load(_backend(settings), study_name)
     if study is None:
         raise StudyError(f"cannot join: no study named {study_name!r} in {redact(settings.storage)}")
-    return study, TuneSpec.from_study(study)
+    spec = TuneSpec.from_study(study)
+    if settings.workers > 1:  # a launched worker (workers == 1) finds the cache its launcher built
+        prepare_data(spec)
+    return study, spec
 
 
 def worker_command(study_name: str, index: int, settings: RunSettings) -> list[str]:
@@ -270,8 +297,8 @@ def run_study(spec: TuneSpec | None, study_name: str | None, settings: RunSettin
         if resume_study:
             name = study_name or latest_study_name(settings)
             study, spec = resume(name, n_trials, settings)
-            echo(f"resuming study {name!r}: {slots_used(study.get_trials(deepcopy=False))} of {spec.n_trials} "
-                 f"trials, parent run {spec.parent_run_id}")
+            echo(f"resuming study {name!r}: {slots_finished(study.get_trials(deepcopy=False))} of {spec.n_trials} "
+                 f"trials finished, parent run {spec.parent_run_id}")
         else:
             assert spec is not None
             name = study_name or default_study_name(spec.stage)

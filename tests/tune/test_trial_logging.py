@@ -45,8 +45,10 @@ def _scripted_training(config: TrainConfig, *, progress: bool = True, parent_run
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     import ecgml.train.runner
+    import ecgml.tune.study
 
     monkeypatch.setattr(ecgml.train.runner, "run_training", _scripted_training)
+    monkeypatch.setattr(ecgml.tune.study, "prepare_data", lambda spec: None)  # no dataset behind the script
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)
