@@ -8,9 +8,11 @@ the run itself, per-record predictions and JSON documents are downloaded only wh
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,21 @@ def setting_label(setting: dict[str, Any]) -> str:
 def _tag(row: pd.Series, name: str) -> Any:
     value = row.get(f"tags.{name}")
     return None if value is None or (isinstance(value, float) and pd.isna(value)) else value
+
+
+@contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bar per downloaded file (hundreds of them would drown the report's own progress)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _say(message: str) -> None:
@@ -93,7 +110,8 @@ class Collected:
         dst = self.cache_dir / run_id
         dst.mkdir(parents=True, exist_ok=True)
         try:
-            local = Path(MlflowClient(self.tracking_uri).download_artifacts(run_id, path, str(dst)))
+            with _quiet_downloads():
+                local = Path(MlflowClient(self.tracking_uri).download_artifacts(run_id, path, str(dst)))
         except Exception as exc:  # MlflowException, OSError: both mean the artifact cannot be had
             raise ArtifactMissingError(f"run {self.describe(run_id)} has no artifact {path!r} "
                                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"

@@ -32,6 +32,9 @@ LOG_AXES = ("g12ec_fraction", "ptbxl_fraction")
 FAMILY_ORDER = ("xresnet", "resnet", "inception")
 ARM_ORDER = ("standalone", "pretrain", "finetune")
 MIN_SEEDS = 3
+# named choices in the order a reader expects (least to most adapted; time before frequency)
+KNOWN_ORDER: dict[str, tuple[str, ...]] = {"strategy": ("linear", "gradual", "full"),
+                                           "domain": ("time", "fft_magnitude", "fft")}
 
 
 def _say(message: str) -> None:
@@ -45,7 +48,11 @@ def model_label(arm: str, family: str) -> str:
             "pretrain": f"PTB-XL pretraining {family}"}.get(arm, f"{arm} {family}")
 
 
-def _value_key(value: Any) -> tuple[int, float, str]:
+def _value_key(value: Any, key: str | None = None) -> tuple[int, float, str]:
+    """Sort key of a swept value: a known order for named choices, numbers by value, then text."""
+    known = KNOWN_ORDER.get(key or "", ())
+    if value in known:
+        return (0, float(known.index(value)), "")
     try:
         return (0, float(value), "")
     except (TypeError, ValueError):
@@ -127,26 +134,42 @@ def _subset(small: dict[str, Any], big: dict[str, Any]) -> bool:
     return all(k in big and big[k] == v for k, v in small.items())
 
 
-def _attach_pretraining(collected: Collected, runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """Pretraining rows re-keyed to every target setting they serve (their setting a subset of the target's).
+def _attach_shared(collected: Collected, runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Baselines re-keyed to every fine-tuned setting they serve.
 
-    A sweep that reused an existing backbone has no pretraining children: the runs named by the fine-tuned
-    runs' ``ecgml.backbone_run_id`` tag stand in, read from the tracking store.
+    A pretraining or standalone run whose setting is a strict subset of fine-tuned settings (the pretraining
+    of the fraction sweep, ``{}``; the standalone ``{"g12ec_fraction": 0.1}`` of the strategy sweep, whose
+    fine-tuned settings also name a strategy) is the baseline of each of them: it is attached to each, marked
+    ``shared_from``. A sweep that reused an existing backbone has no pretraining children: the runs named by
+    the fine-tuned runs' ``ecgml.backbone_run_id`` tag stand in, read from the tracking store.
     """
-    pretrain = runs[runs["arm"] == "pretrain"]
-    others = runs[runs["arm"] != "pretrain"]
-    if others.empty:
+    runs = runs.assign(shared_from=None)
+    finetune = runs[runs["arm"] == "finetune"]
+    targets = list(finetune["setting"].unique())
+    if not targets:
         return runs
+    kept: list[pd.DataFrame] = [runs[(runs["arm"] == "finetune") | runs["setting"].isin(targets)]]
     attached: list[dict[str, Any]] = []
-    for setting in others["setting"].unique():
-        target = json.loads(setting)
-        matches = pretrain[pretrain["setting"].map(lambda s, t=target: _subset(json.loads(s), t))]
-        if len(matches):
-            for _, r in matches.iterrows():
-                attached.append({**r.to_dict(), **target, "setting": setting, "setting_label": setting_label(target),
-                                 "pretrain_source": "sweep"})
+    for setting, group in runs[(runs["arm"] != "finetune") & ~runs["setting"].isin(targets)].groupby("setting"):
+        served = [t for t in targets if _subset(json.loads(setting), json.loads(t))]
+        if not served:
+            kept.append(group)
             continue
-        ft = others[(others["setting"] == setting) & (others["arm"] == "finetune")]
+        for target in served:
+            values = json.loads(target)
+            for _, r in group.iterrows():
+                attached.append({**r.to_dict(), **values, "setting": target, "setting_label": setting_label(values),
+                                 "shared_from": r["setting_label"]})
+        arms = ", ".join(sorted(group["arm"].unique()))
+        notes.append(f"{arms} runs at {group['setting_label'].iloc[0]} are the baseline of "
+                     f"{len(served)} fine-tuned setting(s)")
+    has_pretrain = {a["setting"] for a in attached if a["arm"] == "pretrain"}
+    has_pretrain |= set(runs.loc[(runs["arm"] == "pretrain") & runs["setting"].isin(targets), "setting"])
+    for target in targets:
+        if target in has_pretrain:
+            continue
+        values = json.loads(target)
+        ft = finetune[finetune["setting"] == target]
         for rid, family in ft[["backbone_run_id", "family"]].drop_duplicates().itertuples(index=False):
             if not isinstance(rid, str):
                 continue
@@ -154,15 +177,15 @@ def _attach_pretraining(collected: Collected, runs: pd.DataFrame, notes: list[st
             if auc is None:
                 notes.append(f"pretraining run {rid} named by fine-tuned runs has no test_macro_auc")
                 continue
+            low, high = (collected.run_metric(rid, f"test_macro_auc_{b}") for b in ("low", "high"))
             attached.append({"run_id": rid, "arm": "pretrain", "family": family, "kind": "pretrain",
-                             "sweep": ft["sweep"].iloc[0], "protocol": ft["protocol"].iloc[0], **target,
-                             "setting": setting, "setting_label": setting_label(target), "seed": -1,
-                             "test_macro_auc": auc,
-                             "test_macro_auc_low": collected.run_metric(rid, "test_macro_auc_low") or np.nan,
-                             "test_macro_auc_high": collected.run_metric(rid, "test_macro_auc_high") or np.nan,
-                             "pretrain_source": "backbone_run_id"})
-    out = pd.concat([others.assign(pretrain_source=None), pd.DataFrame(attached)], ignore_index=True)
-    return out.drop_duplicates(subset=["run_id", "setting"])
+                             "sweep": ft["sweep"].iloc[0], "protocol": ft["protocol"].iloc[0], **values,
+                             "setting": target, "setting_label": setting_label(values), "seed": -1,
+                             "test_macro_auc": auc, "test_macro_auc_low": np.nan if low is None else low,
+                             "test_macro_auc_high": np.nan if high is None else high,
+                             "shared_from": "backbone run"})
+    out = pd.concat([*kept, pd.DataFrame(attached)], ignore_index=True) if attached else pd.concat(kept)
+    return out.drop_duplicates(subset=["run_id", "setting"]).reset_index(drop=True)
 
 
 def sweep_views(collected: Collected) -> list[SweepView]:
@@ -172,7 +195,7 @@ def sweep_views(collected: Collected) -> list[SweepView]:
         str(item[0][0]), schema.PROTOCOLS.index(item[0][1]) if item[0][1] in schema.PROTOCOLS else 9, str(item[0][1])))
     for (sweep, protocol), runs in groups:
         notes: list[str] = []
-        runs = _attach_pretraining(collected, runs, notes)
+        runs = _attach_shared(collected, runs, notes)
         dicts = [json.loads(s) for s in runs["setting"].unique()]
         keys = list(dict.fromkeys(k for d in dicts for k in d))
         varying = [k for k in keys if len({json.dumps(d.get(k)) for d in dicts}) > 1]
@@ -183,7 +206,7 @@ def sweep_views(collected: Collected) -> list[SweepView]:
 
         def sort_key(s: str, order: list[str] = order) -> tuple[Any, ...]:
             d = json.loads(s)
-            return tuple(_value_key(d.get(k)) for k in dict.fromkeys(order))
+            return tuple(_value_key(d.get(k), k) for k in dict.fromkeys(order))
 
         settings = sorted(runs["setting"].unique(), key=sort_key)
         views.append(SweepView(str(sweep), str(protocol), runs, settings, x, panels, notes))
@@ -328,14 +351,17 @@ def conclusions(view: SweepView, summary: pd.DataFrame, paired: pd.DataFrame) ->
         tests = paired[(paired["setting"] == setting) & (paired["standalone_family"] == best)
                        & (paired["finetune_family"] == ft_family)] if len(paired) else paired
         tests = tests[np.isfinite(tests["diff"].astype(float))] if "diff" in tests else tests.iloc[0:0]
+        attempted = paired[(paired["setting"] == setting) & (paired["standalone_family"] == best)
+                           & (paired["finetune_family"] == ft_family)] if len(paired) else paired
         n = len(tests)
         base = {"sweep": view.sweep, "protocol": view.protocol, "setting": setting, "setting_label": label,
                 "finetune_family": ft_family, "best_standalone": best, "finetune_mean": ft_mean,
                 "best_standalone_mean": best_mean, "gain": ft_mean - best_mean, "n_seeds": n}
         if n == 0:
+            why = (f"{len(attempted)} pair(s) could not be compared, see the paired tests" if len(attempted)
+                   else f"no fine-tuned and standalone {best} runs with the same seed")
             rows.append({**base, "verdict": "untested", "wins": 0, "above": 0, "below": 0, "mean_diff": np.nan,
-                         "sentence": f"{label}: no paired comparison was possible (no fine-tuned and standalone "
-                                     f"{best} runs with the same seed and test records)"})
+                         "sentence": f"{label}: no paired comparison was possible ({why})"})
             continue
         d = tests["diff"].to_numpy(dtype=float)
         wins = int((d > 0).sum())
@@ -395,7 +421,9 @@ def _results_table(view: SweepView, summary: pd.DataFrame) -> str:
                 continue
             auc = g["test_macro_auc"].to_numpy(dtype=float)
             ci = f" [{_fmt(g['test_macro_auc_low'].min())}, {_fmt(g['test_macro_auc_high'].max())}]"
-            source = " (from backbone run)" if (g.get("pretrain_source") == "backbone_run_id").any() else ""
+            shared = g["shared_from"].dropna().unique() if "shared_from" in g else []
+            source = (" (from backbone run)" if "backbone run" in shared
+                      else f" (shared: {shared[0]})" if len(shared) and arm != "pretrain" else "")
             cells.append(_mean_sd(auc) + ci + source)
         rows.append([name, *cells])
     for family in sorted(summary.loc[summary["arm"] == "finetune", "family"].unique(), key=_family_key):
@@ -434,7 +462,7 @@ def _plot_sweep(ctx: _Context, view: SweepView, summary: pd.DataFrame) -> str | 
     else:
         if view.panels:
             plot["model"] = plot["model"] + " (" + plot["setting"].map(view.panel_of) + ")"
-        order = sorted(dict.fromkeys(plot[x]), key=_value_key)
+        order = sorted(dict.fromkeys(plot[x]), key=lambda v: _value_key(v, x))
         plot_auc_bars_grouped(plot, x, path, title=title, order=order)
     return path.relative_to(ctx.out_dir).as_posix()
 

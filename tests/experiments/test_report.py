@@ -110,7 +110,7 @@ class Store:
 
     def training(self, sweep: str, protocol: str, arm: str, family: str, setting: dict[str, Any], seed: int,
                  signal: float, *, status: str = "FINISHED", extra_tags: dict[str, str] | None = None,
-                 keep: bool = True) -> str:
+                 keep: bool = True, predictions: str = "all") -> str:
         parent = self.sweeps[f"{sweep}/{protocol}"]
         tags = {schema.KIND: arm, "mlflow.parentRunId": parent, "backbone": BACKBONES[family],
                 **schema.sweep_tags(sweep, protocol, arm, BACKBONES[family], setting, seed), **(extra_tags or {})}
@@ -125,9 +125,14 @@ class Store:
         rid = self._run(tags, metrics, status)
         doc = {**metrics, "test_per_class_auc": per_class_report(Y_TEST, test, CLASSES)["auc"],
                "best_val_per_class_auc": per_class_report(Y_VAL, val, CLASSES)["auc"]}
-        self._artifacts(rid, {"metrics.json": doc, "classes.json": CLASSES,
-                              "eval/predictions_test.csv": _frame("test", test),
-                              "eval/predictions_val.csv": _frame("val", val)})
+        files: dict[str, Any] = {"metrics.json": doc, "classes.json": CLASSES,
+                                 "eval/predictions_test.csv": _frame("test", test),
+                                 "eval/predictions_val.csv": _frame("val", val)}
+        if predictions == "none":  # e.g. a run from before predictions were logged
+            del files["eval/predictions_test.csv"]
+        elif predictions == "partial":  # a run tested on other records (another cache, other leads)
+            files["eval/predictions_test.csv"] = files["eval/predictions_test.csv"].iloc[:250]
+        self._artifacts(rid, files)
         record = {"run_id": rid, "sweep": sweep, "protocol": protocol, "arm": arm, "family": family,
                   "setting": setting, "seed": seed, "test": test, "val": val, **metrics}
         if status != "FINISHED":
@@ -224,6 +229,18 @@ def _build(root: Path) -> Store:
                            extra_tags={"ecgml.backbone_run_id": backbone})
             store.training("sampling-rate", "standard", "standalone", "xresnet", {"fs": fs}, seed,
                            0.95 if fs == 500 else 0.7)
+    # a strategy sweep: fine-tuned settings name a strategy, the standalone baseline only the fraction it shares
+    store.sweep("strategy", "standard")
+    for seed in range(2):
+        for strategy, signal in (("linear", 0.8), ("gradual", 0.95), ("full", 1.0)):
+            store.training("strategy", "standard", "finetune", "xresnet", {"strategy": strategy, "g12ec_fraction": 0.1},
+                           seed, signal)
+        store.training("strategy", "standard", "standalone", "xresnet", {"g12ec_fraction": 0.1}, seed, 0.75)
+    # a leads sweep whose standalone runs cannot be paired: one lacks predictions, one was tested on other records
+    store.sweep("leads", "standard")
+    for leads, problem in (("3", "none"), ("12", "partial")):
+        store.training("leads", "standard", "finetune", "xresnet", {"leads": leads}, 0, 1.0)
+        store.training("leads", "standard", "standalone", "xresnet", {"leads": leads}, 0, 0.8, predictions=problem)
     return store
 
 
@@ -279,6 +296,7 @@ def test_report_has_every_section_and_is_written_where_asked(built: Built) -> No
     assert built.report == built.out / "report.md"
     for heading in ("## Runs", "## How to read this report", "## Summary", "## Sweep `fraction`, protocol `standard`",
                     "## Sweep `fraction`, protocol `seed`", "## Sweep `sampling-rate`, protocol `standard`",
+                    "## Sweep `strategy`, protocol `standard`", "### AUC versus `strategy`",
                     "### Results", "### AUC versus `g12ec_fraction`", "### AUC versus `fs`", "### Paired tests",
                     "### Conclusions", "### Per-class AUC", "## Calibration", "### Reliability, fine-tuned xresnet",
                     "### Reliability, standalone xresnet", "## Protocol: standard versus seed",
@@ -310,6 +328,14 @@ def test_result_tables_hold_the_logged_means_over_seeds(built: Built) -> None:
     rates = _section(built.text, "## Sweep `sampling-rate`, protocol `standard`")
     assert "0.925 (n=1)" in rates and "(from backbone run)" in rates
     assert "fewer than 3 seeds" in rates
+    # the strategy sweep's standalone baseline serves every strategy, marked as shared
+    strategy = _section(_section(built.text, "## Sweep `strategy`, protocol `standard`"), "### Results")
+    labels = _row(strategy, "model")[1:]
+    assert labels == ["g12ec_fraction=0.1, strategy=linear", "g12ec_fraction=0.1, strategy=gradual",
+                      "g12ec_fraction=0.1, strategy=full"]  # no column of its own for the baseline's setting
+    sa = _aucs(built.store, sweep="strategy", arm="standalone")
+    assert all(c.startswith(f"{sa.mean():.3f} ± ") and "(shared: g12ec_fraction=0.1)" in c
+               for c in _row(strategy, "standalone xresnet (G12EC)")[1:])
 
 
 def test_paired_test_finds_the_planted_gap_and_none_elsewhere(built: Built) -> None:
@@ -330,9 +356,25 @@ def test_paired_test_finds_the_planted_gap_and_none_elsewhere(built: Built) -> N
     assert v[("fraction", "standard", "g12ec_fraction=0.1")] == "finetune"
     assert v[("fraction", "standard", "g12ec_fraction=1.0")] == "unclear"
     assert v[("fraction", "seed", "g12ec_fraction=0.1")] == "unclear"
+    strategy = paired[paired["sweep"] == "strategy"]
+    assert len(strategy) == 6 and strategy["standalone_run_id"].nunique() == 2  # 3 strategies x 2 seeds, shared
     assert "fine-tuning beats the best standalone (xresnet) at g12ec_fraction=0.1 in 3/3 seeds" in built.text
     assert "all paired CIs above 0" in built.text
     assert "no consistent gap at g12ec_fraction=1.0" in built.text
+
+
+def test_runs_that_cannot_be_paired_are_named_not_dropped(built: Built) -> None:
+    section = _section(built.text, "## Sweep `leads`, protocol `standard`")
+    paired = _section(section, "### Paired tests")
+    assert paired.count("not comparable") == 2
+    assert "has no artifact 'eval/predictions_test.csv'" in paired
+    assert "not tested on the same records: 50 only in finetune xresnet leads=12 seed 0" in paired
+    assert section.count("no paired comparison was possible (1 pair(s) could not be compared") == 2
+    assert "no consistent gap" not in section and "beats" not in section
+    problems = _section(built.text, "## Problems met while writing the report")
+    assert "paired test skipped" in problems and "eval/predictions_test.csv" in problems
+    assert "### AUC versus `leads`" in section  # categorical values drawn as grouped bars
+    assert (built.out / "figures" / "auc_leads-standard.png").is_file()
 
 
 def test_protocol_comparison_shows_the_changed_conclusion(built: Built) -> None:
@@ -358,6 +400,7 @@ def test_figures_exist_and_are_not_blank(built: Built) -> None:
 
     names = {p.name for p in (built.out / "figures").glob("*.png")}
     expected = {"auc_fraction-standard.png", "auc_fraction-seed.png", "auc_sampling_rate-standard.png",
+                "auc_strategy-standard.png",
                 "per_class_auc_fraction-standard.png", "reliability_finetune.png", "reliability_standalone.png"}
     assert expected <= names
     for name in expected:
