@@ -18,7 +18,7 @@ import pandas as pd
 
 from ecgml.data.leads import STANDARD_LEADS, MissingLeadError, lead_index
 from ecgml.data.signal import resample, standardize
-from ecgml.train.data import aggregate_windows, window_starts
+from ecgml.train.data import aggregate_windows, to_input_domain, window_starts
 
 #: Longest record accepted, in seconds: a guard against payloads that would exhaust memory.
 MAX_SECONDS = 600.0
@@ -90,7 +90,7 @@ class EcgClassifier:
                 raise InvalidEcgInput(f"row {i}: needs 'signal' and 'fs' (and optionally 'leads')")
             x = self._prepare(row["signal"], row["fs"], row.get("leads"), i)
             starts = window_starts(x.shape[1], crop, max(1, crop // 2))
-            windows = np.stack([x[:, s:s + crop] for s in starts])
+            windows = to_input_domain(np.stack([x[:, s:s + crop] for s in starts]), meta.input_domain)
             with torch.no_grad():
                 logits = self.model(torch.from_numpy(windows)).numpy()
             probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

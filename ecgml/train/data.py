@@ -17,6 +17,20 @@ import torch
 from torch.utils.data import Dataset
 
 Aggregate = Literal["max", "mean"]
+#: What the network sees of each standardised window: the signal, or its real FFT's magnitude, real or
+#: imaginary part (``crop // 2 + 1`` bins, scaled by ``1/sqrt(crop)`` to keep unit variance).
+INPUT_DOMAINS = ("time", "fft_magnitude", "fft_real", "fft_imag")
+
+
+def to_input_domain(x: np.ndarray, domain: str) -> np.ndarray:
+    """``[..., leads, samples]`` windows in the model's input domain (the same in training and serving)."""
+    if domain == "time":
+        return x
+    if domain not in INPUT_DOMAINS:
+        raise ValueError(f"unknown input domain {domain!r}; choose one of {', '.join(INPUT_DOMAINS)}")
+    from ecgml.data.signal import fft_view
+
+    return (fft_view(x, domain.removeprefix("fft_")) / np.sqrt(x.shape[-1])).astype(np.float32)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -50,24 +64,27 @@ def window_starts(n_valid: int, crop: int, stride: int) -> np.ndarray:
 
 
 class _Standardised:
-    def __init__(self, signals: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+    def __init__(self, signals: np.ndarray, mean: np.ndarray, std: np.ndarray, domain: str = "time") -> None:
         self.signals = signals
         self.mean = np.asarray(mean, dtype=np.float32)[:, None]
         self.inv_std = (1.0 / np.asarray(std, dtype=np.float32))[:, None]
+        if domain not in INPUT_DOMAINS:
+            raise ValueError(f"unknown input domain {domain!r}; choose one of {', '.join(INPUT_DOMAINS)}")
+        self.domain = domain
 
     def window(self, row: int, start: int, length: int) -> np.ndarray:
         x = np.asarray(self.signals[row, :, start:start + length], dtype=np.float32)
-        return (x - self.mean) * self.inv_std
+        return to_input_domain((x - self.mean) * self.inv_std, self.domain)
 
 
 class RandomCropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """One random crop of ``crop`` samples per record per epoch (``center=True``: the centre crop)."""
 
     def __init__(self, signals: np.ndarray, split: SplitArrays, mean: np.ndarray, std: np.ndarray,
-                 crop: int, seed: int = 0, center: bool = False) -> None:
+                 crop: int, seed: int = 0, center: bool = False, domain: str = "time") -> None:
         if crop > signals.shape[-1]:
             raise ValueError(f"crop of {crop} samples is longer than the cached records ({signals.shape[-1]})")
-        self.source = _Standardised(signals, mean, std)
+        self.source = _Standardised(signals, mean, std, domain)
         self.split = split
         self.crop = crop
         self.seed = seed
@@ -98,12 +115,12 @@ class SlidingWindowDataset(Dataset[tuple[torch.Tensor, int]]):
     """Every window of every record, with the record position each belongs to (for aggregation)."""
 
     def __init__(self, signals: np.ndarray, split: SplitArrays, mean: np.ndarray, std: np.ndarray,
-                 crop: int, stride: int) -> None:
+                 crop: int, stride: int, domain: str = "time") -> None:
         if crop > signals.shape[-1]:
             raise ValueError(f"crop of {crop} samples is longer than the cached records ({signals.shape[-1]})")
         if stride <= 0:
             raise ValueError(f"window stride must be positive, not {stride}")
-        self.source = _Standardised(signals, mean, std)
+        self.source = _Standardised(signals, mean, std, domain)
         self.split = split
         self.crop = crop
         pairs = [(i, int(s)) for i in range(len(split)) for s in window_starts(int(split.n_valid[i]), crop, stride)]

@@ -24,7 +24,7 @@ from ecgml.data.cache import Cache
 from ecgml.data.folds import stratified_subset
 from ecgml.data.labels import load_label_map
 from ecgml.data.prepare import Prepared
-from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
+from ecgml.train.data import INPUT_DOMAINS, RandomCropDataset, SlidingWindowDataset, SplitArrays
 from ecgml.train.loop import EpochRecord, OptimConfig
 
 
@@ -52,6 +52,8 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     center_crop: bool = False
+    #: time, fft_magnitude, fft_real or fft_imag (the study's input-domain sweep).
+    input_domain: str = "time"
     experiment: str = "ecgml"
     run_name: str | None = None
     runs_dir: Path = field(default_factory=lambda: default_data_dir() / "runs")
@@ -69,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"crop length must be positive, not {self.crop_s} s")
         if self.crop_s > self.data.seconds:
             raise ValueError(f"crop of {self.crop_s} s is longer than the {self.data.seconds} s records are cached")
+        if self.input_domain not in INPUT_DOMAINS:
+            raise ValueError(f"unknown input domain {self.input_domain!r}; choose one of {', '.join(INPUT_DOMAINS)}")
         if self.eval_stride_s is not None and self.eval_stride_s <= 0:
             raise ValueError(f"evaluation stride must be positive, not {self.eval_stride_s} s")
 
@@ -140,10 +144,13 @@ def predictions_frame(split: SplitArrays, table: pd.DataFrame, classes: tuple[st
 def make_datasets(cache: Cache, splits: Splits, config: TrainConfig) -> tuple[RandomCropDataset, SlidingWindowDataset,
                                                                                SlidingWindowDataset]:
     mean, std = cache.stats
+    domain = config.input_domain
     train = RandomCropDataset(cache.signals, splits.train, mean, std, config.crop_samples, seed=config.seed,
-                              center=config.center_crop)
-    val = SlidingWindowDataset(cache.signals, splits.val, mean, std, config.crop_samples, config.stride_samples)
-    test = SlidingWindowDataset(cache.signals, splits.test, mean, std, config.crop_samples, config.stride_samples)
+                              center=config.center_crop, domain=domain)
+    val = SlidingWindowDataset(cache.signals, splits.val, mean, std, config.crop_samples, config.stride_samples,
+                               domain=domain)
+    test = SlidingWindowDataset(cache.signals, splits.test, mean, std, config.crop_samples, config.stride_samples,
+                                domain=domain)
     return train, val, test
 
 

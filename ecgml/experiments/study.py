@@ -1,0 +1,365 @@
+"""The study's sweeps: each is one parent MLflow run with a child run per setting x arm x seed.
+
+A sweep is planned first (a list of :class:`Job`), then run in order: pretraining jobs register their
+backbone (``ecgml-study-backbone``) so the fine-tuning jobs pull it by version exactly as a user's
+``ecgml finetune`` would. A job whose key (configuration digest and sweep tags) finished before at the
+same clean git commit is reused, not run again (:mod:`ecgml.experiments.reuse`).
+
+Arms: ``finetune`` (the registered PTB-XL backbone, new head, chosen strategy), ``standalone`` (trained
+on G12EC from scratch), ``pretrain`` (the backbone itself, on PTB-XL). The fraction sweep compares the
+fine-tuned model with every standalone family; the other sweeps with the standalone model of the
+fine-tuned model's own family, a like-for-like comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ecgml.config import DataConfig, PrepareConfig, default_data_dir
+from ecgml.experiments import schema
+from ecgml.experiments.reuse import STEP_KEY, find_finished, step_key
+from ecgml.train.loop import OptimConfig
+from ecgml.train.pipeline import ModelConfig, TrainConfig
+
+STUDY_BACKBONE_MODEL = "ecgml-study-backbone"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Fold choice, crops, label map and fine-tuning schedule: what moves the numbers besides the models."""
+
+    name: str
+    ptbxl_splits: str
+    g12ec_splits: str
+    center_crop: bool
+    label_map: str
+    #: The seed protocol fine-tunes by gradual unfreezing in four 10-epoch stages.
+    finetune_strategy: str | None = None
+    finetune_epochs: int | None = None
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    # PTB-XL benchmark folds, random 2.5 s crops, separate G12EC validation and test folds.
+    "standard": Protocol("standard", "1-8/9/10", "1-8/9/10", center_crop=False, label_map="challenge"),
+    # The original's choices, none of its bugs: PTB-XL test fold 5, G12EC fold 10 as validation *and*
+    # test, centre crops only, four 10-epoch unfreezing stages, its label map.
+    "seed": Protocol("seed", "1-4,6-8,10/9/5", "1-9/10/10", center_crop=True, label_map="seed",
+                     finetune_strategy="gradual", finetune_epochs=40),
+}
+
+#: Defaults of each sweep's swept values (the issue's lists).
+DEFAULT_VALUES: dict[str, tuple[Any, ...]] = {
+    "fraction": (1.0, 0.5, 0.25, 0.1, 0.05),
+    "pretrain-fraction": (1.0, 0.5, 0.25, 0.1),
+    "sampling-rate": (500, 250, 100, 50),
+    "calibration": (1.0, 0.1),
+    "input-domain": ("time", "fft_magnitude", "fft_real", "fft_imag"),
+    "leads": ("12", "6", "3", "2", "1"),
+    "strategy": ("linear", "full", "gradual"),
+}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything the sweeps share; the sweep adds what it varies."""
+
+    protocol: str = "standard"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    ptbxl_root: Path | None = None
+    g12ec_root: Path | None = None
+    fs: int = 100
+    backbone: str = "xresnet1d50_small"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    standalone_backbones: tuple[str, ...] = ("xresnet1d50_small", "resnet1d_wang_small", "inception1d_small")
+    pretrain_task: str = "all"
+    pretrain_epochs: int = 20
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-2
+    patience: int = 5
+    strategy: str = "full"
+    #: Fine-tune from this registered backbone where the sweep does not vary pretraining.
+    backbone_uri: str | None = None
+    experiment: str = schema.DEFAULT_STUDY_EXPERIMENT
+    runs_dir: Path = field(default_factory=lambda: default_data_dir() / "runs")
+    cache_dir: Path = field(default_factory=lambda: default_data_dir() / "cache")
+    device: str = "auto"
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        if not self.standalone_backbones:
+            raise ValueError("give at least one standalone backbone")
+
+    @property
+    def protocol_spec(self) -> Protocol:
+        return PROTOCOLS[self.protocol]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One child run of a sweep."""
+
+    arm: str
+    setting: dict[str, Any]
+    seed: int
+    config: TrainConfig
+    #: Fine-tuning: the key of the pretraining job whose backbone it starts from (None: ``backbone_uri``).
+    pretrain_key: str | None = None
+    #: Also calibrate this run (the calibration sweep).
+    calibrate: bool = False
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return schema.sweep_tags(self.sweep, self._protocol, self.arm, self.config.model.backbone,
+                                 self.public_setting, self.seed)
+
+    @property
+    def sweep(self) -> str:
+        return str(self.setting.get("_sweep", ""))
+
+    @property
+    def _protocol(self) -> str:
+        return str(self.setting.get("_protocol", ""))
+
+    @property
+    def key(self) -> str:
+        return step_key(f"{self.arm}:{self.sweep}", {"digest": self.config.digest(), "tags": self.public_setting,
+                                                     "pretrain": self.pretrain_key, "protocol": self._protocol})
+
+    @property
+    def public_setting(self) -> dict[str, Any]:
+        return {k: v for k, v in self.setting.items() if not k.startswith("_")}
+
+
+def _data(study: StudyConfig, source: str, *, fs: int | None = None, leads: str = "12", task: str = "shared18"
+          ) -> PrepareConfig:
+    proto = study.protocol_spec
+    root = (study.ptbxl_root if source == "ptbxl" else study.g12ec_root) or default_data_dir() / "synthetic" / source
+    return PrepareConfig(
+        data=DataConfig(source=source, root=Path(root), fs=fs or study.fs, task=task, label_map=proto.label_map,
+                        splits=proto.ptbxl_splits if source == "ptbxl" else proto.g12ec_splits),
+        leads=leads, cache_dir=study.cache_dir, workers=study.workers)
+
+
+def _train(study: StudyConfig, kind: str, data: PrepareConfig, *, backbone: str, seed: int, fraction: float = 1.0,
+           strategy: str | None = None, input_domain: str = "time") -> TrainConfig:
+    proto = study.protocol_spec
+    epochs = study.pretrain_epochs if kind == "pretrain" else study.epochs
+    if kind == "finetune" and proto.finetune_epochs:
+        epochs = proto.finetune_epochs
+    strategy = strategy or (proto.finetune_strategy if kind == "finetune" else None) or study.strategy
+    kwargs = study.backbone_kwargs if backbone == study.backbone else {}
+    return TrainConfig(
+        kind=kind, data=data, model=ModelConfig(backbone, dict(kwargs)),
+        optim=OptimConfig(epochs=epochs, batch_size=study.batch_size, lr=study.lr, patience=study.patience,
+                          strategy=strategy if kind == "finetune" else "full"),
+        fraction=fraction, seed=seed, device=study.device, center_crop=proto.center_crop,
+        experiment=study.experiment, runs_dir=study.runs_dir, input_domain=input_domain,
+    )
+
+
+def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None) -> list[Job]:
+    """The child runs of sweep ``name``: pretraining jobs first, then fine-tuning and standalone jobs."""
+    if name not in DEFAULT_VALUES:
+        raise ValueError(f"unknown sweep {name!r}; choose one of {', '.join(DEFAULT_VALUES)}")
+    values = tuple(values) if values else DEFAULT_VALUES[name]
+    marks = {"_sweep": name, "_protocol": study.protocol}
+    jobs: list[Job] = []
+    pretrained: dict[str, Job] = {}
+
+    def pretrain(setting: dict[str, Any], *, fs: int | None = None, leads: str = "12", fraction: float = 1.0,
+                 domain: str = "time") -> str | None:
+        """The pretraining job for these inputs (one per distinct input, seed 0), or None for backbone_uri."""
+        if study.backbone_uri and fs is None and leads == "12" and fraction == 1.0 and domain == "time":
+            return None
+        data = _data(study, "ptbxl", fs=fs, leads=leads, task=study.pretrain_task)
+        job = Job("pretrain", {**marks, **setting}, 0, _train(study, "pretrain", data, backbone=study.backbone, seed=0,
+                                                                fraction=fraction, input_domain=domain))
+        if job.key not in pretrained:
+            pretrained[job.key] = job
+            jobs.append(job)
+        return job.key
+
+    def compare(setting: dict[str, Any], *, fraction: float, families: Sequence[str], fs: int | None = None,
+                leads: str = "12", pretrain_key: str | None, strategy: str | None = None, domain: str = "time",
+                calibrate: bool = False, standalone_setting: dict[str, Any] | None = None) -> None:
+        data = _data(study, "g12ec", fs=fs, leads=leads)
+        for seed in study.seeds:
+            jobs.append(Job("finetune", {**marks, **setting}, seed,
+                            _train(study, "finetune", data, backbone=study.backbone, seed=seed, fraction=fraction,
+                                   strategy=strategy, input_domain=domain),
+                            pretrain_key=pretrain_key, calibrate=calibrate))
+            for family in families:
+                jobs.append(Job("standalone", {**marks, **(standalone_setting or setting)}, seed,
+                                _train(study, "standalone", data, backbone=family, seed=seed, fraction=fraction,
+                                       input_domain=domain), calibrate=calibrate))
+
+    own_family = (study.backbone,)
+    if name == "fraction":
+        key = pretrain({})
+        for fraction in values:
+            compare({"g12ec_fraction": float(fraction)}, fraction=float(fraction), families=study.standalone_backbones,
+                    pretrain_key=key)
+    elif name == "calibration":
+        key = pretrain({})
+        for fraction in values:
+            compare({"g12ec_fraction": float(fraction)}, fraction=float(fraction), families=own_family,
+                    pretrain_key=key, calibrate=True)
+    elif name == "pretrain-fraction":
+        for i, fraction in enumerate(values):
+            key = pretrain({"ptbxl_fraction": float(fraction)}, fraction=float(fraction))
+            setting = {"ptbxl_fraction": float(fraction), "g12ec_fraction": 0.1}
+            # the standalone baseline does not depend on the PTB-XL fraction: train it once
+            compare(setting, fraction=0.1, families=own_family if i == 0 else (), pretrain_key=key,
+                    standalone_setting={"g12ec_fraction": 0.1})
+    elif name == "sampling-rate":
+        for fs in values:
+            key = pretrain({"fs": int(fs)}, fs=int(fs))
+            compare({"fs": int(fs)}, fraction=1.0, families=own_family, fs=int(fs), pretrain_key=key)
+    elif name == "leads":
+        for leads in values:
+            key = pretrain({"leads": str(leads)}, leads=str(leads))
+            compare({"leads": str(leads)}, fraction=1.0, families=own_family, leads=str(leads), pretrain_key=key)
+    elif name == "input-domain":
+        for domain in values:
+            key = pretrain({"domain": str(domain)}, domain=str(domain))
+            compare({"domain": str(domain)}, fraction=1.0, families=own_family, pretrain_key=key, domain=str(domain))
+    elif name == "strategy":
+        key = pretrain({})
+        for fraction in (0.1, 1.0):
+            for i, strategy in enumerate(values):
+                compare({"strategy": str(strategy), "g12ec_fraction": fraction}, fraction=fraction,
+                        families=own_family if i == 0 else (), pretrain_key=key, strategy=str(strategy),
+                        standalone_setting={"g12ec_fraction": fraction})
+    return jobs
+
+
+@dataclass
+class JobResult:
+    job: Job
+    run_id: str
+    test_macro_auc: float
+    reused: bool
+    seconds: float
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None, *,
+              parent_run_id: str | None = None, say: Callable[[str], None] = _say) -> tuple[str, list[JobResult]]:
+    """Plan and run a sweep under one parent run; returns the sweep run's id and every child's result."""
+    import mlflow
+
+    from ecgml.tracking.runs import check_tracking_uri, git_commit, log_json, open_run
+
+    check_tracking_uri()
+    jobs = plan_sweep(name, study, values)
+    commit = git_commit(Path(__file__).resolve().parent)
+    tags = {schema.KIND: "sweep", schema.SWEEP: name, schema.PROTOCOL: study.protocol, "git_commit": commit}
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    say(f"sweep {name} ({study.protocol} protocol): {len(jobs)} runs, seeds {list(study.seeds)}")
+    with open_run(study.experiment, run_name=f"sweep-{name}-{study.protocol}", tags=tags,
+                  nested=bool(parent_run_id)) as run:
+        sweep_id = run.info.run_id
+        mlflow.log_params({"sweep": name, "protocol": study.protocol, "values": json.dumps(list(values or [])),
+                           "seeds": json.dumps(list(study.seeds)), "backbone": study.backbone, "jobs": len(jobs)})
+        results = _run_jobs(jobs, study, sweep_id, commit, say)
+        log_json([{"run_id": r.run_id, "arm": r.job.arm, "setting": r.job.public_setting, "seed": r.job.seed,
+                   "backbone": r.job.config.model.backbone, "test_macro_auc": r.test_macro_auc, "reused": r.reused,
+                   "seconds": r.seconds} for r in results], "children.json")
+        mlflow.log_metrics({"runs": len(results), "reused": sum(r.reused for r in results),
+                            "seconds": sum(r.seconds for r in results)})
+    return sweep_id, results
+
+
+def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
+              say: Callable[[str], None]) -> list[JobResult]:
+    from ecgml.tracking.registry import register_run
+    from ecgml.train.runner import run_training
+
+    backbones: dict[str, str] = {}
+    results: list[JobResult] = []
+    for i, job in enumerate(jobs, 1):
+        start = time.perf_counter()
+        config = job.config
+        if job.arm == "finetune":
+            uri = backbones[job.pretrain_key] if job.pretrain_key else study.backbone_uri
+            config = replace(config, init_uri=uri)
+        label = (f"[{i}/{len(jobs)}] {job.arm} {config.model.backbone} "
+                 f"{json.dumps(job.public_setting)} seed {job.seed}")
+        found = find_finished(study.experiment, job.key, commit)
+        tags = {**job.tags, STEP_KEY: job.key}
+        if found is not None:
+            run_id, auc, reused = found.info.run_id, float(found.data.metrics.get("test_macro_auc", float("nan"))), True
+        else:
+            outcome = run_training(config, parent_run_id=sweep_id, extra_tags=tags, progress=False)
+            run_id, auc, reused = str(outcome.run_id), outcome.test_macro_auc, False
+        if job.arm == "pretrain":
+            backbones[job.key] = _registered_backbone(run_id, job, register_run)
+        if job.calibrate:
+            _calibrate(run_id, job, study, sweep_id, commit, tags)
+        seconds = time.perf_counter() - start
+        say(f"{label}: test macro AUC {auc:.3f}" + (" (reused)" if reused else f" ({seconds:.0f} s)"))
+        results.append(JobResult(job, run_id, auc, reused, seconds))
+    return results
+
+
+def _registered_backbone(run_id: str, job: Job, register_run: Any) -> str:
+    """The study-backbone version of a pretraining run (registered once, found again on reuse)."""
+    import mlflow
+
+    from ecgml.tracking.runs import tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri())
+    for version in client.search_model_versions(f"name = '{STUDY_BACKBONE_MODEL}' and run_id = '{run_id}'"):
+        return f"models:/{STUDY_BACKBONE_MODEL}/{version.version}"
+    info = register_run(run_id, STUDY_BACKBONE_MODEL, selected_by=f"sweep {job.sweep}",
+                        extra_tags={k: v for k, v in job.tags.items() if k.startswith("ecgml.")})
+    return f"models:/{info.name}/{info.version}"
+
+
+def _calibrate(run_id: str, job: Job, study: StudyConfig, sweep_id: str, commit: str, tags: dict[str, str]) -> None:
+    from ecgml.jobs.calibrate import run_calibration
+
+    key = step_key("calibrate", {"run": run_id})
+    if find_finished(study.experiment, key, commit) is not None:
+        return
+    run_calibration(f"runs:/{run_id}", experiment=study.experiment, runs_dir=study.runs_dir, parent_run_id=sweep_id,
+                    extra_tags={**tags, STEP_KEY: key})
+
+
+def parse_values(name: str, text: str | None) -> tuple[Any, ...] | None:
+    """``--values 1,0.1`` as the sweep's value type."""
+    if not text:
+        return None
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    caster: Callable[[str], Any] = {"fraction": float, "pretrain-fraction": float, "calibration": float,
+                                    "sampling-rate": int}.get(name, str)
+    try:
+        return tuple(caster(x) for x in items)
+    except ValueError:
+        raise ValueError(f"--values {text!r} do not fit sweep {name!r}") from None
+
+
+def check_values(name: str, values: Sequence[Any]) -> None:
+    """Bad sweep values fail before any run starts."""
+    if name in ("fraction", "pretrain-fraction", "calibration") and not all(0 < v <= 1 for v in values):
+        raise ValueError(f"sweep {name}: fractions must be in (0, 1], got {list(values)}")
+    if name == "sampling-rate" and not set(values) <= {500, 250, 100, 50}:
+        raise ValueError(f"sweep sampling-rate: rates must be among 500, 250, 100, 50 Hz, got {list(values)}")
+    if name == "strategy" and not set(values) <= {"linear", "full", "gradual"}:
+        raise ValueError(f"sweep strategy: strategies are linear, full and gradual, got {list(values)}")
+    if name == "input-domain" and not set(values) <= set(DEFAULT_VALUES["input-domain"]):
+        raise ValueError(f"sweep input-domain: domains are {', '.join(DEFAULT_VALUES['input-domain'])}")
