@@ -1,0 +1,102 @@
+"""A shared tracking server behind MLflow's basic-auth app: unauthenticated requests are refused (401),
+authenticated ones work, and ecgml says clearly, before any work, when credentials are missing or wrong."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ecgml.tracking.runs import TrackingError, check_tracking_uri, open_run
+from tests.faults.mlflow_server import MlflowServer
+
+ADMIN = "admin"
+# MLflow's basic-auth app needs the `auth` extra (Flask-WTF); the dev extra installs it.
+pytest.importorskip("flask_wtf", reason="mlflow[auth] (Flask-WTF) is not installed: pip install -e '.[dev]'")
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MlflowServer, str]]:
+    folder = tmp_path_factory.mktemp("auth")
+    config = folder / "basic_auth.ini"
+    config.write_text("[mlflow]\ndefault_permission = READ\n"
+                      f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
+                      f"admin_username = {ADMIN}\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    password = secrets.token_urlsafe(18)  # MLflow 3 ships no default admin password; the server creates it
+    server = MlflowServer(folder, app_name="basic-auth",
+                          env={"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+                               "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+    yield server.start(), password
+    server.stop()
+
+
+def _get(url: str, user: str | None = None, password: str | None = None) -> int:
+    request = urllib.request.Request(url)
+    if user:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@pytest.fixture
+def no_credentials(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_unauthenticated_requests_are_refused(auth_server: tuple[MlflowServer, str]) -> None:
+    server, password = auth_server
+    search = f"{server.uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert _get(f"{server.uri}/health") == 200  # the health probe stays open, by design
+    assert _get(search) == 401
+    assert _get(search, ADMIN, "wrong-password-123") == 401
+    assert _get(search, ADMIN, password) == 200
+
+
+def test_ecgml_says_what_is_missing(auth_server: tuple[MlflowServer, str], no_credentials: pytest.MonkeyPatch,
+                                    tmp_path: Path) -> None:
+    server, password = auth_server
+    with pytest.raises(TrackingError, match=r"authentication required \(HTTP 401\), and no credentials were given"):
+        check_tracking_uri(server.uri)
+    no_credentials.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    no_credentials.setenv("MLFLOW_TRACKING_PASSWORD", "wrong-password-123")
+    with pytest.raises(TrackingError, match=r"MLFLOW_TRACKING_PASSWORD.*were refused"):
+        check_tracking_uri(server.uri)
+    no_credentials.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    assert check_tracking_uri(server.uri) == server.uri
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    env.update(MLFLOW_TRACKING_URI=server.uri, ECGML_DATA=str(tmp_path), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    done = subprocess.run([sys.executable, "-m", "ecgml.cli", "pretrain", "--epochs", "1"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"tracking server {server.uri} refused the request: authentication required" in done.stderr
+    assert "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "cache").exists()  # refused before any work
+
+
+def test_authenticated_runs_are_logged(auth_server: tuple[MlflowServer, str], no_credentials: pytest.MonkeyPatch
+                                       ) -> None:
+    import mlflow
+
+    server, password = auth_server
+    no_credentials.setenv("MLFLOW_TRACKING_URI", server.uri)
+    no_credentials.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    no_credentials.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    with open_run("auth-check", system_metrics=False) as run:
+        mlflow.log_metric("x", 1.5, step=0)
+    assert mlflow.MlflowClient(server.uri).get_run(run.info.run_id).data.metrics == {"x": 1.5}
