@@ -456,3 +456,29 @@ def test_collect_restricts_to_a_parent_and_says_what_is_missing(built: Built, mo
     ft = runs[(runs["arm"] == "finetune") & (runs["seed"] == 0)]["run_id"].iloc[0]
     with pytest.raises(ArtifactMissingError, match=r"run finetune xresnet g12ec_fraction=0.1 seed 0 .*'nothing.csv'"):
         collected.download(ft, "nothing.csv")
+
+
+def test_pretrain_fraction_sweep_attaches_each_pretraining_to_the_settings_it_serves(tmp_path: Path) -> None:
+    from ecgml.experiments.collect import Collected, setting_label
+    from ecgml.experiments.report import summarise, sweep_views
+
+    rows = []
+    for i, (arm, setting, auc) in enumerate([
+        ("pretrain", {"ptbxl_fraction": 0.5}, 0.91), ("pretrain", {"ptbxl_fraction": 1.0}, 0.93),
+        *((arm, {"ptbxl_fraction": p, "g12ec_fraction": g}, 0.8 + p / 10 + g / 20)
+          for arm in ("finetune", "standalone") for p in (0.5, 1.0) for g in (0.1, 1.0)),
+    ]):
+        rows.append({"run_id": f"r{i}", "sweep": "pretrain-fraction", "protocol": "standard", "arm": arm,
+                     "family": "xresnet", "setting": schema.setting_tag(setting),
+                     "setting_label": setting_label(setting),
+                     "seed": 0, "backbone_run_id": None, "test_macro_auc": auc, "test_macro_auc_low": auc - 0.01,
+                     "test_macro_auc_high": auc + 0.01, "best_val_macro_auc": auc, **setting})
+    collected = Collected("x", "0", "sqlite://", pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
+                          cache_dir=tmp_path)
+    (view,) = sweep_views(collected)
+    assert view.x == "ptbxl_fraction" and view.panels == ["g12ec_fraction"]
+    assert [json.loads(s)["ptbxl_fraction"] for s in view.settings] == [0.5, 0.5, 1.0, 1.0]
+    summary = summarise(view)
+    pre = summary[summary["arm"] == "pretrain"].set_index("setting_label")["mean"]
+    assert pre.to_dict() == {f"g12ec_fraction={g}, ptbxl_fraction={p}": auc
+                             for p, auc in ((0.5, 0.91), (1.0, 0.93)) for g in (0.1, 1.0)}
