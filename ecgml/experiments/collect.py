@@ -174,6 +174,17 @@ def _search(experiment_id: str, filter_string: str) -> pd.DataFrame:
                               max_results=100_000)
 
 
+def _listed_children(client: Any, run_id: str) -> set[str]:
+    """Run ids a sweep run lists in ``children.json`` (reused runs stay children of the sweep that made them)."""
+    try:
+        with _quiet_downloads(), tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(run_id, "children.json", tmp)
+            listed = json.loads(Path(local).read_text())
+    except Exception:  # no children.json: an older sweep run, or one still running
+        return set()
+    return {str(c["run_id"]) for c in listed if isinstance(c, dict) and c.get("run_id")}
+
+
 def _ancestors(run_id: str, parents: dict[str, str | None]) -> list[str]:
     chain, seen = [], {run_id}
     current = parents.get(run_id)
@@ -293,7 +304,14 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
         parents = dict(zip(all_runs["run_id"], all_runs.get("tags.mlflow.parentRunId",
                                                               pd.Series([None] * len(all_runs))), strict=True))
         parents = {k: (v if isinstance(v, str) else None) for k, v in parents.items()}
-        raw = raw[raw["run_id"].map(lambda rid: rid == parent_run_id or parent_run_id in _ancestors(rid, parents))]
+        members = {rid for rid in raw["run_id"] if rid == parent_run_id or parent_run_id in _ancestors(rid, parents)}
+        reused = _listed_children(client, parent_run_id) - members
+        if reused:
+            log(f"{len(reused)} run(s) reused by sweep run {parent_run_id[:8]} live under an earlier sweep run; "
+                "included from its children.json")
+        members |= reused
+        calibrated = raw.get(f"tags.{schema.CALIBRATED_RUN}", pd.Series(index=raw.index, dtype=object))
+        raw = raw[raw["run_id"].isin(members) | calibrated.isin(reused)]
         if raw.empty:
             raise CollectError(f"run {parent_run_id} has no child runs in experiment {experiment!r}")
     kind = raw[f"tags.{schema.KIND}"]

@@ -446,6 +446,14 @@ def test_collect_restricts_to_a_parent_and_says_what_is_missing(built: Built, mo
     collected = collect(EXPERIMENT, parent_run_id=parent, log=lambda _: None)
     assert set(collected.runs["protocol"]) == {"seed"} and len(collected.runs) == 12
     assert collected.runs["g12ec_fraction"].eq(0.1).all()
+    # a later sweep run that reused every run of that one: they stay children of the first, listed in children.json
+    client = built.store.client
+    again = client.create_run(built.store.experiment_id, tags={schema.KIND: "sweep", schema.SWEEP: "fraction",
+                                                               schema.PROTOCOL: "seed"}).info.run_id
+    client.log_dict(again, [{"run_id": rid, "reused": True} for rid in collected.runs["run_id"]], "children.json")
+    client.set_terminated(again)
+    reused = collect(EXPERIMENT, parent_run_id=again, log=lambda _: None)
+    assert set(reused.runs["run_id"]) == set(collected.runs["run_id"])
     only = collect(EXPERIMENT, sweeps=["sampling-rate"], log=lambda _: None)
     assert set(only.runs["sweep"]) == {"sampling-rate"} and sorted(only.runs["fs"].unique()) == [100, 500]
     with pytest.raises(CollectError, match=r"no experiment 'nope'.*it has: .*ecgml-study"):
