@@ -97,7 +97,7 @@ _SPACE_HELP = "Narrow the search space: NAME=LOW:HIGH[:log], NAME=A,B,C or NAME=
 @click.option("--register-as", default=None,
               help="Register the best trial's model under this name [pretrain: ecgml-ptbxl-backbone, "
                    "finetune: ecgml-g12ec-classifier].")
-@click.option("--no-register", is_flag=True, help="Do not register the best trial's model.")
+@click.option("--no-register", is_flag=True, help="Do not register the best trial's model (kept by --resume).")
 @click.option("--heartbeat-interval", type=click.IntRange(1), default=30, help="Seconds between trial heartbeats.")
 @click.option("--grace-period", type=click.IntRange(2), default=None,
               help="Seconds without a heartbeat before a trial is failed and retried [2 x interval].")
@@ -163,9 +163,10 @@ def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, s
                             n_trials=n_trials or 20, pruner=pruner, pruner_startup_trials=pruner_startup_trials,  # type: ignore[arg-type]
                             pruner_warmup_epochs=pruner_warmup_epochs, sampler=sampler, seed=seed,
                             tags=_pairs(tag_texts, "--tag"),
-                            register_as=default_name if register_as is None else register_as)
+                            register_as="" if no_register else default_name if register_as is None else register_as)
             _echo("search space:\n" + space.describe())
-        result = run_study(spec, study_name, settings, resume_study=resume, n_trials=n_trials, echo=_echo)
+        result = run_study(spec, study_name, settings, resume_study=resume, n_trials=n_trials, echo=_echo,
+                           register_as="" if no_register else register_as)
     except (SpaceError, StudyError, StorageError, TrackingError, RegistryError, OSError) as exc:
         _fail(exc)
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())

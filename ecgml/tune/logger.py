@@ -135,8 +135,10 @@ def log_trial_params(run_id: str, params: Mapping[str, Any]) -> None:
 
 
 def finish_trial_run(run_id: str, state: str, *, params: Mapping[str, Any], value: float | None = None,
-                     reason: str | None = None, parent_run_id: str | None = None, number: int | None = None) -> None:
-    """Give a trial's run its final state, value and parameters; mirror the value on the parent run."""
+                     reason: str | None = None, parent_run_id: str | None = None, number: int | None = None,
+                     status: str | None = None) -> None:
+    """Give a trial's run its final state, value and parameters (and ``status``, default by state); mirror the
+    value on the parent run."""
     import mlflow
 
     client = _client()
@@ -149,7 +151,7 @@ def finish_trial_run(run_id: str, state: str, *, params: Mapping[str, Any], valu
     if reason:
         tags.append(mlflow.entities.RunTag(REASON_TAG, reason[:4000]))
     client.log_batch(run_id, metrics=metrics, tags=tags)
-    status = _STATUS[state]
+    status = status or _STATUS[state]
     if client.get_run(run_id).info.status != status:
         client.set_terminated(run_id, status)
     if parent_run_id and number is not None and metrics:

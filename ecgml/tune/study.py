@@ -81,6 +81,21 @@ def prepare_data(spec: TuneSpec) -> None:
         raise StudyError(f"cannot prepare the data of the study: {exc}") from None
 
 
+def check_backbone(spec: TuneSpec) -> None:
+    """Fine-tuning: the registered backbone exists and fits the crop, checked once instead of failing every trial."""
+    if not spec.base.init_uri:
+        return
+    from ecgml.tracking.registry import download_weights, resolve_with_fallback
+    from ecgml.tracking.weights import read_metadata
+
+    info, _ = resolve_with_fallback(spec.base.init_uri)
+    meta = read_metadata(download_weights(info))
+    if meta.input_samples != spec.base.crop_samples or meta.fs != spec.base.data.data.fs:
+        raise StudyError(f"{spec.base.init_uri} takes {meta.input_samples / meta.fs:g} s at {meta.fs} Hz; the study "
+                         f"crops {spec.base.crop_s:g} s at {spec.base.data.data.fs} Hz (pass --crop-s "
+                         f"{meta.input_samples / meta.fs:g} --fs {meta.fs})")
+
+
 def _backend(settings: RunSettings) -> Any:
     return open_storage(settings.storage, heartbeat_interval=settings.heartbeat_interval,
                         grace_period=settings.grace_period, stale_callback=StaleTrialRetry(settings.max_retry))
@@ -133,6 +148,7 @@ def create(spec: TuneSpec, study_name: str, settings: RunSettings) -> tuple[optu
 
     check_spec(spec)
     check_tracking_uri()
+    check_backbone(spec)
     backend = _backend(settings)
     if _load(backend, study_name) is not None:
         raise StudyError(f"study {study_name!r} already exists in {redact(settings.storage)}; pass --resume to "
@@ -170,8 +186,10 @@ def latest_study_name(settings: RunSettings) -> str:
     return max(studies, key=lambda s: s._study_id).study_name
 
 
-def resume(study_name: str, n_trials: int | None, settings: RunSettings) -> tuple[optuna.Study, TuneSpec]:
-    """An existing study, its parent run reopened, topped up to ``n_trials`` slots (default: its own)."""
+def resume(study_name: str, n_trials: int | None, settings: RunSettings,
+           register_as: str | None = None) -> tuple[optuna.Study, TuneSpec]:
+    """An existing study, its parent run reopened, topped up to ``n_trials`` slots (default: its own);
+    ``register_as`` replaces the stored registered-model name ("" = do not register)."""
     from ecgml.tracking.runs import check_tracking_uri
 
     check_tracking_uri()
@@ -184,7 +202,9 @@ def resume(study_name: str, n_trials: int | None, settings: RunSettings) -> tupl
         if n_trials < used:
             raise StudyError(f"study {study_name!r} already has {used} trials; --n-trials {n_trials} cannot shrink it")
         spec = spec.with_(n_trials=n_trials)
-        spec.save(study)
+    if register_as is not None:
+        spec = spec.with_(register_as=register_as)
+    spec.save(study)
     if spec.parent_run_id is None:
         raise StudyError(f"study {study_name!r} has no parent run; it was not created by `ecgml tune`")
     logger.check_parent_run(spec.parent_run_id)
@@ -290,13 +310,13 @@ def finish(study: optuna.Study, spec: TuneSpec, settings: RunSettings, echo: Ech
 
 
 def run_study(spec: TuneSpec | None, study_name: str | None, settings: RunSettings, *, resume_study: bool = False,
-              n_trials: int | None = None, echo: Echo = print) -> TuneResult:
+              n_trials: int | None = None, register_as: str | None = None, echo: Echo = print) -> TuneResult:
     """``ecgml tune``: create or resume the study, run its workers, finish it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
         if resume_study:
             name = study_name or latest_study_name(settings)
-            study, spec = resume(name, n_trials, settings)
+            study, spec = resume(name, n_trials, settings, register_as)
             echo(f"resuming study {name!r}: {slots_finished(study.get_trials(deepcopy=False))} of {spec.n_trials} "
                  f"trials finished, parent run {spec.parent_run_id}")
         else:

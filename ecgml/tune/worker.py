@@ -253,8 +253,8 @@ def _interrupted(study: optuna.Study, trial_id: int, number: int, run_id: str | 
         _retry(study, study._storage.get_trial(trial_id), max_retry)
         run_id = run_id or logger.find_trial_run(spec.experiment, study.study_name, number)
         if run_id is not None:
-            logger.finish_trial_run(run_id, "FAIL", params=params, reason="interrupted (Ctrl-C or SIGTERM)")
-            logger._client().set_terminated(run_id, "KILLED")
+            logger.finish_trial_run(run_id, "FAIL", params=params, reason="interrupted (Ctrl-C or SIGTERM); retried",
+                                    status="KILLED")
     except Exception as exc:  # interrupted while bookkeeping: the heartbeat will catch the trial instead
         warnings.warn(f"could not record the interruption of trial {number}: {exc}", stacklevel=1)
 

@@ -157,10 +157,12 @@ def test_resumed_study_continues_counting(workdir: Path) -> None:
     first = runner.invoke(tune_command, ["--n-trials", "2", "--study-name", "grow", "--storage", storage,
                                          "--no-register", *ARGS], env=env, catch_exceptions=False)
     assert first.exit_code == 0, first.output[-3000:]
+    assert "registered models:/" not in first.output
     second = runner.invoke(tune_command, ["--resume", "--n-trials", "3", "--storage", storage, "--heartbeat-interval",
-                                          "1"], env=env, catch_exceptions=False)
+                                          "1", "--register-as", "grown"], env=env, catch_exceptions=False)
     assert second.exit_code == 0, second.output[-3000:]
-    assert "resuming study 'grow': 2 of 3 trials finished" in second.output and "registered models:/" in second.output
+    assert "resuming study 'grow': 2 of 3 trials finished" in second.output
+    assert "registered models:/grown/1" in second.output
 
     study = _study(storage, "grow")
     assert [t.number for t in study.trials] == [0, 1, 2]
