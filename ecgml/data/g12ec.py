@@ -20,7 +20,7 @@ from ecgml.data.folds import load_or_build_folds
 from ecgml.data.formats import DataFormatError, WfdbHeader, read_header
 from ecgml.data.labels import DEFAULT_LABEL_MAP, load_label_map, snomed_vocabulary
 from ecgml.data.ptbxl import read_version
-from ecgml.data.records import Dataset, RecordProblem, SplitSpec
+from ecgml.data.records import Dataset, RecordProblem, SplitSpec, summarize_problems
 
 G12EC_FS = 500
 #: The 2020 Georgia release declares this gain in some headers; the data are stored at 1000/mV.
@@ -101,9 +101,16 @@ def read_g12ec(
     headers = sorted(root.rglob("*.hea"))
     problems: list[RecordProblem] = []
     rows: list[dict[str, object]] = []
+    seen: dict[str, str] = {}
     for header_path in tqdm(headers, desc="reading G12EC headers", unit="rec", disable=not progress):
         record_id = header_path.stem
         where = str(header_path)
+        if record_id in seen:  # the same id twice in one tree: labels and cache rows would be ambiguous
+            problems.append(RecordProblem(record_id, where, "duplicate_record",
+                                          f"{where}: record id {record_id!r} is already taken by {seen[record_id]}; "
+                                          "this copy is ignored", dropped=False))  # the record stays
+            continue
+        seen[record_id] = where
         foreign = foreign_database(record_id)
         if foreign and not allow_foreign:
             problems.append(RecordProblem(record_id, where, "foreign_record",
@@ -162,7 +169,7 @@ def read_g12ec(
         })
     if not rows:
         raise ValueError(f"{root}: no usable G12EC record among {len(headers)} header(s)"
-                         + (f" ({len(problems)} problems, e.g. {problems[0].message})" if problems else ""))
+                         + (f" ({summarize_problems(problems)})" if problems else ""))
     table = pd.DataFrame(rows).sort_values("record_id", kind="stable").reset_index(drop=True)
     folds, _ = load_or_build_folds(
         root, table["record_id"].tolist(), table["codes"].tolist(), seed=fold_seed, path=folds_path,

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from ecgml.data.labels import DEFAULT_LABEL_MAP, PTBXL_TASKS, ScpStatements, load_label_map
-from ecgml.data.records import Dataset, RecordProblem, SplitSpec
+from ecgml.data.records import Dataset, RecordProblem, SplitSpec, summarize_problems
 
 PTBXL_FS = (100, 500)
 #: Every PTB-XL record is ten seconds long.
@@ -114,8 +114,20 @@ def read_ptbxl(
 
     problems: list[RecordProblem] = []
     rows: list[dict[str, object]] = []
+    seen: set[str] = set()
     for rec in meta.to_dict("records"):
-        record_id = str(int(rec["ecg_id"]))
+        try:
+            record_id = str(int(rec["ecg_id"]))
+        except (TypeError, ValueError):
+            problems.append(RecordProblem(str(rec["ecg_id"]), str(database), "bad_ecg_id",
+                                          f"{database}: ecg_id {rec['ecg_id']!r} is not a record number"))
+            continue
+        if record_id in seen:
+            problems.append(RecordProblem(record_id, str(database), "duplicate_record",
+                                          f"{database}: ecg_id {record_id} appears more than once; the later "
+                                          "row is ignored", dropped=False))  # the record itself stays
+            continue
+        seen.add(record_id)
         unsafe = unsafe_relative_path(rec[filename_column])
         if unsafe:
             kind = "missing_file" if unsafe == "is empty" else "unsafe_path"
@@ -160,7 +172,7 @@ def read_ptbxl(
 
     table = pd.DataFrame(rows)
     if table.empty:
-        raise ValueError(f"{database}: no usable record ({len(problems)} problems)")
+        raise ValueError(f"{database}: no usable record ({summarize_problems(problems)})")
     if check_files:
         present = table["path"].map(lambda p: os.path.isfile(f"{p}.hea"))
         for rec in table.loc[~present, ["record_id", "path"]].itertuples():

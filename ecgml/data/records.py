@@ -155,6 +155,15 @@ class Dataset:
         }
 
 
+def summarize_problems(problems: Sequence[RecordProblem]) -> str:
+    """``"3 problems: 2 foreign_record, 1 missing_dx; e.g. <first message>"``: why a table came out empty."""
+    if not problems:
+        return "no problem recorded"
+    kinds = Counter(p.kind for p in problems)
+    counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"{len(problems)} problem(s): {counts}; e.g. {problems[0].message}"
+
+
 def read_signal_file(header: WfdbHeader, header_path: Path) -> np.ndarray:
     """Digital samples (``[n_sig, n]``, int16 or float) of the file a header points to."""
     data_path = header_path.parent / header.signals[0].file_name
@@ -168,8 +177,11 @@ def read_signal_file(header: WfdbHeader, header_path: Path) -> np.ndarray:
                 f"holds a {digital.shape[0]} x {digital.shape[1]} matrix but its header "
                 f"declares {header.n_sig} signals x {header.n_samples} samples",
             )
-        return digital
-    return read_dat16(data_path, header)
+    else:
+        digital = read_dat16(data_path, header)
+    if digital.shape[-1] == 0:
+        raise DataFormatError(data_path, "holds no samples (an empty record)")
+    return digital
 
 
 def load_signal(
