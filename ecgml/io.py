@@ -70,7 +70,26 @@ def atomic_write_stream(path: str | os.PathLike[str], write: Callable[[IO[bytes]
     full disk into an opaque ``RuntimeError`` from its zip writer; handed our handle, the ``OSError``
     (ENOSPC, EFBIG, EACCES) reaches :func:`atomic_path`, which names ``path``.
     """
-    _atomic_write(path, "wb", write)
+    def guarded(handle: IO[bytes]) -> None:
+        try:
+            write(handle)
+        except RuntimeError as exc:  # torch's zip writer wraps a failed write in its own error on close
+            cause = _os_error_in(exc)
+            if cause is None:
+                raise
+            raise OSError(cause.errno, cause.strerror or str(cause)) from exc
+
+    _atomic_write(path, "wb", guarded)
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The ``OSError`` somewhere in an exception's chain (cause or context), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
