@@ -31,6 +31,20 @@ def _fail(exc: Exception) -> None:
 @click.version_option(package_name="ecgml")
 def main() -> None:
     """ecgml: transfer learning on 12-lead ECGs (PTB-XL -> G12EC), tracked in MLflow."""
+    _quiet_known_library_noise()
+
+
+def _quiet_known_library_noise() -> None:
+    """MLflow warnings that say nothing about the user's job (checked for each: benign here)."""
+    import logging
+    import warnings
+
+    for message in ("The specified dataset source can be interpreted in multiple ways",  # our CSV index inputs
+                    "Hint: Inferred schema contains integer column",  # dataset inputs, not model schemas
+                    ".*Add type hints to the `predict` method",  # the pyfunc validates its own input
+                    ".*Type hint used in the model's predict function"):
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 @main.group()
@@ -454,42 +468,158 @@ def show_command(uri: str) -> None:
     click.echo(json.dumps(info.tags, indent=2, sort_keys=True))
 
 
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{what} {text!r} is not a comma-separated list of integers") from None
+    if not values:
+        raise click.BadParameter(f"give at least one {what}")
+    return values
+
+
+def _float_list(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{what} {text!r} is not a comma-separated list of numbers") from None
+
+
 @main.command("main")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Data folder [default: $ECGML_DATA or ./data].")
 @click.option("--ptbxl-records", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--g12ec-records", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=0, show_default=True)
-@click.pass_context
-def main_command(ctx: click.Context, out_dir: Path | None, ptbxl_records: int, g12ec_records: int,
-                 seed: int, workers: int) -> None:
-    """The embedded default job: synthetic PTB-XL and G12EC trees, their caches and statistics."""
-    from ecgml.data.prepare import prepare
-    from ecgml.data.stats import dataset_stats, format_stats
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic data.")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="0 = all cores.")
+@click.option("--fractions", default="1.0,0.1", show_default=True, help="G12EC training fractions compared.")
+@click.option("--seeds", default="0,1", show_default=True, help="Training seeds of every comparison.")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True)
+@click.option("--standalone", default="xresnet1d50_small,resnet1d_wang_small,inception1d_small", show_default=True,
+              help="Standalone baseline backbones (one per family).")
+@click.option("--epochs", type=click.IntRange(1), default=15, show_default=True)
+@click.option("--pretrain-epochs", type=click.IntRange(1), default=15, show_default=True)
+@click.option("--report-dir", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+@click.option("--experiment", default="ecgml-study", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def main_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, seed: int, workers: int,
+                 fractions: str, seeds: str, backbone: str, standalone: str, epochs: int, pretrain_epochs: int,
+                 report_dir: Path, experiment: str, device: str) -> None:
+    """The embedded default job: a compact study on synthetic data (data, pretrain, register, promote,
+    fine-tune, calibrate, evaluate, fine-tuned vs standalone sweep, report), each step a child run."""
+    from ecgml.jobs.main import MainConfig, run_main
+    from ecgml.models import get_backbone_entry
+    from ecgml.tracking.registry import RegistryError
+    from ecgml.tracking.runs import TrackingError
 
-    base = out_dir or default_data_dir()
-    synthetic = base / "synthetic"
-    for source, count in (("ptbxl", ptbxl_records), ("g12ec", g12ec_records)):
-        marker = synthetic / source / ("ptbxl_database.csv" if source == "ptbxl" else "SYNTH.json")
-        if marker.exists():
-            click.echo(f"{source}: reusing the synthetic tree at {synthetic / source}")
-            continue
-        ctx.invoke(synth_command, out_dir=synthetic, seed=seed, workers=workers, ptbxl_rates="100,500",
-                   ptbxl_records=count if source == "ptbxl" else 0,
-                   g12ec_records=count if source == "g12ec" else 0)
-    all_stats: dict[str, Any] = {}
-    for source in ("ptbxl", "g12ec"):
-        config = _prepare_config(source, synthetic / source, "100", "shared18", DEFAULT_LABEL_MAP,
-                                 "1-8/9/10", "12", 10.0, None, base / "cache",
-                                 workers or os.cpu_count() or 1, False)
-        try:
-            all_stats[source] = dataset_stats(prepare(config))
-        except (OSError, ValueError, KeyError) as exc:
-            _fail(exc)
-        click.echo(format_stats(all_stats[source]))
-        click.echo("")
-    _log_to_mlflow_run({f"stats_{k}.json": v for k, v in all_stats.items()})
+    try:
+        families = tuple(x.strip() for x in standalone.split(",") if x.strip())
+        for name in (backbone, *families):
+            get_backbone_entry(name)
+        config = MainConfig(data_dir=out_dir or default_data_dir(), ptbxl_records=ptbxl_records,
+                            g12ec_records=g12ec_records, data_seed=seed, workers=workers,
+                            fractions=_float_list(fractions, "--fractions"), seeds=_int_list(seeds, "seed"),
+                            backbone=backbone, standalone_backbones=families, epochs=epochs,
+                            pretrain_epochs=pretrain_epochs, experiment=experiment, report_dir=report_dir,
+                            device=device)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    try:
+        run_main(config)
+    except (OSError, ValueError, KeyError, RegistryError, TrackingError) as exc:
+        _fail(exc)
+
+
+@main.command("experiment")
+@click.argument("name", type=click.Choice(["fraction", "pretrain-fraction", "sampling-rate", "calibration",
+                                           "input-domain", "leads", "strategy"]))
+@click.option("--values", default=None, help="The swept values, comma-separated [default: the study's list].")
+@click.option("--protocol", type=click.Choice(["standard", "seed"]), default="standard", show_default=True,
+              help="standard: PTB-XL folds 1-8/9/10, random crops, separate G12EC val/test; seed: the original's "
+                   "choices (PTB-XL test fold 5, G12EC fold 10 for val and test, centre crops, gradual unfreezing).")
+@click.option("--seeds", default="0,1,2", show_default=True)
+@click.option("--ptbxl-root", default=None, help="PTB-XL root [default: the synthetic tree].")
+@click.option("--g12ec-root", default=None, help="G12EC root [default: the synthetic tree].")
+@click.option("--fs", type=_FS_CHOICES, default="100", show_default=True)
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Pretrained and fine-tuned backbone.")
+@click.option("--backbone-kwargs", default="{}", show_default=True)
+@click.option("--standalone", default="xresnet1d50_small,resnet1d_wang_small,inception1d_small", show_default=True)
+@click.option("--backbone-uri", default=None,
+              help="Fine-tune this registered backbone where the sweep does not vary pretraining.")
+@click.option("--pretrain-task", type=click.Choice(PTBXL_TASKS), default="all", show_default=True)
+@click.option("--pretrain-epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-2, show_default=True)
+@click.option("--strategy", type=click.Choice(["full", "linear", "gradual"]), default="full", show_default=True)
+@click.option("--calibrate-all", is_flag=True, help="Also calibrate every fine-tuned and standalone run.")
+@click.option("--experiment", default="ecgml-study", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--report-dir", type=click.Path(path_type=Path), default=None,
+              help="Also write the report of this sweep here.")
+def experiment_command(name: str, values: str | None, protocol: str, seeds: str, ptbxl_root: str | None,
+                       g12ec_root: str | None, fs: str, backbone: str, backbone_kwargs: str, standalone: str,
+                       backbone_uri: str | None, pretrain_task: str, pretrain_epochs: int, epochs: int,
+                       batch_size: int, lr: float, strategy: str, calibrate_all: bool, experiment: str, device: str,
+                       report_dir: Path | None) -> None:
+    """Run one sweep of the study: a parent run with a child run per setting, arm and seed."""
+    from ecgml.experiments.study import StudyConfig, check_values, parse_values, run_sweep
+    from ecgml.models import get_backbone_entry
+    from ecgml.tracking.registry import RegistryError
+    from ecgml.tracking.runs import TrackingError
+
+    try:
+        kwargs = json.loads(backbone_kwargs)
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--backbone-kwargs {backbone_kwargs!r} is not a JSON object")
+        families = tuple(x.strip() for x in standalone.split(",") if x.strip())
+        for model_name in (backbone, *families):
+            get_backbone_entry(model_name)
+        parsed = parse_values(name, values)
+        if parsed:
+            check_values(name, parsed)
+        data_dir = default_data_dir()
+        study = StudyConfig(protocol=protocol, seeds=_int_list(seeds, "seed"),
+                            ptbxl_root=Path(ptbxl_root) if ptbxl_root else None,
+                            g12ec_root=Path(g12ec_root) if g12ec_root else None, fs=int(fs), backbone=backbone,
+                            backbone_kwargs=kwargs, standalone_backbones=families, pretrain_task=pretrain_task,
+                            pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, lr=lr,
+                            strategy=strategy, backbone_uri=backbone_uri, experiment=experiment,
+                            runs_dir=data_dir / "runs", cache_dir=data_dir / "cache", device=device,
+                            workers=os.cpu_count() or 1, calibrate_all=calibrate_all)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    try:
+        sweep_id, results = run_sweep(name, study, parsed)
+        click.echo(f"sweep run {sweep_id}: {len(results)} child runs ({sum(r.reused for r in results)} reused)")
+        if report_dir is not None:
+            from ecgml.experiments.report import run_report
+
+            click.echo(f"report: {run_report(experiment, report_dir, sweeps=[name])}")
+    except (OSError, ValueError, KeyError, RegistryError, TrackingError) as exc:
+        _fail(exc)
+
+
+@main.command("report")
+@click.option("--experiment", default="ecgml-study", show_default=True)
+@click.option("--sweep", "sweeps", multiple=True, help="A sweep to report (repeat; default: every sweep found).")
+@click.option("--parent-run-id", default=None, help="Only the runs under this sweep (or main) run.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+@click.option("--bootstrap", type=click.IntRange(10), default=1000, show_default=True, help="Bootstrap rounds.")
+def report_command(experiment: str, sweeps: tuple[str, ...], parent_run_id: str | None, out_dir: Path,
+                   bootstrap: int) -> None:
+    """Read sweep runs from MLflow and write a Markdown report with plots; log it to a report run."""
+    from ecgml.experiments.collect import CollectError
+    from ecgml.experiments.report import run_report
+    from ecgml.tracking.runs import TrackingError, check_tracking_uri
+
+    try:
+        check_tracking_uri()
+        path = run_report(experiment, out_dir, sweeps=list(sweeps) or None, parent_run_id=parent_run_id,
+                          n_rounds=bootstrap)
+    except (OSError, ValueError, CollectError, TrackingError) as exc:
+        _fail(exc)
+    click.echo(f"report: {path.resolve()}")
 
 
 def _log_to_mlflow_run(artifacts: dict[str, Any]) -> None:

@@ -90,6 +90,8 @@ class StudyConfig:
     cache_dir: Path = field(default_factory=lambda: default_data_dir() / "cache")
     device: str = "auto"
     workers: int = 1
+    #: Calibrate every fine-tuned and standalone run of any sweep (the calibration sweep always does).
+    calibrate_all: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -193,6 +195,7 @@ def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = Non
                 leads: str = "12", pretrain_key: str | None, strategy: str | None = None, domain: str = "time",
                 calibrate: bool = False, standalone_setting: dict[str, Any] | None = None) -> None:
         data = _data(study, "g12ec", fs=fs, leads=leads)
+        calibrate = calibrate or study.calibrate_all
         for seed in study.seeds:
             jobs.append(Job("finetune", {**marks, **setting}, seed,
                             _train(study, "finetune", data, backbone=study.backbone, seed=seed, fraction=fraction,
