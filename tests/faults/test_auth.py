@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -100,3 +101,41 @@ def test_authenticated_runs_are_logged(auth_server: tuple[MlflowServer, str], no
     with open_run("auth-check", system_metrics=False) as run:
         mlflow.log_metric("x", 1.5, step=0)
     assert mlflow.MlflowClient(server.uri).get_run(run.info.run_id).data.metrics == {"x": 1.5}
+
+
+def _non_loopback_address() -> str | None:
+    """An address of this machine other than 127.0.0.0/8, if it has one."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+    except OSError:
+        infos = []
+    addresses = {info[4][0] for info in infos}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # the default route's address (no packet sent)
+        try:
+            probe.connect(("10.255.255.255", 1))
+            addresses.add(probe.getsockname()[0])
+        except OSError:
+            pass
+    return next((a for a in sorted(addresses) if not a.startswith("127.") and a != "0.0.0.0"), None)
+
+
+def test_the_server_listens_on_loopback_only(auth_server: tuple[MlflowServer, str]) -> None:
+    import socket
+
+    server, _ = auth_server
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+        pass
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address to probe from")
+    with pytest.raises(OSError), socket.create_connection((address, server.port), timeout=5):
+        pass
+
+
+def test_compose_publishes_ports_on_loopback_only() -> None:
+    compose = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
+    # every entry under `ports:` is "HOST_IP:HOST_PORT:CONTAINER_PORT"; without a host IP Docker binds 0.0.0.0
+    published = re.findall(r'^\s*-\s*"?([0-9.:]+:\d+)"?\s*$', compose.read_text(), flags=re.MULTILINE)
+    assert len(published) >= 2 and all(p.startswith("127.0.0.1:") for p in published), published
