@@ -606,10 +606,11 @@ def _install(source: Source, archive: Path, target: Path, got: _Fetched, *, veri
             if verify and source.sums_file:
                 verified, unlisted = _verify_published_sums(source, project, keep, archive.name, progress)
             checks = _checks_done(source, pinned, verified) if verify else []
-        except (ChecksumError, UnsafeArchiveError, DamagedArchiveError):
+        except (ChecksumError, UnsafeArchiveError, DamagedArchiveError) as exc:
             archive.unlink(missing_ok=True)  # its content is unusable; the next run fetches it afresh
             _meta_path(archive).unlink(missing_ok=True)
-            raise
+            raise type(exc)(f"{exc}\nThe archive {archive} was deleted and nothing was installed; run again to "
+                            "download it afresh, or check the mirror.") from None
         receipt = {
             "source": source.name,
             "dataset": source.dataset,

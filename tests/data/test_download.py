@@ -363,6 +363,7 @@ def test_checksum_mismatch_deletes_the_archive_and_unpacks_nothing(
         download_dataset(source, tmp_path, base_url=base, progress=False, sha256=pinned)
     message = str(info.value)
     assert GEORGIA_TGZ in message and expected in message and actual in message
+    assert "The file was deleted" in message  # the user is told the partial download is gone
     assert _names(tmp_path) == {f".{source.target}.lock"}  # no archive, no .part, no tree, no work folder
 
 
@@ -374,6 +375,7 @@ def test_tampered_file_fails_sha256sums_naming_it(server: tuple[ServerState, str
         download_dataset("ptbxl", tmp_path, base_url=base, progress=False, keep_archive=True)
     message = str(info.value)
     assert TAMPERED in message and "1 of" in message
+    assert f"The archive {tmp_path / PTBXL_ZIP} was deleted and nothing was installed" in message
     assert _sha256(ptbxl.tree[TAMPERED]) in message
     assert "00001_lr.dat" not in message
     assert _names(tmp_path) == {".ptbxl-1.0.3.lock"}  # bad archive deleted, nothing installed
