@@ -30,7 +30,9 @@ def _fail(exc: Exception) -> None:
 
 def _pairs(texts: tuple[str, ...], option: str) -> dict[str, str]:
     out = {}
-    for text in texts:
+    for text in (part.strip() for whole in texts for part in whole.split(";")):
+        if not text:
+            continue
         key, sep, value = text.partition("=")
         if not sep or not key.strip():
             raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint=option)
@@ -68,7 +70,8 @@ def _base_config(stage: str, seed: int, o: dict[str, Any]) -> Any:
         raise click.BadParameter(str(exc)) from None
 
 
-_SPACE_HELP = "Narrow the search space: NAME=LOW:HIGH[:log], NAME=A,B,C or NAME=VALUE (fixed); repeatable. " + \
+_SPACE_HELP = "Narrow the search space: NAME=LOW:HIGH[:log], NAME=A,B,C or NAME=VALUE (fixed); repeatable, or " + \
+    "several in one separated by ';'. " + \
     "Parameters: " + ", ".join(f"{n} ({'/'.join(p.stages)})" for n, p in PARAMETERS.items()) + "."
 
 
@@ -93,7 +96,7 @@ _SPACE_HELP = "Narrow the search space: NAME=LOW:HIGH[:log], NAME=A,B,C or NAME=
 @click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe")
 @click.option("--seed", type=int, default=0, help="Seed of the sampler and of every trial's training.")
 @click.option("--tag", "tag_texts", multiple=True, metavar="KEY=VALUE",
-              help="Study tag, copied onto the parent run and every trial run; repeatable.")
+              help="Study tag, copied onto the parent run and every trial run; repeatable (or ';'-separated).")
 @click.option("--register-as", default=None,
               help="Register the best trial's model under this name [pretrain: ecgml-ptbxl-backbone, "
                    "finetune: ecgml-g12ec-classifier].")
@@ -141,7 +144,7 @@ def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, s
 
     if resume and join:
         raise click.UsageError("--resume and --join exclude each other")
-    if (resume or join) and space_texts:
+    if (resume or join) and any(t.strip(" ;") for t in space_texts):
         raise click.UsageError("a study's search space is fixed when it is created; --space cannot change it")
     if join and not study_name:
         raise click.UsageError("--join needs --study-name")

@@ -328,9 +328,12 @@ def apply_params(base: TrainConfig, params: Mapping[str, Any]) -> TrainConfig:
 
 
 def parse_overrides(texts: Iterable[str]) -> dict[str, str]:
-    """``["lr=1e-4:1e-2", "aggregate=max"]`` -> ``{"lr": "1e-4:1e-2", "aggregate": "max"}``."""
+    """``["lr=1e-4:1e-2", "aggregate=max"]`` -> ``{"lr": "1e-4:1e-2", "aggregate": "max"}``; one text may hold
+    several, separated by ``;`` (an MLproject parameter is one string); empty texts are skipped."""
     out: dict[str, str] = {}
-    for text in texts:
+    for text in (part.strip() for whole in texts for part in whole.split(";")):
+        if not text:
+            continue
         name, sep, spec = text.partition("=")
         if not sep or not name.strip():
             raise SpaceError(f"--space {text!r} is not NAME=SPEC (e.g. lr=1e-4:1e-2, backbone=xresnet1d18,inception1d)")

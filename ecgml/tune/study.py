@@ -69,16 +69,41 @@ def check_spec(spec: TuneSpec) -> None:
         raise SpaceError(f"the search space does not fit the training config: {exc}") from None
 
 
-def prepare_data(spec: TuneSpec) -> None:
+def prepare_data(spec: TuneSpec) -> Any:
     """Build (or reuse) the data cache once, before any worker starts: workers then only read it, and a missing
     dataset fails here instead of in every trial."""
     from ecgml.data.prepare import prepare
     from ecgml.train.pipeline import cache_workers
 
     try:
-        prepare(cache_workers(spec.base.data), progress=False)
+        return prepare(cache_workers(spec.base.data), progress=False)
     except (OSError, ValueError, KeyError) as exc:
         raise StudyError(f"cannot prepare the data of the study: {exc}") from None
+
+
+def log_study_inputs(prepared: Any, spec: TuneSpec, parent_run_id: str) -> None:
+    """The study's data splits as dataset inputs of the parent run, logged before any trial.
+
+    Why first: MLflow's SQL store creates a dataset by check-then-insert, so two workers logging the same new
+    dataset at once collide on its primary key (experiment, name, digest) and one trial fails. Once the parent
+    holds them, trial runs only reference them. Names and digests are those ``log_split_inputs`` gives.
+    """
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    from ecgml.train.pipeline import build_splits
+
+    splits = build_splits(prepared, spec.base.fraction, spec.base.seed)
+    dataset, digest = prepared.dataset, prepared.cache.digest
+    inputs = []
+    for split, table in splits.tables.items():
+        index = table[[c for c in ("record_id", "patient_id", "fold") if c in table.columns]].reset_index(drop=True)
+        name = f"{dataset.source}-{dataset.task}-{split}"
+        entity = mlflow.data.from_pandas(index, source=str(dataset.root), name=name,
+                                         digest=f"{digest[:8]}-{split}")._to_mlflow_entity()
+        inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)]))
+    logger._client().log_inputs(parent_run_id, datasets=inputs)
 
 
 def check_backbone(spec: TuneSpec) -> None:
@@ -153,7 +178,7 @@ def create(spec: TuneSpec, study_name: str, settings: RunSettings) -> tuple[optu
     if _load(backend, study_name) is not None:
         raise StudyError(f"study {study_name!r} already exists in {redact(settings.storage)}; pass --resume to "
                          "continue it, or choose another --study-name")
-    prepare_data(spec)
+    prepared = prepare_data(spec)
     adopted = _adopted_run()
     if adopted:
         spec = spec.with_(base=replace(spec.base, experiment=logger.experiment_of(adopted)))
@@ -170,6 +195,7 @@ def create(spec: TuneSpec, study_name: str, settings: RunSettings) -> tuple[optu
         parent = adopted
     else:
         parent = logger.start_parent_run(spec.experiment, study_name, spec.tags, params, docs)
+    log_study_inputs(prepared, spec, parent)
     spec = spec.with_(parent_run_id=parent)
     spec.save(study)
     for key, value in spec.tags.items():  # shown by optuna-dashboard

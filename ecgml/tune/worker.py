@@ -229,6 +229,8 @@ def _run_trial(study: optuna.Study, spec: TuneSpec, trial_id: int, me: str, hear
             state = "FAIL"
             reason = f"{type(exc).__name__}: {exc}"
             echo(f"[{me}] trial {number} failed:\n{traceback.format_exc(limit=6)}")
+    if reason:  # shown by optuna-dashboard too
+        trial.set_user_attr("fail_reason" if state == "FAIL" else "prune_reason", reason[:2000])
     run_id = run_id or logger.find_trial_run(spec.experiment, study.study_name, number)
     if run_id is not None:
         trial.set_user_attr(logger.RUN_ID_ATTR, run_id)

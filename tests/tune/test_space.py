@@ -101,3 +101,9 @@ def test_train_config_round_trips_through_json() -> None:
     assert config_from_json(config.to_json()) == config
     spec = TuneSpec(stage="pretrain", space=SearchSpace.default("pretrain"), base=config, n_trials=3, tags={"a": "b"})
     assert TuneSpec.from_json(spec.to_json()) == spec
+
+
+def test_one_text_may_hold_several_overrides() -> None:
+    """An MLproject parameter is one string: ``--space "lr=1e-3:1e-2;width=0.25,0.5"`` (empty is nothing)."""
+    assert parse_overrides(["lr=1e-3:1e-2; width=0.25,0.5", "", "aggregate=max"]) == {
+        "lr": "1e-3:1e-2", "width": "0.25,0.5", "aggregate": "max"}

@@ -49,6 +49,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
     monkeypatch.setattr(ecgml.train.runner, "run_training", _scripted_training)
     monkeypatch.setattr(ecgml.tune.study, "prepare_data", lambda spec: None)  # no dataset behind the script
+    monkeypatch.setattr(ecgml.tune.study, "log_study_inputs", lambda prepared, spec, parent: None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -119,7 +119,9 @@ def test_two_workers_one_killed_mid_trial(kind: str, workdir: Path, request: pyt
 
     trials = _study(storage, name).get_trials()
     states = [t.state for t in trials]
-    assert states.count(TrialState.COMPLETE) == 4 and states.count(TrialState.FAIL) == 1 and len(trials) == 5, states
+    why = [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in trials]
+    assert states.count(TrialState.COMPLETE) == 4 and states.count(TrialState.FAIL) == 1 and len(trials) == 5, (
+        why, out[-6000:])
     assert trials[victim.number].state == TrialState.FAIL
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     assert retry.state == TrialState.COMPLETE and retry.params == victim.params
@@ -140,6 +142,11 @@ def test_two_workers_one_killed_mid_trial(kind: str, workdir: Path, request: pyt
     client = mlflow.MlflowClient(tracking_uri=tracking)
     parent = client.get_run(spec_parent)
     assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == 4
+    inputs = {(i.dataset.name, i.dataset.digest) for i in parent.inputs.dataset_inputs}
+    assert len(inputs) == 3  # logged before the trials, which then reference the same datasets
+    for number, (run,) in children.items():
+        if number != victim.number:
+            assert {(i.dataset.name, i.dataset.digest) for i in run.inputs.dataset_inputs} == inputs
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     assert parent.data.tags["optuna.best_trial_run_id"] == children[best.number][0].info.run_id
     registered = parent.data.tags["ecgml.registered_as"]
