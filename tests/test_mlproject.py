@@ -28,6 +28,8 @@ def test_entry_point_parses_as_an_ecgml_command(name: str, tmp_path: Path) -> No
     command = entry.compute_command(REQUIRED.get(name, {}), str(tmp_path))
     argv = shlex.split(command)
     assert argv[0] == "ecgml", command
+    # MLflow shell-quotes string values itself: quoting them again in MLproject passes the quotes on.
+    assert not [a for a in argv if a and (a[0] in "'\"" or a[-1] in "'\"")], command
     ctx = main.make_context("ecgml", argv[1:], resilient_parsing=False)
     group: click.Group = main
     args = [*ctx._protected_args, *ctx.args]

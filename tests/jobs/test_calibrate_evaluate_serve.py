@@ -198,3 +198,24 @@ def test_mlflow_models_serve_answers_and_refuses_bad_requests(registered: Path) 
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_mlflow_run_finetune_finds_the_registered_backbone_by_itself(registered: Path) -> None:
+    """`mlflow run . -e finetune -P fraction=...` with the default store and backbone URI, as the README says."""
+    assert _ecgml(registered, "register", "--experiment", "ecgml-pretrain").returncode == 0  # ecgml-ptbxl-backbone
+    project = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(project), "-e", "finetune", "--env-manager", "local",
+         "--experiment-name", "mlrun-finetune", "-P", "fraction=0.5", "-P", "epochs=2", "-P", "batch_size=16",
+         "-P", "seed=5", "-P", "register_as=clf-mlrun"],
+        cwd=registered, env=_env(registered), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "has no 'production' alias; using its latest version 1" in done.stderr  # found it by itself
+    client = _client(registered)
+    experiment = client.get_experiment_by_name("mlrun-finetune")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["fraction"] == "0.5"
+    assert run.data.tags["ecgml.backbone_version"] == "models:/ecgml-ptbxl-backbone/1"
+    assert run.data.tags["mlflow.project.entryPoint"] == "finetune"  # the run mlflow started, not a second one
+    assert client.get_model_version("clf-mlrun", "1").run_id == run.info.run_id
