@@ -98,3 +98,43 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
     torch.save({"x": Evil()}, tmp_path / "w" / "state_dict.pt")
     with pytest.raises(WeightsError, match="refused"):
         load_model(tmp_path / "w")
+
+
+def test_frequency_domain_inputs_are_the_same_in_training_and_serving(prepared, tmp_path: Path) -> None:
+    from ecgml.tracking.pyfunc import EcgClassifier
+    from ecgml.train.data import to_input_domain
+    from ecgml.train.pipeline import make_datasets
+
+    data = PrepareConfig(DataConfig("ptbxl", prepared.dataset.root, task="superdiagnostic"),
+                         cache_dir=prepared.cache.path.parent)
+    with pytest.raises(ValueError, match="unknown input domain 'wavelet'"):
+        TrainConfig("pretrain", data, input_domain="wavelet")
+    config = TrainConfig("pretrain", data, input_domain="fft_magnitude")
+    splits = build_splits(prepared, 1.0, seed=0)
+    train, _, test = make_datasets(prepared.cache, splits, config)
+    x, _ = train[0]
+    assert x.shape == (12, config.crop_samples // 2 + 1) and bool((x >= 0).all())  # magnitudes of the rFFT bins
+    window, owner = test[0]
+    mean, std = prepared.cache.stats
+    row = int(splits.test.rows[owner])
+    raw = (np.asarray(prepared.cache.signals[row, :, : config.crop_samples]) - mean[:, None]) / std[:, None]
+    np.testing.assert_allclose(window.numpy(), to_input_domain(raw[None], "fft_magnitude")[0], rtol=1e-4, atol=1e-5)
+    # Parseval, one-sided spectrum of an even-length window: the 1/sqrt(n) scaling keeps the energy.
+    power = window.numpy().astype(np.float64) ** 2
+    spectral = power[:, 0] + 2 * power[:, 1:-1].sum(axis=1) + power[:, -1]
+    np.testing.assert_allclose(spectral, (raw.astype(np.float64) ** 2).sum(axis=1), rtol=1e-3)
+
+    # A model trained on FFT inputs serves FFT inputs: the pyfunc reads the domain from the weights.
+    model = create_backbone("xresnet1d18", in_channels=12, num_classes=5, width=0.25, layers=[1, 1])
+    meta = WeightMetadata(backbone="xresnet1d18", backbone_kwargs=model.constructor["kwargs"], num_classes=5,
+                          fs=100, input_samples=250, leads=prepared.cache.leads, classes=tuple("ABCDE"),
+                          norm_mean=tuple(map(float, mean)), norm_std=tuple(map(float, std)), source="ptbxl",
+                          dataset_version="x", cache_digest="x", task="superdiagnostic", label_map="challenge",
+                          input_domain="fft_magnitude")
+    folder = save_weights(tmp_path / "w", model, meta)
+    signal = np.asarray(prepared.cache.signals[row, :, :250])
+    served = EcgClassifier(folder).predict_proba([{"signal": signal, "fs": 100}])
+    with torch.no_grad():
+        direct = torch.sigmoid(model.eval()(torch.from_numpy(to_input_domain(
+            ((signal - mean[:, None]) / std[:, None]).astype(np.float32)[None], "fft_magnitude")))).numpy()
+    np.testing.assert_allclose(served, direct, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,93 @@
+"""Wall time of the compact study (``ecgml main``) step by step, and of each sweep's smallest configuration.
+
+Target: the compact study finishes within 15 minutes on 2 CPU cores. Every figure comes from this one
+run on this machine, in a fresh temporary folder and tracking store (nothing reused). The step times are
+read back from the main run's child runs, so they are what MLflow recorded.
+
+    python benchmarks/study_time.py                     # the compact study with its defaults
+    python benchmarks/study_time.py --sweeps            # also each sweep at one value, one seed, 2 epochs
+    python benchmarks/study_time.py --only-sweeps --ptbxl-records 600 --g12ec-records 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_S = 15 * 60
+#: The smallest meaningful configuration of each sweep: one swept value (the first non-default where
+#: the default is the baseline), one seed, the fine-tuned family's standalone model only.
+SMALLEST = {"fraction": (0.1,), "pretrain-fraction": (0.5,), "sampling-rate": (50,), "calibration": (0.1,),
+            "input-domain": ("fft_magnitude",), "leads": ("3",), "strategy": ("linear",)}
+
+
+def _compact(work: Path, args: argparse.Namespace) -> float:
+    import mlflow
+
+    from ecgml.jobs.main import MainConfig, run_main
+
+    start = time.perf_counter()
+    outcome = run_main(MainConfig(data_dir=work / "data", ptbxl_records=args.ptbxl_records,
+                                  g12ec_records=args.g12ec_records, report_dir=work / "report"),
+                       say=lambda text: None)
+    total = time.perf_counter() - start
+    client = mlflow.MlflowClient()
+    print(f"\ncompact study: {total:.0f} s ({total / 60:.1f} min), target {TARGET_S / 60:.0f} min: "
+          f"{total / TARGET_S:.2f} of the budget")
+    for step, run_id in outcome.steps.items():
+        info = client.get_run(run_id).info
+        print(f"  {step:<10} {(info.end_time - info.start_time) / 1000:7.1f} s")
+    return total
+
+
+def _sweeps(work: Path, args: argparse.Namespace) -> None:
+    from ecgml.experiments.study import StudyConfig, run_sweep
+
+    roots = work / "data" / "synthetic"
+    if not (roots / "ptbxl" / "ptbxl_database.csv").exists():
+        from ecgml.data.synth import generate_g12ec, generate_ptbxl
+
+        generate_ptbxl(roots / "ptbxl", args.ptbxl_records, 0, sampling_rates=(100, 500), progress=False)
+        generate_g12ec(roots / "g12ec", args.g12ec_records, 1, progress=False)
+    print("\nsmallest configuration of each sweep (1 value, 1 seed, own-family standalone, "
+          f"{args.sweep_epochs} epochs):")
+    for name, values in SMALLEST.items():
+        study = StudyConfig(seeds=(0,), ptbxl_root=roots / "ptbxl", g12ec_root=roots / "g12ec",
+                            standalone_backbones=("xresnet1d50_small",), pretrain_epochs=args.sweep_epochs,
+                            epochs=args.sweep_epochs, runs_dir=work / "data" / "runs",
+                            cache_dir=work / "data" / "cache", experiment=f"bench-{name}",
+                            workers=os.cpu_count() or 1)
+        start = time.perf_counter()
+        _, results = run_sweep(name, study, values, say=lambda text: None)
+        print(f"  {name:<18} {time.perf_counter() - start:7.1f} s for {len(results)} runs")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ptbxl-records", type=int, default=2000)
+    parser.add_argument("--g12ec-records", type=int, default=1000)
+    parser.add_argument("--sweeps", action="store_true", help="Also time each sweep's smallest configuration.")
+    parser.add_argument("--only-sweeps", action="store_true")
+    parser.add_argument("--sweep-epochs", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ecgml-study-bench-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    os.chdir(work)
+    try:
+        within = True
+        if not args.only_sweeps:
+            within = _compact(work, args) <= TARGET_S
+        if args.sweeps or args.only_sweeps:
+            _sweeps(work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if within else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
