@@ -181,6 +181,7 @@ def _run_trial(study: optuna.Study, spec: TuneSpec, trial_id: int, me: str, hear
                max_retry: int | None, echo: Echo) -> tuple[str, int]:
     """One trial from claim to tell; returns its final state name and number."""
     import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     from ecgml.train.runner import run_training
@@ -229,17 +230,23 @@ def _run_trial(study: optuna.Study, spec: TuneSpec, trial_id: int, me: str, hear
             state = "FAIL"
             reason = f"{type(exc).__name__}: {exc}"
             echo(f"[{me}] trial {number} failed:\n{traceback.format_exc(limit=6)}")
-    if reason:  # shown by optuna-dashboard too
-        trial.set_user_attr("fail_reason" if state == "FAIL" else "prune_reason", reason[:2000])
+    taken = study._storage.get_trial(trial_id).state.is_finished()
+    if taken:  # failed by another worker (our heartbeat was late), which queued a retry: tell nothing
+        state, value = "FAIL", None
+        reason = "its heartbeats came later than the grace period; another worker failed it and queued a retry"
+    with contextlib.suppress(UpdateFinishedTrialError):  # attributes of a trial another worker failed stay as they are
+        if reason:  # shown by optuna-dashboard too
+            trial.set_user_attr("fail_reason" if state == "FAIL" else "prune_reason", reason[:2000])
     run_id = run_id or logger.find_trial_run(spec.experiment, study.study_name, number)
     if run_id is not None:
-        trial.set_user_attr(logger.RUN_ID_ATTR, run_id)
+        with contextlib.suppress(UpdateFinishedTrialError):
+            trial.set_user_attr(logger.RUN_ID_ATTR, run_id)
         logger.finish_trial_run(run_id, state, params=params, value=value, reason=reason,
                                 parent_run_id=spec.parent_run_id, number=number)
-    if state == "COMPLETE":
-        study.tell(trial, value)
-    else:
-        study.tell(trial, state=TrialState[state])
+    if not taken:  # skip_if_finished: another worker may fail it between the check above and now
+        told = study.tell(trial, value if state == "COMPLETE" else None,
+                          state=None if state == "COMPLETE" else TrialState[state], skip_if_finished=True)
+        state = told.state.name if told.state.is_finished() else state
     shown = f" value {value:.4f}" if state == "COMPLETE" and value is not None else (f" ({reason})" if reason else "")
     echo(f"[{me}] trial {number} {state}{shown} in {time.perf_counter() - began:.1f} s, run {run_id}")
     return state, number

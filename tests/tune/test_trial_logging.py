@@ -109,3 +109,41 @@ def test_trial_states_values_and_best_reach_mlflow(scripted: Path) -> None:
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"trials.csv", "search_space.json",
                                                                           "base_config.json"}
     assert [m.step for m in client.get_metric_history(parent.info.run_id, "trial_value")] == [0, 2]
+
+
+def test_a_live_trial_taken_for_dead_is_not_counted_twice(scripted: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another worker fails a trial whose heartbeat was late (and queues its retry) while it still runs: the
+    worker neither crashes nor tells a result; its run ends FAIL, and the retry fills the slot."""
+    import mlflow
+    import optuna
+
+    import ecgml.train.runner
+    from ecgml.tune.storage import open_storage
+    from ecgml.tune.worker import StaleTrialRetry
+
+    journal = str(scripted / "late.journal")
+
+    def declared_dead(config: TrainConfig, **kwargs: Any) -> RunOutcome:
+        number = int(kwargs["extra_tags"][logger.NUMBER_TAG])
+        if number == 0:  # what fail_stale_trials in another worker does to this very trial
+            other = optuna.load_study(study_name="late", storage=open_storage(journal, heartbeat_interval=1))
+            frozen = other.trials[0]
+            other._storage.set_trial_state_values(frozen._trial_id, optuna.trial.TrialState.FAIL)
+            StaleTrialRetry()(other, other._storage.get_trial(frozen._trial_id))
+        return _scripted_training(config, **kwargs)
+
+    monkeypatch.setattr(ecgml.train.runner, "run_training", declared_dead)
+    data = PrepareConfig(DataConfig(source="ptbxl", root=scripted / "ptbxl", task="superdiagnostic"),
+                         cache_dir=scripted / "cache")
+    base = TrainConfig(kind="pretrain", data=data, runs_dir=scripted / "runs", experiment="tune-late")
+    spec = TuneSpec(stage="pretrain", space=SearchSpace.default("pretrain"), base=base, n_trials=1, pruner="none")
+    result = run_study(spec, "late", RunSettings(storage=journal, heartbeat_interval=1, register=False),
+                       echo=lambda line: None)
+    study = optuna.load_study(study_name="late", storage=open_storage(journal, heartbeat_interval=1))
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert study.trials[1].params == study.trials[0].params and result.counts["complete"] == 1
+    runs = {int(r.data.tags[logger.NUMBER_TAG]): r for r in mlflow.MlflowClient().search_runs(
+        [mlflow.MlflowClient().get_experiment_by_name("tune-late").experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")}
+    assert (runs[0].info.status, runs[0].data.tags[logger.STATE_TAG]) == ("FAILED", "FAIL")
+    assert (runs[1].info.status, runs[1].data.tags[logger.STATE_TAG]) == ("FINISHED", "COMPLETE")

@@ -104,7 +104,7 @@ def test_two_workers_one_killed_mid_trial(kind: str, workdir: Path, request: pyt
         storage, tracking = str(workdir / "kill.journal"), f"sqlite:///{workdir / 'kill.db'}"
     name = f"killed-{kind}"
     args = [*RUN, "--workers", "2", "--n-trials", "4", "--study-name", name, "--storage", storage,
-            "--pruner", "none", "--grace-period", "6", "--tag", "suite=tune", *ARGS]
+            "--pruner", "none", "--grace-period", "10", "--tag", "suite=tune", *ARGS]
     proc = subprocess.Popen(args, cwd=workdir, env=_env(workdir, tracking), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
