@@ -98,8 +98,8 @@ _SPACE_HELP = "Narrow the search space: NAME=LOW:HIGH[:log], NAME=A,B,C or NAME=
 @click.option("--tag", "tag_texts", multiple=True, metavar="KEY=VALUE",
               help="Study tag, copied onto the parent run and every trial run; repeatable (or ';'-separated).")
 @click.option("--register-as", default=None,
-              help="Register the best trial's model under this name [pretrain: ecgml-ptbxl-backbone, "
-                   "finetune: ecgml-g12ec-classifier].")
+              help="Register the best trial's model under this name ('' = the default) [pretrain: "
+                   "ecgml-ptbxl-backbone, finetune: ecgml-g12ec-classifier; --resume: the study's own].")
 @click.option("--no-register", is_flag=True, help="Do not register the best trial's model (kept by --resume).")
 @click.option("--heartbeat-interval", type=click.IntRange(1), default=30, help="Seconds between trial heartbeats.")
 @click.option("--grace-period", type=click.IntRange(2), default=None,
@@ -166,10 +166,10 @@ def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, s
                             n_trials=n_trials or 20, pruner=pruner, pruner_startup_trials=pruner_startup_trials,  # type: ignore[arg-type]
                             pruner_warmup_epochs=pruner_warmup_epochs, sampler=sampler, seed=seed,
                             tags=_pairs(tag_texts, "--tag"),
-                            register_as="" if no_register else default_name if register_as is None else register_as)
+                            register_as="" if no_register else register_as or default_name)
             _echo("search space:\n" + space.describe())
         result = run_study(spec, study_name, settings, resume_study=resume, n_trials=n_trials, echo=_echo,
-                           register_as="" if no_register else register_as)
+                           register_as="" if no_register else register_as or None)
     except (SpaceError, StudyError, StorageError, TrackingError, RegistryError, OSError) as exc:
         _fail(exc)
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
