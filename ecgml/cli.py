@@ -13,7 +13,15 @@ from typing import Any
 
 import click
 
-from ecgml.config import SOURCES, DataConfig, PrepareConfig, default_data_dir, to_jsonable
+from ecgml.config import (
+    DEFAULT_FINETUNE_STRATEGY,
+    SOURCES,
+    STRATEGIES,
+    DataConfig,
+    PrepareConfig,
+    default_data_dir,
+    to_jsonable,
+)
 from ecgml.data.download import SOURCES as DOWNLOAD_SOURCES
 from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, PTBXL_TASKS
 
@@ -204,7 +212,7 @@ def stats_command(json_path: Path | None, **options: Any) -> None:
     _log_to_mlflow_run({"config.json": to_jsonable(config), f"stats_{config.data.source}.json": stats})
 
 
-def _train_options(source: str, task: str, experiment: str) -> Any:
+def _train_options(source: str, task: str, experiment: str, strategy: str = "full") -> Any:
     """Options shared by ``pretrain`` and ``train-standalone`` (one source of defaults for both)."""
     def decorate(fn: Any) -> Any:
         options = [
@@ -228,8 +236,8 @@ def _train_options(source: str, task: str, experiment: str) -> Any:
             click.option("--crop-s", type=float, default=2.5, show_default=True),
             click.option("--stride-s", type=float, default=None, help="Evaluation window stride [crop/2]."),
             click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True),
-            click.option("--strategy", type=click.Choice(["full", "linear", "gradual"]), default="full",
-                         show_default=True, help="What trains: everything, the head only, or stage by stage."),
+            click.option("--strategy", type=click.Choice(STRATEGIES), default=strategy, show_default=True,
+                         help="What trains: everything, the head only, or stage by stage (fine-tuning)."),
             click.option("--seed", type=int, default=0, show_default=True),
             click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
             click.option("--num-workers", type=click.IntRange(0), default=0, show_default=True),
@@ -308,7 +316,7 @@ def train_standalone_command(resume: bool, resume_run_id: str | None, **options:
 
 
 @main.command("finetune")
-@_train_options("g12ec", "shared18", "ecgml-finetune")
+@_train_options("g12ec", "shared18", "ecgml-finetune", DEFAULT_FINETUNE_STRATEGY)
 @click.option("--backbone-uri", default="models:/ecgml-ptbxl-backbone@production", show_default=True,
               help="Registered backbone: models:/NAME/VERSION or models:/NAME@ALIAS (production falls back to "
                    "the latest version, with a warning).")
@@ -551,7 +559,8 @@ def main_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, s
 @click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--lr", type=float, default=1e-2, show_default=True)
-@click.option("--strategy", type=click.Choice(["full", "linear", "gradual"]), default="full", show_default=True)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_FINETUNE_STRATEGY, show_default=True,
+              help="Fine-tuning strategy where the sweep does not vary it.")
 @click.option("--calibrate-all", is_flag=True, help="Also calibrate every fine-tuned and standalone run.")
 @click.option("--experiment", default="ecgml-study", show_default=True)
 @click.option("--device", default="auto", show_default=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ecgml.config import DataConfig, PrepareConfig, default_data_dir
+from ecgml.config import DEFAULT_FINETUNE_STRATEGY, DataConfig, PrepareConfig, default_data_dir
 from ecgml.experiments import schema
 from ecgml.experiments.reuse import STEP_KEY, find_finished, step_key
 from ecgml.train.loop import OptimConfig
@@ -82,7 +82,7 @@ class StudyConfig:
     batch_size: int = 64
     lr: float = 1e-2
     patience: int = 5
-    strategy: str = "full"
+    strategy: str = DEFAULT_FINETUNE_STRATEGY
     #: Fine-tune from this registered backbone where the sweep does not vary pretraining.
     backbone_uri: str | None = None
     experiment: str = schema.DEFAULT_STUDY_EXPERIMENT

@@ -21,12 +21,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from ecgml.config import STRATEGIES
 from ecgml.train.checkpoint import load_checkpoint, save_checkpoint
 from ecgml.train.data import Aggregate, RandomCropDataset, SlidingWindowDataset, aggregate_windows
 from ecgml.train.distributed import DistContext, all_gather, all_reduce_sum, broadcast_object
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
-STRATEGIES: tuple[str, ...] = ("full", "linear", "gradual")
 
 
 @dataclass(frozen=True)
