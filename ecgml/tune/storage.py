@@ -73,14 +73,15 @@ def _journal_class() -> type:
                 self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
 
         def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-            """Running trials whose last heartbeat (or start, before the first one) is older than the grace."""
+            """Running trials whose last heartbeat, or start if later, is older than the grace period (a retry
+            inherits its dead predecessor's heartbeat attribute, so the start counts too)."""
             now = time.time()
             stale = []
             for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-                last = trial.system_attrs.get(HEARTBEAT_ATTR)
-                if last is None and trial.datetime_start is not None:
-                    last = trial.datetime_start.timestamp()
-                if last is not None and now - float(last) > self._grace_period:
+                marks = [float(trial.system_attrs.get(HEARTBEAT_ATTR, 0.0))]
+                if trial.datetime_start is not None:
+                    marks.append(trial.datetime_start.timestamp())
+                if now - max(marks) > self._grace_period:
                     stale.append(trial._trial_id)
             return stale
 

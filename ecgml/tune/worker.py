@@ -103,6 +103,7 @@ def run_worker(storage: str, study_name: str, *, worker_index: int = 0, heartbea
         raise StudyError(f"study {study_name!r} has no parent run yet; start it with `ecgml tune` first")
     logger.check_parent_run(spec.parent_run_id)
     summary = WorkerSummary([], [], [])
+    grace = grace_period if grace_period is not None else 2 * heartbeat_interval
     me = f"{socket.gethostname()}:{os.getpid()}"
     poll = min(float(heartbeat_interval), 2.0)
     with _sigterm_as_interrupt():
@@ -110,6 +111,7 @@ def run_worker(storage: str, study_name: str, *, worker_index: int = 0, heartbea
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # fail_stale_trials is experimental
                 fail_stale_trials(study)
+            _fail_orphans(study, grace, max_retry)
             trial_id = _claim_waiting(study)
             if trial_id is None:
                 if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -118,6 +120,26 @@ def run_worker(storage: str, study_name: str, *, worker_index: int = 0, heartbea
                 continue
             state, number = _run_trial(study, spec, trial_id, me, heartbeat_interval, max_retry, echo)
             {"COMPLETE": summary.complete, "PRUNED": summary.pruned}.get(state, summary.failed).append(number)
+
+
+def _fail_orphans(study: optuna.Study, grace: float, max_retry: int | None) -> None:
+    """Fail and retry RUNNING trials claimed longer than ``grace`` ago that never got their worker attribute: their
+    worker died between claiming and its first heartbeat, and RDBStorage never takes a trial without any
+    heartbeat for stale, so without this the other workers would wait for it forever."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("worker_trial") == trial.number or trial.datetime_start is None:
+            continue
+        if now - trial.datetime_start.timestamp() <= grace:
+            continue
+        try:
+            if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                StaleTrialRetry(max_retry)(study, study._storage.get_trial(trial._trial_id))
+        except UpdateFinishedTrialError:  # another worker got there first
+            continue
 
 
 def _claim_waiting(study: optuna.Study) -> int | None:
@@ -189,7 +211,6 @@ def _run_trial(study: optuna.Study, spec: TuneSpec, trial_id: int, me: str, hear
     trial = optuna.Trial(study, trial_id)
     number = trial.number
     retry_of = study._storage.get_trial(trial_id).system_attrs.get("failed_trial")
-    trial.set_user_attr("worker", me)
     began = time.perf_counter()
     run_id: str | None = None
     params: dict[str, Any] = {}
@@ -197,6 +218,8 @@ def _run_trial(study: optuna.Study, spec: TuneSpec, trial_id: int, me: str, hear
     reason: str | None = None
     echo(f"[{me}] trial {number} started" + (f" (retry of trial {retry_of})" if retry_of is not None else ""))
     with _heartbeat(study._storage, trial_id, heartbeat_interval):
+        trial.set_user_attr("worker", me)  # after the first heartbeat: a trial with a worker has a heartbeat
+        trial.set_user_attr("worker_trial", number)  # a retry inherits "worker" from the dead trial, not this
         try:
             params = spec.space.sample(trial)
             config = replace(apply_params(spec.base, params), run_name=f"{study.study_name}-trial-{number}")

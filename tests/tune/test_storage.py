@@ -39,7 +39,8 @@ def test_journal_heartbeat_fails_a_stale_trial_and_queues_its_retry(tmp_path: Pa
     fail_stale_trials(study)
     assert retried == []  # fresh heartbeats: nothing is stale
 
-    storage.set_trial_system_attr(dead, HEARTBEAT_ATTR, time.time() - 10)  # its worker stopped beating
+    time.sleep(2.5)  # longer than the grace period: only the live worker keeps beating
+    storage.record_heartbeat(alive)
     # a second process sees the same journal and races to fail the same trial: only one succeeds
     other = open_storage(str(path), heartbeat_interval=1, grace_period=2, stale_callback=callback)
     fail_stale_trials(study)
@@ -62,3 +63,32 @@ def test_unusable_storages_are_named(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="grace period"):
         open_storage(str(tmp_path / "a.journal"), heartbeat_interval=5, grace_period=5)
     assert redact("postgresql://user:pw@db:5432/optuna") == "postgresql://user:***@db:5432/optuna"
+
+
+@pytest.mark.filterwarnings("ignore:could not close the MLflow run")
+def test_orphans_and_inherited_heartbeats(tmp_path: Path) -> None:
+    """A trial claimed by a worker that died before its first heartbeat is failed and retried (RDBStorage never
+    takes a trial without heartbeats for stale); a retry that inherited its predecessor's old heartbeat is not
+    taken for stale the moment it is claimed."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    from ecgml.tune.worker import _fail_orphans
+
+    storage = open_storage(str(tmp_path / "o.journal"), heartbeat_interval=1, grace_period=30)
+    study = optuna.create_study(storage=storage, study_name="o", direction="maximize")
+    for _ in range(2):
+        study.enqueue_trial({})
+    orphan, alive = _claim_waiting(study), _claim_waiting(study)
+    assert orphan is not None and alive is not None
+    study._storage.set_trial_user_attr(alive, "worker_trial", 1)
+    study._storage.set_trial_system_attr(orphan, HEARTBEAT_ATTR, time.time() - 3600)  # as a retry inherits it
+    fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING]  # just claimed
+    _fail_orphans(study, 30, 3)
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING, TrialState.RUNNING]  # within the grace
+    _fail_orphans(study, 0, 3)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert trials[2].system_attrs["failed_trial"] == 0
