@@ -37,10 +37,10 @@ class MainConfig:
 
     data_dir: Path
     ptbxl_records: int = 2000
-    g12ec_records: int = 1000
+    g12ec_records: int = 2000
     data_seed: int = 0
     workers: int = 0
-    fractions: tuple[float, ...] = (1.0, 0.1)
+    fractions: tuple[float, ...] = (0.5, 0.05)
     seeds: tuple[int, ...] = (0, 1)
     backbone: str = "xresnet1d50_small"
     standalone_backbones: tuple[str, ...] = ("xresnet1d50_small", "resnet1d_wang_small", "inception1d_small")

@@ -1,0 +1,60 @@
+"""`ecgml main` end to end at tiny size: every step a child run of one main run; a rerun reuses them all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ecgml.data.synth import generate_g12ec, generate_ptbxl
+from ecgml.experiments import schema
+
+
+@pytest.mark.slow
+def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from ecgml.jobs.main import MainConfig, run_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    # The checkout under test may be dirty (reuse is then off, by design): pretend it is a clean commit.
+    monkeypatch.setattr("ecgml.tracking.runs.git_commit", lambda *_: "0123abcd")
+    data = tmp_path / "data"
+    generate_ptbxl(data / "synthetic" / "ptbxl", 240, seed=0, sampling_rates=(100, 500), workers=1, progress=False)
+    generate_g12ec(data / "synthetic" / "g12ec", 240, seed=1, workers=1, progress=False)
+    config = MainConfig(data_dir=data, fractions=(1.0, 0.5), seeds=(0,), backbone="xresnet1d18_small",
+                        standalone_backbones=("xresnet1d18_small",), pretrain_epochs=2, epochs=2, batch_size=32,
+                        report_dir=tmp_path / "report", workers=1)
+    said: list[str] = []
+    first = run_main(config, say=said.append)
+    assert set(first.steps) == {"data", "pretrain", "register", "finetune", "calibrate", "promote", "evaluate",
+                                "sweep", "report"}
+    assert first.reused == [] and first.report.is_file()
+    assert "## Sweep `fraction`, protocol `standard`" in first.report.read_text()
+    client = mlflow.MlflowClient()
+    children = {r.info.run_id: r for r in client.search_runs(
+        [client.get_experiment_by_name("ecgml-study").experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{first.run_id}'")}
+    assert set(first.steps.values()) <= set(children)  # every step a direct child of the main run
+    assert all(r.info.status == "FINISHED" for r in children.values())
+    production = client.get_model_version_by_alias("ecgml-g12ec-classifier", "production")
+    assert production.tags["ecgml.calibrated_from"] == "models:/ecgml-g12ec-classifier/1"
+    assert client.get_model_version_by_alias("ecgml-ptbxl-backbone", "production").run_id == first.steps["pretrain"]
+    evaluated = client.get_run(first.steps["evaluate"])
+    assert evaluated.data.tags["ecgml.evaluated_version"] == f"models:/ecgml-g12ec-classifier/{production.version}"
+    sweep_children = client.search_runs([evaluated.info.experiment_id],
+                                        filter_string=f"tags.mlflow.parentRunId = '{first.steps['sweep']}'")
+    kinds = sorted(r.data.tags[schema.KIND] for r in sweep_children)
+    assert kinds == ["calibrate"] * 4 + ["finetune"] * 2 + ["standalone"] * 2
+    assert any("report:" in line for line in said) and any("mlflow ui --backend-store-uri" in line for line in said)
+
+    second = run_main(config, say=said.append)
+    assert set(second.reused) == {"data", "pretrain", "register", "finetune", "calibrate", "promote", "evaluate"}
+    for step in ("pretrain", "finetune", "calibrate", "evaluate"):
+        assert second.steps[step] == first.steps[step]
+    assert len(client.search_model_versions("name = 'ecgml-g12ec-classifier'")) == 2  # nothing registered again
+    sweep = client.get_run(second.steps["sweep"])
+    assert sweep.data.metrics["reused"] == sweep.data.metrics["runs"] == 4
