@@ -79,7 +79,8 @@ def test_ecgml_says_what_is_missing(auth_server: tuple[MlflowServer, str], no_cr
     no_credentials.setenv("MLFLOW_TRACKING_PASSWORD", password)
     assert check_tracking_uri(server.uri) == server.uri
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "MLFLOW_EXPERIMENT_"))
+           and k != "MLFLOW_RUN_ID"}
     env.update(MLFLOW_TRACKING_URI=server.uri, ECGML_DATA=str(tmp_path), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     done = subprocess.run([sys.executable, "-m", "ecgml.cli", "pretrain", "--epochs", "1"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)

@@ -131,8 +131,8 @@ def test_data_stats_counts_every_kind(corpus: Corpus, prepared: dict[str, Prepar
 def test_data_stats_command_reports_the_corpus(corpus: Corpus, prepared: dict[str, Prepared], cache_dir: Path,
                                                tmp_path: Path) -> None:
     before = _checksums(cache_dir)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "MLFLOW_TRACKING_URI": ""}
-    env.pop("MLFLOW_RUN_ID", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_EXPERIMENT_", "MLFLOW_RUN_ID"))}
+    env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", MLFLOW_TRACKING_URI="")
     done = subprocess.run([sys.executable, "-m", "ecgml.cli", "data", "stats", "--source", "g12ec", "--root",
                            str(corpus.g12ec), "--cache-dir", str(cache_dir), "--json", str(tmp_path / "s.json")],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)

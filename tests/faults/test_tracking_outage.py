@@ -26,6 +26,10 @@ ARGS = ["pretrain", "--task", "superdiagnostic", "--epochs", "5", "--batch-size"
         "--backbone-kwargs", '{"width": 0.25, "layers": [1, 1]}', "--seed", "3", "--experiment", "outage"]
 
 
+#: Variables that tie a process to one experiment or run (other tests may leave them in os.environ).
+_RUN_SCOPED = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("outage")
@@ -43,7 +47,8 @@ def server(workdir: Path) -> Iterator[MlflowServer]:
 
 
 def _env(workdir: Path, uri: str) -> dict[str, str]:
-    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "ECGML_DATA": str(workdir / "data"), "OMP_NUM_THREADS": "1",
+    inherited = {k: v for k, v in os.environ.items() if k not in _RUN_SCOPED}
+    return {**inherited, "MLFLOW_TRACKING_URI": uri, "ECGML_DATA": str(workdir / "data"), "OMP_NUM_THREADS": "1",
             "PYTHONWARNINGS": "ignore", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
             # fail fast inside MLflow's client, and wait only briefly for the server at the end
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "ECGML_TRACKING_WAIT_S": "2"}
