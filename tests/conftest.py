@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REAL_SAMPLE = Path(os.environ.get("ECGML_REAL_SAMPLE", Path(__file__).resolve().parents[1].parent
                                   / "shared" / "real-sample"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_state() -> Iterator[None]:
+    """Tests run ecgml in-process, and MLflow writes to the process: ``mlflow.set_experiment`` exports
+    ``MLFLOW_EXPERIMENT_ID`` and keeps an active experiment, a training run sets HTTP retry defaults. Put
+    both back after every test, so later tests, and the subprocesses they start, see the environment the
+    suite started with."""
+    before = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "ECGML_"))}
+    yield
+    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "ECGML_"))]:
+        if key not in before:
+            del os.environ[key]
+    os.environ.update(before)
+    import sys
+
+    fluent = sys.modules.get("mlflow.tracking.fluent")  # only if a test imported MLflow at all
+    if fluent is not None and hasattr(fluent, "_active_experiment_id"):
+        fluent._active_experiment_id = None
 
 
 def _real(sub: str) -> Path:

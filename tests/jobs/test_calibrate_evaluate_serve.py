@@ -26,7 +26,9 @@ ARGS = ["--epochs", "3", "--batch-size", "16", "--backbone", "xresnet1d18", "--b
 
 
 def _env(root: Path) -> dict[str, str]:
-    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "ECGML_DATA": str(root / "data"),
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}
+    return {**inherited, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "ECGML_DATA": str(root / "data"),
             "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn
 
