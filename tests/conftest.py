@@ -12,20 +12,37 @@ REAL_SAMPLE = Path(os.environ.get("ECGML_REAL_SAMPLE", Path(__file__).resolve().
                                   / "shared" / "real-sample"))
 
 
+#: Which run and experiment MLflow uses when none is named: as the suite found them, for every test.
+_RUN_IDENTITY = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+_SUITE_ENV = {k: os.environ[k] for k in _RUN_IDENTITY if k in os.environ}
+
+
 @pytest.fixture(autouse=True)
 def _restore_mlflow_state() -> Iterator[None]:
     """Tests run ecgml in-process, and MLflow writes to the process: ``mlflow.set_experiment`` exports
-    ``MLFLOW_EXPERIMENT_ID`` and keeps an active experiment, a training run sets HTTP retry defaults. Put
-    both back after every test, so later tests, and the subprocesses they start, see the environment the
-    suite started with."""
+    ``MLFLOW_EXPERIMENT_ID`` and keeps an active experiment, a training run sets HTTP retry defaults.
+
+    Before each test the run identity is put back as the suite found it (a module-scoped fixture may have
+    set it before this fixture could look); after each test every other variable a test added goes away.
+    """
+    _reset_run_identity()
     before = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "ECGML_"))}
     yield
     for key in [k for k in os.environ if k.startswith(("MLFLOW_", "ECGML_"))]:
         if key not in before:
             del os.environ[key]
     os.environ.update(before)
+    _reset_run_identity()
+
+
+def _reset_run_identity() -> None:
     import sys
 
+    for key in _RUN_IDENTITY:
+        if key in _SUITE_ENV:
+            os.environ[key] = _SUITE_ENV[key]
+        else:
+            os.environ.pop(key, None)
     fluent = sys.modules.get("mlflow.tracking.fluent")  # only if a test imported MLflow at all
     if fluent is not None and hasattr(fluent, "_active_experiment_id"):
         fluent._active_experiment_id = None

@@ -345,7 +345,9 @@ def test_paired_test_finds_the_planted_gap_and_none_elsewhere(built: Built) -> N
     at_100 = standard[standard["setting_label"] == "g12ec_fraction=1.0"]
     assert len(at_10) == 9 and len(at_100) == 9  # 3 seeds x 3 standalone families
     assert (at_10["low"] > 0).all() and (at_10["p_value"] < 0.01).all()
-    assert (at_100["low"] < 0.005).all() and (at_100["high"] > -0.005).all()
+    # no planted gap at 100%: every interval reaches near 0 (0.02 is a fraction of the planted gap of ~0.07;
+    # a tighter bound flaked at 0.005068 on another machine's numpy) and most of them contain it
+    assert (at_100["low"] < 0.02).all() and (at_100["high"] > -0.02).all()
     assert ((at_100["low"] < 0) & (at_100["high"] > 0)).mean() >= 2 / 3
     # the paired estimate is exactly the difference of the AUCs the runs logged
     logged = {r["run_id"]: r["test_macro_auc"] for r in built.store.logged}
