@@ -70,7 +70,7 @@ def _sweeps(work: Path, args: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ptbxl-records", type=int, default=2000)
-    parser.add_argument("--g12ec-records", type=int, default=1000)
+    parser.add_argument("--g12ec-records", type=int, default=4000)
     parser.add_argument("--sweeps", action="store_true", help="Also time each sweep's smallest configuration.")
     parser.add_argument("--only-sweeps", action="store_true")
     parser.add_argument("--sweep-epochs", type=int, default=2)

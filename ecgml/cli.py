@@ -497,12 +497,12 @@ def _float_list(text: str, what: str) -> tuple[float, ...]:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Data folder [default: $ECGML_DATA or ./data].")
 @click.option("--ptbxl-records", type=click.IntRange(1), default=2000, show_default=True)
-@click.option("--g12ec-records", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--g12ec-records", type=click.IntRange(1), default=4000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic data.")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="0 = all cores.")
-@click.option("--fractions", default="0.5,0.05", show_default=True,
-              help="G12EC training fractions compared (of 2,000 records: 800 and 80 training records).")
-@click.option("--seeds", default="0,1", show_default=True, help="Training seeds of every comparison.")
+@click.option("--fractions", default="0.25,0.025", show_default=True,
+              help="G12EC training fractions compared (of 4,000 records: 800 and 80 training records).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds of every comparison.")
 @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True)
 @click.option("--standalone", default="xresnet1d50_small,resnet1d_wang_small,inception1d_small", show_default=True,
               help="Standalone baseline backbones (one per family).")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,10 +172,11 @@ def run_calibration(model: str, *, method: str = "single", register_as: str | No
                                              if info else {}), **(extra_tags or {})}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
+    with tempfile.TemporaryDirectory() as fetched:  # fail before a run exists when there is nothing to calibrate
+        val, test = _source_predictions(source_run, Path(fetched))
+    calibration = calibrate_predictions(val, test, method, n_bins)
     with open_run(experiment, tags=tags, nested=bool(parent_run_id)) as run:
         work = runs_dir / run.info.run_id
-        val, test = _source_predictions(source_run, work / "source")
-        calibration = calibrate_predictions(val, test, method, n_bins)
         mlflow.log_params({"method": method, "n_bins": n_bins, "source": model, "n_val": len(val.record_ids),
                            "n_test": len(test.record_ids)})
         mlflow.log_metrics(calibration.metrics())

@@ -33,15 +33,20 @@ from ecgml.tracking.registry import DEFAULT_BACKBONE_MODEL, DEFAULT_CLASSIFIER_M
 
 @dataclass(frozen=True)
 class MainConfig:
-    """The compact study; defaults sized to finish in minutes on 2 CPU cores."""
+    """The compact study; defaults sized to finish in minutes on 2 CPU cores.
+
+    4,000 G12EC records at fractions 0.25 and 0.025 train on 800 and 80 records, as 1,000 records at 1.0
+    and 0.1 would, but test on four times as many (about 270 labelled), so paired intervals are narrow
+    enough to tell a gap from noise.
+    """
 
     data_dir: Path
     ptbxl_records: int = 2000
-    g12ec_records: int = 2000
+    g12ec_records: int = 4000
     data_seed: int = 0
     workers: int = 0
-    fractions: tuple[float, ...] = (0.5, 0.05)
-    seeds: tuple[int, ...] = (0, 1)
+    fractions: tuple[float, ...] = (0.25, 0.025)
+    seeds: tuple[int, ...] = (0, 1, 2)
     backbone: str = "xresnet1d50_small"
     standalone_backbones: tuple[str, ...] = ("xresnet1d50_small", "resnet1d_wang_small", "inception1d_small")
     pretrain_epochs: int = 15

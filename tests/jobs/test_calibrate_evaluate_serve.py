@@ -118,6 +118,10 @@ def test_calibrate_registers_a_version_that_applies_its_temperatures(registered:
 
     again = _ecgml(registered, "calibrate", "--model", "models:/clf/2")
     assert again.returncode == 1 and "already calibrated" in again.stderr
+    missing = _ecgml(registered, "calibrate", "--model", "runs:/0123456789abcdef0123456789abcdef")
+    assert missing.returncode == 1 and "has no eval/predictions_val.csv" in missing.stderr
+    runs = client.search_runs([client.get_experiment_by_name("ecgml-calibrate").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]  # refused requests left no run behind
 
 
 def test_evaluate_reproduces_the_training_runs_test_predictions(registered: Path) -> None:
