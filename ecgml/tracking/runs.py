@@ -277,8 +277,15 @@ def open_run(
     run_id = run_id or (None if nested else os.environ.get("MLFLOW_RUN_ID"))
     if run_id is None:
         mlflow.set_experiment(experiment)
-    run = mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested, tags=dict(tags or {}),
-                           log_system_metrics=system_metrics)
+    # MLflow's start_run adopts $MLFLOW_RUN_ID whenever it is given no run id: a child run opened inside the
+    # run `mlflow run` started would become that run. The adoption is decided above; hide the variable here.
+    adopted = os.environ.pop("MLFLOW_RUN_ID", None)
+    try:
+        run = mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested, tags=dict(tags or {}),
+                               log_system_metrics=system_metrics)
+    finally:
+        if adopted is not None:
+            os.environ["MLFLOW_RUN_ID"] = adopted
     status: str | None = "FINISHED"
     try:
         yield run
