@@ -289,7 +289,6 @@ def run_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None
 
 def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
               say: Callable[[str], None]) -> list[JobResult]:
-    from ecgml.tracking.registry import register_run
     from ecgml.train.runner import run_training
 
     backbones: dict[str, str] = {}
@@ -310,7 +309,7 @@ def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
             outcome = run_training(config, parent_run_id=sweep_id, extra_tags=tags, progress=False)
             run_id, auc, reused = str(outcome.run_id), outcome.test_macro_auc, False
         if job.arm == "pretrain":
-            backbones[job.key] = _registered_backbone(run_id, job, register_run)
+            backbones[job.key] = _registered_backbone(run_id, job)
         if job.calibrate:
             _calibrate(run_id, job, study, sweep_id, commit, tags)
         seconds = time.perf_counter() - start
@@ -319,18 +318,15 @@ def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
     return results
 
 
-def _registered_backbone(run_id: str, job: Job, register_run: Any) -> str:
+def _registered_backbone(run_id: str, job: Job) -> str:
     """The study-backbone version of a pretraining run (registered once, found again on reuse)."""
-    import mlflow
+    from ecgml.tracking.registry import register_run, version_of_run
 
-    from ecgml.tracking.runs import tracking_uri
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri())
-    for version in client.search_model_versions(f"name = '{STUDY_BACKBONE_MODEL}' and run_id = '{run_id}'"):
-        return f"models:/{STUDY_BACKBONE_MODEL}/{version.version}"
-    info = register_run(run_id, STUDY_BACKBONE_MODEL, selected_by=f"sweep {job.sweep}",
-                        extra_tags={k: v for k, v in job.tags.items() if k.startswith("ecgml.")})
-    return f"models:/{info.name}/{info.version}"
+    version = version_of_run(STUDY_BACKBONE_MODEL, run_id)
+    if version is None:
+        version = register_run(run_id, STUDY_BACKBONE_MODEL, selected_by=f"sweep {job.sweep}",
+                               extra_tags={k: v for k, v in job.tags.items() if k.startswith("ecgml.")}).version
+    return f"models:/{STUDY_BACKBONE_MODEL}/{version}"
 
 
 def _calibrate(run_id: str, job: Job, study: StudyConfig, sweep_id: str, commit: str, tags: dict[str, str]) -> None:

@@ -147,6 +147,7 @@ def run_calibration(model: str, *, method: str = "single", register_as: str | No
         resolve_with_fallback,
     )
     from ecgml.tracking.runs import check_tracking_uri, git_commit, open_run
+    from ecgml.train.pipeline import labelled_predictions
 
     check_tracking_uri()
     if method not in METHODS:
@@ -184,11 +185,8 @@ def run_calibration(model: str, *, method: str = "single", register_as: str | No
         out.mkdir(parents=True, exist_ok=True)
         after = apply_temperatures(test.probs, calibration.chosen)
         plot_reliability(test.labels, test.probs, after, test.classes, out / "reliability_test.png", n_bins)
-        calibrated = pd.DataFrame({"record_id": list(test.record_ids)})
-        for j, c in enumerate(test.classes):
-            calibrated[f"true_{c}"] = test.labels[:, j]
-        for j, c in enumerate(test.classes):
-            calibrated[f"prob_{c}"] = after[:, j]
+        calibrated = labelled_predictions(pd.DataFrame({"record_id": list(test.record_ids)}), test.classes,
+                                          test.labels, after)
         calibrated.to_csv(out / "predictions_test_calibrated.csv", index=False)
         np.save(out / "temperatures.npy", calibration.chosen)
         (out / "calibration.json").write_text(json.dumps(calibration.document(), indent=2))

@@ -205,23 +205,13 @@ def _train_step(name: str, train_config: Any, steps: _Steps, say: Callable[[str]
     return str(outcome.run_id)
 
 
-def _version_of(name: str, run_id: str) -> str | None:
-    import mlflow
-
-    from ecgml.tracking.runs import tracking_uri
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri())
-    versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-    return str(max(int(v.version) for v in versions)) if versions else None
-
-
 def _register_and_promote(step: str, name: str, run_id: str, steps: _Steps, say: Callable[[str], None],
                           register: bool) -> str:
     """The version of ``name`` that ``run_id`` logged (registered if ``register`` and missing), promoted."""
-    from ecgml.tracking.registry import promote, register_run
+    from ecgml.tracking.registry import promote, register_run, version_of_run
 
     key, found = steps.reuse(step, {"name": name, "run": run_id})
-    version = _version_of(name, run_id)
+    version = version_of_run(name, run_id)
     if found is None:
         if version is None:
             if not register:
@@ -249,12 +239,13 @@ def _finetune_calibrate_evaluate(config: MainConfig, roots: dict[str, Path], bac
     from ecgml.experiments.study import plan_sweep
     from ecgml.jobs.calibrate import run_calibration
     from ecgml.jobs.evaluate import run_evaluation
+    from ecgml.tracking.registry import version_of_run
 
     study = _study(config, roots, backbone_uri=backbone_uri)
     job = next(j for j in plan_sweep("fraction", study, (1.0,)) if j.arm == "finetune")
     tuned = replace(job.config, init_uri=backbone_uri, register_as=DEFAULT_CLASSIFIER_MODEL, run_name="finetune")
     run_id = _train_step("finetune", tuned, steps, say)
-    classifier = _version_of(DEFAULT_CLASSIFIER_MODEL, run_id)
+    classifier = version_of_run(DEFAULT_CLASSIFIER_MODEL, run_id)
     if classifier is None:
         raise RuntimeError(f"fine-tuning run {run_id} registered no {DEFAULT_CLASSIFIER_MODEL} version")
     source = f"models:/{DEFAULT_CLASSIFIER_MODEL}/{classifier}"

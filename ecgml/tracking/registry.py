@@ -99,6 +99,12 @@ def register_run(run_id: str, name: str = DEFAULT_BACKBONE_MODEL, *, selected_by
     return show(name, version.version)
 
 
+def version_of_run(name: str, run_id: str) -> str | None:
+    """The newest version of ``name`` registered from ``run_id`` (None if the run registered none)."""
+    versions = _client().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return str(max(int(v.version) for v in versions)) if versions else None
+
+
 def register_run_model(name: str, run_id: str, model_uri: str, tags: dict[str, str]) -> str:
     """Register ``model_uri`` (logged by ``run_id``) as a new version of ``name``; returns the version."""
     import mlflow

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -135,10 +136,17 @@ def build_splits(prepared: Prepared, fraction: float, seed: int) -> Splits:
 def predictions_frame(split: SplitArrays, table: pd.DataFrame, classes: tuple[str, ...],
                       probs: np.ndarray) -> pd.DataFrame:
     """One row per record: ids, fold, true labels (``true_<class>``) and probabilities (``prob_<class>``)."""
-    frame = pd.DataFrame({"record_id": list(split.record_ids), "fold": table["fold"].to_numpy()})
-    true = pd.DataFrame(split.labels, columns=[f"true_{c}" for c in classes])
+    ids = pd.DataFrame({"record_id": list(split.record_ids), "fold": table["fold"].to_numpy()})
+    return labelled_predictions(ids, classes, split.labels, probs)
+
+
+def labelled_predictions(ids: pd.DataFrame, classes: Sequence[str], labels: np.ndarray,
+                         probs: np.ndarray) -> pd.DataFrame:
+    """``ids`` (one row per record) followed by ``true_<class>`` and ``prob_<class>`` columns: the layout of
+    every predictions file ecgml writes."""
+    true = pd.DataFrame(labels, columns=[f"true_{c}" for c in classes])
     prob = pd.DataFrame(probs, columns=[f"prob_{c}" for c in classes])
-    return pd.concat([frame, true, prob], axis=1)
+    return pd.concat([ids.reset_index(drop=True), true, prob], axis=1)
 
 
 def make_datasets(cache: Cache, splits: Splits, config: TrainConfig) -> tuple[RandomCropDataset, SlidingWindowDataset,
