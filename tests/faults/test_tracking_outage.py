@@ -60,6 +60,21 @@ def _history(uri: str, run_id: str, key: str = "val_macro_auc") -> list[tuple[in
         return [(int(m["step"]), float(m["value"])) for m in json.load(response).get("metrics", [])]
 
 
+def _first_epoch_logged(proc: subprocess.Popen, runs: Path, before: set[Path], uri: str
+                        ) -> tuple[str | None, list[tuple[int, float]]]:
+    """Wait (up to 240 s, while the job lives) until the new run's first epoch reached the server."""
+    run_id: str | None = None
+    held: list[tuple[int, float]] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and not held:
+        fresh = set(runs.iterdir()) - before if runs.exists() else set()
+        if fresh:
+            run_id = next(iter(fresh)).name
+            held = _history(uri, run_id)
+        time.sleep(0.05)
+    return run_id, held
+
+
 def test_server_stopped_mid_training_then_resumed(workdir: Path, server: MlflowServer) -> None:
     runs = workdir / "data" / "runs"
     before = set(runs.iterdir()) if runs.exists() else set()
@@ -68,14 +83,7 @@ def test_server_stopped_mid_training_then_resumed(workdir: Path, server: MlflowS
         proc = subprocess.Popen([sys.executable, "-m", "ecgml.cli", *ARGS], cwd=workdir,
                                 env=_env(workdir, server.uri), stdout=subprocess.DEVNULL, stderr=err_file)
     try:
-        run_id, held = None, []
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None and not held:
-            fresh = set(runs.iterdir()) - before if runs.exists() else set()
-            if fresh:
-                run_id = next(iter(fresh)).name
-                held = _history(server.uri, run_id)
-            time.sleep(0.05)
+        run_id, held = _first_epoch_logged(proc, runs, before, server.uri)
         assert held, "the first epoch was never logged"
         server.stop()  # as abrupt as a crash: SIGKILL to the server and its workers
         proc.wait(timeout=300)
@@ -138,14 +146,7 @@ def test_a_short_outage_is_ridden_out(workdir: Path, server: MlflowServer) -> No
         proc = subprocess.Popen([sys.executable, "-m", "ecgml.cli", *ARGS, "--seed", "4"], cwd=workdir, env=env,
                                 stdout=subprocess.PIPE, stderr=err_file, text=True)
     try:
-        run_id, held = None, []
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None and not held:
-            fresh = set(runs.iterdir()) - before if runs.exists() else set()
-            if fresh:
-                run_id = next(iter(fresh)).name
-                held = _history(server.uri, run_id)
-            time.sleep(0.05)
+        run_id, held = _first_epoch_logged(proc, runs, before, server.uri)
         assert held and run_id is not None
         server.stop()
         server.start()  # the job keeps training meanwhile, then waits for the server
