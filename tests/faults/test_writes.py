@@ -8,8 +8,10 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -179,17 +181,48 @@ def test_permission_denied_while_replacing_a_checkpoint(tmp_path: Path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions; the simulated test covers it")
-def test_read_only_folder_refuses_a_checkpoint(tmp_path: Path) -> None:
-    path = tmp_path / "ro" / "checkpoint.pt"
+_UNPRIVILEGED = 65534  # "nobody": root ignores directory permissions, so as root the write runs as nobody
+
+
+def _save_as_unprivileged(path: Path, state: dict[str, object]) -> str:
+    """``save_checkpoint`` in a forked child that dropped root (if it had it); the error text it met, or ''."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no exec needed (the venv's python may not be reachable for nobody)
+        os.close(read_end)
+        message = ""
+        try:
+            if os.geteuid() == 0:
+                os.setgid(_UNPRIVILEGED)
+                os.setuid(_UNPRIVILEGED)
+            save_checkpoint(path, state)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        os.write(write_end, message.encode() or b"-")
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        answer = reader.read().decode()
+    os.waitpid(pid, 0)
+    return "" if answer == "-" else answer
+
+
+def test_read_only_folder_refuses_a_checkpoint() -> None:
+    # A folder every user can reach (pytest's own tmp root is private to its owner), made read-only.
+    base = Path(tempfile.mkdtemp(prefix="ecgml-ro-", dir="/tmp"))
+    base.chmod(0o755)
+    path = base / "ro" / "checkpoint.pt"
     save_checkpoint(path, _state(1))
-    path.parent.chmod(0o500)
+    path.chmod(0o644)
+    path.parent.chmod(0o555)
     try:
-        with pytest.raises(PermissionError, match=rf"cannot write {path}: Permission denied"):
-            save_checkpoint(path, _state(2))
+        error = _save_as_unprivileged(path, _state(2))
+        assert error.startswith("PermissionError") and f"cannot write {path}: Permission denied" in error, error
     finally:
         path.parent.chmod(0o700)
     assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]
+    shutil.rmtree(base)
 
 
 def test_disk_full_while_saving_weights_keeps_the_previous_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
