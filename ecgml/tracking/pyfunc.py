@@ -18,10 +18,20 @@ import pandas as pd
 
 from ecgml.data.leads import STANDARD_LEADS, MissingLeadError, lead_index
 from ecgml.data.signal import resample, standardize
-from ecgml.train.data import aggregate_windows, to_input_domain, window_starts
+from ecgml.data.windows import aggregate_windows, to_input_domain, window_starts
 
 #: Longest record accepted, in seconds: a guard against payloads that would exhaust memory.
 MAX_SECONDS = 600.0
+
+
+def typical_amplitude(x: np.ndarray) -> float:
+    """A record's size in its own units: the median, over the leads that move, of each lead's 1st-99th
+    percentile range. Percentiles ignore pacemaker spikes and clipped samples; the median over leads
+    ignores one detached electrode. 0.0 when every lead is constant."""
+    low, high = np.percentile(x, [1.0, 99.0], axis=-1)
+    spread = high - low
+    moving = spread[spread > 0]
+    return float(np.median(moving)) if moving.size else 0.0
 
 
 def apply_temperatures(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:

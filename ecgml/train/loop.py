@@ -22,8 +22,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ecgml.config import STRATEGIES
+from ecgml.data.windows import Aggregate, aggregate_windows
 from ecgml.train.checkpoint import load_checkpoint, save_checkpoint
-from ecgml.train.data import Aggregate, RandomCropDataset, SlidingWindowDataset, aggregate_windows
+from ecgml.train.data import RandomCropDataset, SlidingWindowDataset
 from ecgml.train.distributed import DistContext, all_gather, all_reduce_sum, broadcast_object
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]

@@ -25,7 +25,8 @@ from ecgml.data.cache import Cache
 from ecgml.data.folds import stratified_subset
 from ecgml.data.labels import load_label_map
 from ecgml.data.prepare import Prepared
-from ecgml.train.data import INPUT_DOMAINS, RandomCropDataset, SlidingWindowDataset, SplitArrays
+from ecgml.data.windows import INPUT_DOMAINS
+from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
 from ecgml.train.loop import EpochRecord, OptimConfig
 
 

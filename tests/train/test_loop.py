@@ -11,15 +11,10 @@ import torch
 from ecgml.data.cache import build_cache
 from ecgml.data.ptbxl import read_ptbxl
 from ecgml.data.signal import Preprocessing
+from ecgml.data.windows import aggregate_windows, window_starts
 from ecgml.models import create_backbone
 from ecgml.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ecgml.train.data import (
-    RandomCropDataset,
-    SlidingWindowDataset,
-    SplitArrays,
-    aggregate_windows,
-    window_starts,
-)
+from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
 from ecgml.train.loop import OptimConfig, Trainer
 from tests.data.trees import write_tiny_ptbxl
 

@@ -101,8 +101,8 @@ def test_tampered_weights_are_refused(tmp_path: Path) -> None:
 
 
 def test_frequency_domain_inputs_are_the_same_in_training_and_serving(prepared, tmp_path: Path) -> None:
+    from ecgml.data.windows import to_input_domain
     from ecgml.tracking.pyfunc import EcgClassifier
-    from ecgml.train.data import to_input_domain
     from ecgml.train.pipeline import make_datasets
 
     data = PrepareConfig(DataConfig("ptbxl", prepared.dataset.root, task="superdiagnostic"),
