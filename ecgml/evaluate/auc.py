@@ -47,7 +47,7 @@ def per_class_report(y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[s
     }
 
 
-def _weighted_auc_rounds(y: np.ndarray, p: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def weighted_auc_rounds(y: np.ndarray, p: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """AUC of one class in every bootstrap round at once.
 
     A resample is a vector of multiplicities ``counts[b, i]``; its AUC is the Mann-Whitney statistic with
@@ -80,7 +80,7 @@ def bootstrap_auc(y_true: np.ndarray, y_prob: np.ndarray, *, n_rounds: int = 100
     rng = np.random.default_rng(seed)
     n = len(y)
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_rounds).astype(np.int32)
-    per_class = np.stack([_weighted_auc_rounds(y[:, j], p[:, j], counts) for j in range(y.shape[1])], axis=1)
+    per_class = np.stack([weighted_auc_rounds(y[:, j], p[:, j], counts) for j in range(y.shape[1])], axis=1)
     defined = np.isfinite(per_class)
     with np.errstate(invalid="ignore"):
         macro = np.where(defined.any(axis=1), np.nansum(per_class, axis=1) / defined.sum(axis=1), np.nan)

@@ -16,7 +16,7 @@ import numpy as np
 from ecgml.io import atomic_path
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -25,16 +25,16 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return Path(path)
 
 
 def plot_learning_curves(history: Mapping[str, Sequence[float]], path: Path, title: str = "") -> Path:
     """One panel per metric (losses together, AUC apart), epochs on the x axis (numbered from 1)."""
-    plt = _pyplot()
+    plt = pyplot()
     losses = {k: v for k, v in history.items() if k.endswith("loss")}
     others = {k: v for k, v in history.items() if not k.endswith("loss")}
     panels = [p for p in (losses, others) if p]
@@ -46,7 +46,7 @@ def plot_learning_curves(history: Mapping[str, Sequence[float]], path: Path, tit
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _roc(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +60,7 @@ def _roc(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def plot_roc_curves(y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[str], path: Path,
                     aucs: Sequence[float | None] | None = None) -> Path:
     """Small multiples: one ROC curve per class (classes without both outcomes say so)."""
-    plt = _pyplot()
+    plt = pyplot()
     n = len(classes)
     cols = min(6, n)
     rows = math.ceil(n / cols)
@@ -79,13 +79,13 @@ def plot_roc_curves(y_true: np.ndarray, y_prob: np.ndarray, classes: Sequence[st
             label = f"{classes[i]} (undefined)"
         ax.set_title(label, fontsize=8)
         ax.tick_params(labelsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_auc_bars(classes: Sequence[str], aucs: Sequence[float | None], path: Path,
                   low: Sequence[float] | None = None, high: Sequence[float] | None = None, title: str = "") -> Path:
     """Per-class AUC as bars, with bootstrap intervals when given; undefined classes are marked."""
-    plt = _pyplot()
+    plt = pyplot()
     values = np.array([np.nan if a is None else a for a in aucs], dtype=float)
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes)), 3.5))
     x = np.arange(len(classes))
@@ -102,7 +102,7 @@ def plot_auc_bars(classes: Sequence[str], aucs: Sequence[float | None], path: Pa
     ax.axhline(0.5, color="grey", lw=0.5, ls="--")
     ax.set_ylabel("ROC AUC")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(y_true: np.ndarray, before: np.ndarray, after: np.ndarray | None, classes: Sequence[str],
@@ -110,7 +110,7 @@ def plot_reliability(y_true: np.ndarray, before: np.ndarray, after: np.ndarray |
     """Reliability diagrams, one panel per class: observed frequency against confidence, before/after."""
     from ecgml.evaluate.calibration import reliability
 
-    plt = _pyplot()
+    plt = pyplot()
     n = len(classes)
     cols = min(6, n)
     rows = math.ceil(n / cols)
@@ -130,4 +130,4 @@ def plot_reliability(y_true: np.ndarray, before: np.ndarray, after: np.ndarray |
         ax.tick_params(labelsize=6)
         if i == 0:
             ax.legend(fontsize=6)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ecgml.evaluate.auc import _weighted_auc_rounds, auc_per_class
+from ecgml.evaluate.auc import auc_per_class, weighted_auc_rounds
 
 
 class AlignmentError(ValueError):
@@ -94,7 +94,7 @@ def auc_rounds(y_true: np.ndarray, y_prob: np.ndarray, counts: np.ndarray) -> np
     """
     y = np.asarray(y_true, dtype=bool)
     p = np.asarray(y_prob, dtype=np.float64)
-    return np.stack([_weighted_auc_rounds(y[:, j], p[:, j], counts) for j in range(y.shape[1])], axis=1)
+    return np.stack([weighted_auc_rounds(y[:, j], p[:, j], counts) for j in range(y.shape[1])], axis=1)
 
 
 def _macro_rounds(per_class: np.ndarray) -> np.ndarray:

@@ -13,14 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgml.evaluate.figures import _pyplot, _save
+from ecgml.evaluate.figures import pyplot, save_figure
 
 ARM_STYLE = {"finetune": {"lw": 2.4, "ls": "-", "marker": "o"}, "standalone": {"lw": 1.3, "ls": "-", "marker": "s"},
              "pretrain": {"lw": 1.3, "ls": "--", "marker": "^"}}
 
 
 def _grid(n: int, width: float, height: float) -> tuple[Any, np.ndarray]:
-    plt = _pyplot()
+    plt = pyplot()
     cols = min(3, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
@@ -63,13 +63,13 @@ def plot_auc_lines(summary: pd.DataFrame, seeds: pd.DataFrame, x: str, path: Pat
             ax.set_title(f"{panel}={value}", fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_auc_bars_grouped(summary: pd.DataFrame, x: str, path: Path, *, title: str = "",
                           order: Sequence[Any] | None = None) -> Path:
     """Macro AUC per categorical swept value (input domain, leads, strategy): bars per model, CI envelope."""
-    plt = _pyplot()
+    plt = pyplot()
     values = list(order) if order is not None else list(dict.fromkeys(summary[x]))
     models = list(dict.fromkeys(summary["model"]))
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(values) * max(1, len(models)) / 2), 3.8))
@@ -94,7 +94,7 @@ def plot_auc_bars_grouped(summary: pd.DataFrame, x: str, path: Path, *, title: s
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_class_heatmaps(matrices: dict[str, pd.DataFrame], path: Path, *, title: str = "",
@@ -103,7 +103,7 @@ def plot_class_heatmaps(matrices: dict[str, pd.DataFrame], path: Path, *, title:
 
     Panels named in ``diverging`` (differences) use a red-blue scale centred on 0.
     """
-    plt = _pyplot()
+    plt = pyplot()
     names = list(matrices)
     first = next(iter(matrices.values()))
     n_rows, n_cols = first.shape
@@ -134,4 +134,4 @@ def plot_class_heatmaps(matrices: dict[str, pd.DataFrame], path: Path, *, title:
                            label="AUC difference" if is_diff else "test AUC")
         bar.ax.tick_params(labelsize=7)
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -53,13 +53,13 @@ def test_figures_are_written(tmp_path: Path) -> None:
 
 
 def test_weighted_rounds_equal_explicit_resamples() -> None:
-    from ecgml.evaluate.auc import _weighted_auc_rounds
+    from ecgml.evaluate.auc import weighted_auc_rounds
 
     rng = np.random.default_rng(3)
     y = rng.random(300) < 0.2
     p = np.round(rng.random(300) + y * 0.3, 1)
     counts = rng.multinomial(300, np.full(300, 1 / 300), size=20)
-    fast = _weighted_auc_rounds(y, p, counts)
+    fast = weighted_auc_rounds(y, p, counts)
     for b in range(20):
         idx = np.repeat(np.arange(300), counts[b])
         assert fast[b] == pytest.approx(roc_auc_score(y[idx], p[idx]), abs=1e-12)
