@@ -352,3 +352,75 @@ def log_split_inputs(splits: Mapping[str, pd.DataFrame], *, name: str, source: s
         dataset = mlflow.data.from_pandas(index, source=source, name=f"{name}-{split}",
                                           digest=f"{digest[:8]}-{split}")
         mlflow.log_input(dataset, context=split)
+
+
+def log_params_once(params: Mapping[str, Any], run_id: str | None = None) -> dict[str, str]:
+    """Log ``params`` on the run, skipping any it already holds with the same meaning.
+
+    Why: ``mlflow run`` logs the entry point's parameters as typed (``fraction=.1``); MLflow refuses to log a
+    param again with another text, so ``0.1`` would fail the run. A value equal as a number or as text is
+    kept as it is; a real disagreement is said on stderr and the first value stays. Returns what was logged.
+    """
+    import mlflow
+
+    run_id = run_id or mlflow.active_run().info.run_id
+    held = mlflow.MlflowClient().get_run(run_id).data.params
+    fresh: dict[str, str] = {}
+    for key, value in params.items():
+        text = str(value)
+        if key not in held:
+            fresh[key] = text
+        elif not _same_value(held[key], text):
+            _warn(f"run {run_id} already holds param {key}={held[key]!r}; {text!r} is not logged over it")
+    if fresh:
+        mlflow.log_params(fresh, run_id=run_id)
+    return fresh
+
+
+def _same_value(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return a.lower() == b.lower()
+
+
+def set_description(text: str, *, run_id: str | None = None, experiment: str | None = None) -> None:
+    """Give a run or an experiment the description MLflow's UI shows above it (``mlflow.note.content``)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is not None and not (found.tags or {}).get("mlflow.note.content"):
+            client.set_experiment_tag(found.experiment_id, "mlflow.note.content", text)
+    if run_id is not None:
+        client.set_tag(run_id, "mlflow.note.content", text)
+
+
+def run_link(run_id: str, uri: str | None = None) -> str:
+    """Where a person opens the run: the server's page, or for a local store how to start the UI on it."""
+    import mlflow
+
+    uri = uri or tracking_uri()
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    path = f"#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"http://127.0.0.1:5000/{path} (after `mlflow ui --backend-store-uri {uri}`)"
+
+
+def produced_text(run_id: str, registered: str | None = None, uri: str | None = None) -> str:
+    """What a job produced, in the lines it ends by printing: run id and name, registered version, UI link."""
+    import mlflow
+
+    uri = uri or tracking_uri()
+    run = mlflow.MlflowClient(uri).get_run(run_id)
+    experiment = mlflow.MlflowClient(uri).get_experiment(run.info.experiment_id).name
+    lines = [f"run:        {run.info.run_name} ({run_id}) in experiment {experiment}"]
+    if registered:
+        name, _, version = registered.removeprefix("models:/").rpartition("/")
+        lines.append(f"registered: {name} version {version} ({registered})")
+    lines.append(f"open:       {run_link(run_id, uri)}")
+    return "\n".join(lines)

@@ -1,0 +1,114 @@
+"""Run names and params a person can tell runs apart by, in MLflow's runs table, chart legends and compare view.
+
+Why: a run opened without a name gets MLflow's random adjective-animal name, drawn from Python's
+``random`` module, which training seeds just before the run opens, so every seed-0 run of a sweep was
+called the same. Every run now gets a deterministic name built from what distinguishes it
+(``finetune xresnet1d50_small f=0.025 s=0``), and every setting that differs between runs of a comparison
+is an MLflow param, so the compare view shows it.
+
+Only plain values in and out: this module imports neither torch nor MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ecgml.defaults import DEFAULT_FS
+
+
+def _num(value: float) -> str:
+    return f"{float(value):g}"
+
+
+def training_run_name(kind: str, backbone: str, *, fraction: float, seed: int, task: str = "", fs: int = DEFAULT_FS,
+                      leads: str = "12", input_domain: str = "time", strategy: str | None = None,
+                      default_strategy: str = "gradual", extras: Mapping[str, Any] | None = None) -> str:
+    """``finetune xresnet1d50_small f=0.025 s=0``, ``pretrain xresnet1d50_small all 100Hz``: the arm, the
+    backbone, then each setting that is not the default, then the seed (pretraining: only when not 0).
+
+    ``extras`` are settings the config does not show (a sweep's PTB-XL fraction, behind the backbone); a
+    fine-tuning strategy is named only when it is not ``default_strategy``."""
+    parts = [kind, backbone]
+    if kind == "pretrain":
+        parts += [p for p in (task, f"{fs}Hz") if p]
+        if fraction != 1:
+            parts.append(f"f={_num(fraction)}")
+    else:
+        parts.append(f"f={_num(fraction)}")
+        if fs != DEFAULT_FS:
+            parts.append(f"{fs}Hz")
+    if str(leads) != "12":
+        parts.append(f"leads={leads}")
+    if input_domain != "time":
+        parts.append(input_domain)
+    if kind == "finetune" and strategy and strategy != default_strategy:
+        parts.append(strategy)
+    for key, value in (extras or {}).items():
+        parts.append(f"{key}={_num(value) if isinstance(value, float) else value}")
+    if kind != "pretrain" or seed != 0:
+        parts.append(f"s={seed}")
+    return " ".join(parts)
+
+
+def config_run_name(config: Any, extras: Mapping[str, Any] | None = None) -> str:
+    """:func:`training_run_name` of a :class:`~ecgml.train.pipeline.TrainConfig` (read by attribute, so
+    this module needs no torch)."""
+    from ecgml.config import DEFAULT_FINETUNE_STRATEGY
+
+    data = config.data.data
+    return training_run_name(config.kind, config.model.backbone, fraction=config.fraction, seed=config.seed,
+                             task=data.task, fs=data.fs, leads=str(config.data.leads),
+                             input_domain=config.input_domain,
+                             strategy=config.optim.strategy if config.kind == "finetune" else None,
+                             default_strategy=DEFAULT_FINETUNE_STRATEGY, extras=extras)
+
+
+def sweep_extras(setting: Mapping[str, Any]) -> dict[str, Any]:
+    """The swept settings of a sweep job that the config itself does not carry (the PTB-XL fraction a
+    fine-tuned model's backbone was pretrained on)."""
+    return {"ptbxl": setting["ptbxl_fraction"]} if "ptbxl_fraction" in setting else {}
+
+
+def calibration_run_name(calibrated: str) -> str:
+    """``calibrate finetune xresnet1d50_small f=0.025 s=0``: the calibrated run's name, prefixed."""
+    return f"calibrate {calibrated}".strip()
+
+
+def unique_names(names: Iterable[str]) -> list[str]:
+    """The names in order, a repeat of an earlier one suffixed `` #2``, `` #3`` (siblings never share one)."""
+    out: list[str] = []
+    taken: set[str] = set()
+    for name in names:
+        candidate, count = name, 1
+        while candidate in taken:
+            count += 1
+            candidate = f"{name} #{count}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def training_params(config: Any, *, family: str, lineage: Mapping[str, str] | None = None,
+                    extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting that can differ between runs of a comparison, as MLflow params (the compare view shows
+    params, not ``config.json``): arm, family, backbone, strategy, fractions, rate, leads, input domain,
+    seed, optimiser, epochs, crop, label map, task and the backbone version fine-tuning started from."""
+    data = config.data.data
+    optim = config.optim
+    params: dict[str, Any] = {
+        "arm": config.kind, "family": family, "backbone": config.model.backbone,
+        "strategy": optim.strategy, "fraction": config.fraction, "fs": data.fs, "leads": str(config.data.leads),
+        "input_domain": config.input_domain, "seed": config.seed, "lr": optim.lr,
+        "weight_decay": optim.weight_decay, "epochs": optim.epochs, "batch_size": optim.batch_size,
+        "crop_s": config.crop_s, "center_crop": config.center_crop, "label_map": data.label_map, "task": data.task,
+        "dataset": data.source,
+    }
+    if config.kind == "pretrain":
+        params["ptbxl_fraction"] = config.fraction
+    lineage = lineage or {}
+    if "ecgml.backbone_version" in lineage:
+        params["backbone_version"] = lineage["ecgml.backbone_version"]
+    for key, value in (extras or {}).items():
+        params["ptbxl_fraction" if key == "ptbxl" else key] = value
+    return params
