@@ -75,9 +75,9 @@ def main() -> int:
     parser.add_argument("--only-sweeps", action="store_true")
     parser.add_argument("--sweep-epochs", type=int, default=2)
     args = parser.parse_args()
-    from ecgml.cli import _quiet_known_library_noise
+    from ecgml.cli import quiet_known_library_noise
 
-    _quiet_known_library_noise()  # the same filters the CLI applies
+    quiet_known_library_noise()  # the same filters the CLI applies
     work = Path(tempfile.mkdtemp(prefix="ecgml-study-bench-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     os.chdir(work)

@@ -14,6 +14,7 @@ from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, PTBXL_TASKS
 from ecgml.data.leads import resolve_leads
 from ecgml.data.records import SplitSpec
 from ecgml.data.signal import Preprocessing
+from ecgml.defaults import DEFAULT_FS, DEFAULT_SPLITS
 
 SOURCES: tuple[str, ...] = ("ptbxl", "g12ec")
 #: What trains in a run: ``full`` (everything), ``linear`` (the head only) or ``gradual`` (the head first,
@@ -36,10 +37,10 @@ class DataConfig:
 
     source: str
     root: Path
-    fs: int = 100
+    fs: int = DEFAULT_FS
     task: str = "shared18"
     label_map: str = DEFAULT_LABEL_MAP
-    splits: str = "1-8/9/10"
+    splits: str = DEFAULT_SPLITS
     allow_foreign: bool = False
     fold_seed: int = 0
     #: G12EC: discard stored folds and build them again (results on old folds stop being comparable).

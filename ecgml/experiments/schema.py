@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-DEFAULT_STUDY_EXPERIMENT = "ecgml-study"
+from ecgml.defaults import STUDY_EXPERIMENT
+
+DEFAULT_STUDY_EXPERIMENT = STUDY_EXPERIMENT
 
 KIND = "ecgml.kind"  # pretrain | standalone | finetune | calibrate | sweep | report | main
 SWEEP = "ecgml.sweep"  # fraction | pretrain-fraction | sampling-rate | calibration | input-domain | leads | strategy

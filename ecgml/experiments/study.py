@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY, DataConfig, PrepareConfig, default_data_dir
+from ecgml.defaults import CACHE_RATES, DEFAULT_BACKBONE, DEFAULT_SPLITS, STANDALONE_BACKBONES, STUDY_BACKBONE_MODEL
 from ecgml.experiments import schema
 from ecgml.experiments.reuse import STEP_KEY, find_finished, step_key
 from ecgml.train.loop import OptimConfig
 from ecgml.train.pipeline import ModelConfig, TrainConfig
-
-STUDY_BACKBONE_MODEL = "ecgml-study-backbone"
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class Protocol:
 
 PROTOCOLS: dict[str, Protocol] = {
     # PTB-XL benchmark folds, random 2.5 s crops, separate G12EC validation and test folds.
-    "standard": Protocol("standard", "1-8/9/10", "1-8/9/10", center_crop=False, label_map="challenge"),
+    "standard": Protocol("standard", DEFAULT_SPLITS, DEFAULT_SPLITS, center_crop=False, label_map="challenge"),
     # The original's choices, none of its bugs: PTB-XL test fold 5, G12EC fold 10 as validation *and*
     # test, centre crops only, four 10-epoch unfreezing stages, its label map.
     "seed": Protocol("seed", "1-4,6-8,10/9/5", "1-9/10/10", center_crop=True, label_map="seed",
@@ -56,7 +55,7 @@ PROTOCOLS: dict[str, Protocol] = {
 DEFAULT_VALUES: dict[str, tuple[Any, ...]] = {
     "fraction": (1.0, 0.5, 0.25, 0.1, 0.05),
     "pretrain-fraction": (1.0, 0.5, 0.25, 0.1),
-    "sampling-rate": (500, 250, 100, 50),
+    "sampling-rate": CACHE_RATES,
     "calibration": (1.0, 0.1),
     "input-domain": ("time", "fft_magnitude", "fft_real", "fft_imag"),
     "leads": ("12", "6", "3", "2", "1"),
@@ -73,9 +72,9 @@ class StudyConfig:
     ptbxl_root: Path | None = None
     g12ec_root: Path | None = None
     fs: int = 100
-    backbone: str = "xresnet1d50_small"
+    backbone: str = DEFAULT_BACKBONE
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    standalone_backbones: tuple[str, ...] = ("xresnet1d50_small", "resnet1d_wang_small", "inception1d_small")
+    standalone_backbones: tuple[str, ...] = STANDALONE_BACKBONES
     pretrain_task: str = "all"
     pretrain_epochs: int = 20
     epochs: int = 20
@@ -289,13 +288,16 @@ def run_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None
 
 def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
               say: Callable[[str], None]) -> list[JobResult]:
+    from ecgml.tracking.run_names import config_run_name, sweep_extras, unique_names
+    from ecgml.tracking.runs import log_params_once
     from ecgml.train.runner import run_training
 
     backbones: dict[str, str] = {}
     results: list[JobResult] = []
-    for i, job in enumerate(jobs, 1):
+    names = unique_names(config_run_name(job.config, sweep_extras(job.public_setting)) for job in jobs)
+    for i, (job, run_name) in enumerate(zip(jobs, names, strict=True), 1):
         start = time.perf_counter()
-        config = job.config
+        config = replace(job.config, run_name=run_name)
         if job.arm == "finetune":
             uri = backbones[job.pretrain_key] if job.pretrain_key else study.backbone_uri
             config = replace(config, init_uri=uri)
@@ -308,10 +310,11 @@ def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
         else:
             outcome = run_training(config, parent_run_id=sweep_id, extra_tags=tags, progress=False)
             run_id, auc, reused = str(outcome.run_id), outcome.test_macro_auc, False
+            log_params_once({"sweep": job.sweep, "protocol": job._protocol, **job.public_setting}, run_id=run_id)
         if job.arm == "pretrain":
             backbones[job.key] = _registered_backbone(run_id, job)
         if job.calibrate:
-            _calibrate(run_id, job, study, sweep_id, commit, tags)
+            _calibrate(run_id, run_name, study, commit, tags)
         seconds = time.perf_counter() - start
         say(f"{label}: test macro AUC {auc:.3f}" + (" (reused)" if reused else f" ({seconds:.0f} s)"))
         results.append(JobResult(job, run_id, auc, reused, seconds))
@@ -329,14 +332,16 @@ def _registered_backbone(run_id: str, job: Job) -> str:
     return f"models:/{STUDY_BACKBONE_MODEL}/{version}"
 
 
-def _calibrate(run_id: str, job: Job, study: StudyConfig, sweep_id: str, commit: str, tags: dict[str, str]) -> None:
+def _calibrate(run_id: str, run_name: str, study: StudyConfig, commit: str, tags: dict[str, str]) -> None:
+    """Calibrate a training run in a child run of it: its results sit under the run they calibrate."""
     from ecgml.jobs.calibrate import run_calibration
+    from ecgml.tracking.run_names import calibration_run_name
 
     key = step_key("calibrate", {"run": run_id})
     if find_finished(study.experiment, key, commit) is not None:
         return
-    run_calibration(f"runs:/{run_id}", experiment=study.experiment, runs_dir=study.runs_dir, parent_run_id=sweep_id,
-                    extra_tags={**tags, STEP_KEY: key})
+    run_calibration(f"runs:/{run_id}", experiment=study.experiment, runs_dir=study.runs_dir, parent_run_id=run_id,
+                    extra_tags={**tags, STEP_KEY: key}, run_name=calibration_run_name(run_name))
 
 
 def parse_values(name: str, text: str | None) -> tuple[Any, ...] | None:
@@ -356,8 +361,9 @@ def check_values(name: str, values: Sequence[Any]) -> None:
     """Bad sweep values fail before any run starts."""
     if name in ("fraction", "pretrain-fraction", "calibration") and not all(0 < v <= 1 for v in values):
         raise ValueError(f"sweep {name}: fractions must be in (0, 1], got {list(values)}")
-    if name == "sampling-rate" and not set(values) <= {500, 250, 100, 50}:
-        raise ValueError(f"sweep sampling-rate: rates must be among 500, 250, 100, 50 Hz, got {list(values)}")
+    if name == "sampling-rate" and not set(values) <= set(CACHE_RATES):
+        raise ValueError(f"sweep sampling-rate: rates must be among {', '.join(map(str, CACHE_RATES))} Hz, "
+                         f"got {list(values)}")
     if name == "strategy" and not set(values) <= {"linear", "full", "gradual"}:
         raise ValueError(f"sweep strategy: strategies are linear, full and gradual, got {list(values)}")
     if name == "input-domain" and not set(values) <= set(DEFAULT_VALUES["input-domain"]):

@@ -26,9 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from ecgml.config import DataConfig, PrepareConfig
+from ecgml.defaults import (
+    DEFAULT_BACKBONE,
+    DEFAULT_BACKBONE_MODEL,
+    DEFAULT_CLASSIFIER_MODEL,
+    STANDALONE_BACKBONES,
+)
 from ecgml.experiments import schema
 from ecgml.experiments.reuse import STEP_KEY, find_finished, step_key
-from ecgml.tracking.registry import DEFAULT_BACKBONE_MODEL, DEFAULT_CLASSIFIER_MODEL
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,8 @@ class MainConfig:
     workers: int = 0
     fractions: tuple[float, ...] = (0.25, 0.025)
     seeds: tuple[int, ...] = (0, 1, 2)
-    backbone: str = "xresnet1d50_small"
-    standalone_backbones: tuple[str, ...] = ("xresnet1d50_small", "resnet1d_wang_small", "inception1d_small")
+    backbone: str = DEFAULT_BACKBONE
+    standalone_backbones: tuple[str, ...] = STANDALONE_BACKBONES
     pretrain_epochs: int = 15
     epochs: int = 15
     batch_size: int = 64
@@ -230,7 +235,7 @@ def _pretrain_and_register(config: MainConfig, roots: dict[str, Path], steps: _S
 
     study = _study(config, roots)
     pretrain_job = plan_sweep("fraction", study, config.fractions)[0]  # the very job the sweep would run
-    run_id = _train_step("pretrain", replace(pretrain_job.config, run_name="pretrain"), steps, say)
+    run_id = _train_step("pretrain", pretrain_job.config, steps, say)
     return _register_and_promote("register", DEFAULT_BACKBONE_MODEL, run_id, steps, say, register=True)
 
 
@@ -243,7 +248,7 @@ def _finetune_calibrate_evaluate(config: MainConfig, roots: dict[str, Path], bac
 
     study = _study(config, roots, backbone_uri=backbone_uri)
     job = next(j for j in plan_sweep("fraction", study, (1.0,)) if j.arm == "finetune")
-    tuned = replace(job.config, init_uri=backbone_uri, register_as=DEFAULT_CLASSIFIER_MODEL, run_name="finetune")
+    tuned = replace(job.config, init_uri=backbone_uri, register_as=DEFAULT_CLASSIFIER_MODEL)
     run_id = _train_step("finetune", tuned, steps, say)
     classifier = version_of_run(DEFAULT_CLASSIFIER_MODEL, run_id)
     if classifier is None:

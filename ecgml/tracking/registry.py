@@ -2,24 +2,39 @@
 
 Stages are expressed as MLflow aliases (``staging``, ``production``; registry stages proper are
 deprecated in MLflow 3); ``archived`` removes a version's aliases and marks it. Every promotion is
-appended to the version's ``ecgml.promotion_history`` tag (who, what, when), so the history survives
-alias moves. Any other alias (``champion``) can be set the same way.
+appended to the version's ``ecgml.promotion_history`` tag (who, what, when), and a version an alias moves
+away from gets a ``demoted`` entry naming the version that took it, so both sides of a move are on record.
+Any other alias (``champion``) can be set the same way.
+
+Promotion to ``production`` is guarded: a version whose test macro AUC is lower than the current
+production version's on the same test set (same :data:`TEST_SET_TAG` fingerprint) is refused unless
+forced; on a different or unknown test set the two figures are only compared with a warning. Every
+check happens before the first write, so a refusal leaves the registry as it was.
 """
 
 from __future__ import annotations
 
+import difflib
 import getpass
+import hashlib
 import json
+import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-DEFAULT_BACKBONE_MODEL = "ecgml-ptbxl-backbone"
-DEFAULT_CLASSIFIER_MODEL = "ecgml-g12ec-classifier"
-STAGES = ("staging", "production", "archived")
+from ecgml.defaults import DEFAULT_BACKBONE_MODEL, REGISTRY_STAGES
+
+STAGES = REGISTRY_STAGES
 MODEL_URI_TAG = "ecgml.model_uri"
 HISTORY_TAG = "ecgml.promotion_history"
+#: Fingerprint of the test records a version was scored on (hash of the sorted record ids and the classes).
+TEST_SET_TAG = "ecgml.test_set"
+#: The figure promotion compares.
+GUARD_METRIC = "test_macro_auc"
 
 
 class RegistryError(ValueError):
@@ -33,6 +48,11 @@ class VersionInfo:
     aliases: tuple[str, ...]
     run_id: str | None
     tags: dict[str, str]
+    description: str = ""
+
+    @property
+    def archived(self) -> bool:
+        return self.tags.get("ecgml.archived") == "true"
 
 
 def _client() -> Any:
@@ -67,6 +87,81 @@ def register_best(experiment: str, name: str = DEFAULT_BACKBONE_MODEL, metric: s
     return register_run(best_run(experiment, metric, kind).info.run_id, name, selected_by=metric)
 
 
+def _say_warning(text: str) -> None:
+    sys.stderr.write(f"warning: {text}\n")
+    sys.stderr.flush()
+
+
+def model_names() -> list[str]:
+    """Every registered model's name, sorted."""
+    return sorted(m.name for m in _client().search_registered_models(max_results=1000))
+
+
+def _unknown_model(name: str) -> RegistryError:
+    """``no registered model named 'ecgml-g12ec-clasifier'; did you mean ecgml-g12ec-classifier?``"""
+    names = model_names()
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = (f"; did you mean {' or '.join(close)}?" if close
+            else f"; registered models: {', '.join(names)}" if names else "; the registry is empty")
+    return RegistryError(f"no registered model named {name!r}{hint}")
+
+
+def _require_model(name: str) -> None:
+    import mlflow
+
+    try:
+        _client().get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        raise _unknown_model(name) from None
+
+
+def test_set_fingerprint(run_id: str) -> str | None:
+    """Hash of the test records (sorted ids) and classes a run was scored on, from its
+    ``eval/predictions_test.csv`` (a calibration run: its source run's); None when the run logged none."""
+    import mlflow
+
+    client = _client()
+    run = client.get_run(run_id)
+    source = run.data.tags.get("ecgml.calibrated_run_id", run_id)
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=source, artifact_path="eval/predictions_test.csv",
+                                                       dst_path=folder)
+        except Exception:  # no such artifact (a pretraining run of an older ecgml, a hand-made run)
+            return None
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if not lines:
+        return None
+    header = lines[0].split(",")
+    classes = sorted(c.removeprefix("true_") for c in header if c.startswith("true_"))
+    ids = sorted(line.split(",", 1)[0] for line in lines[1:] if line)
+    digest = hashlib.sha256(json.dumps({"ids": ids, "classes": classes}).encode()).hexdigest()
+    return digest[:16]
+
+
+def version_description(name: str, run: Any, tags: dict[str, str]) -> str:
+    """A short Markdown description of a version: what it is, its data, its metrics, where it came from."""
+    kind = tags.get("ecgml.kind") or run.data.tags.get("ecgml.kind", "model")
+    what = {"pretrain": "Backbone pretrained", "finetune": "Classifier fine-tuned", "standalone":
+            "Classifier trained from scratch", "calibrate": "Temperature-calibrated classifier"}.get(kind, "Model")
+    dataset = tags.get("dataset") or run.data.tags.get("dataset", "?")
+    lines = [f"**{run.info.run_name or name}**", "",
+             f"{what} on {dataset} ({tags.get('task', '?')}, label map {tags.get('label_map', '?')}, "
+             f"backbone {tags.get('backbone', '?')})."]
+    metrics = [f"{k.removeprefix('metric.')} {float(v):.3f}" for k, v in sorted(tags.items())
+               if k.startswith("metric.")]
+    if metrics:
+        lines.append("Metrics: " + ", ".join(metrics) + ".")
+    lineage = [f"run `{run.info.run_id}`"]
+    for key, label in (("ecgml.backbone_version", "backbone"), ("ecgml.calibrated_from", "calibrated from")):
+        if key in tags:
+            lineage.append(f"{label} `{tags[key]}`")
+    if TEST_SET_TAG in tags:
+        lineage.append(f"test set `{tags[TEST_SET_TAG]}`")
+    lines.append("Lineage: " + ", ".join(lineage) + ".")
+    return "\n".join(lines)
+
+
 def register_run(run_id: str, name: str = DEFAULT_BACKBONE_MODEL, *, selected_by: str = "explicit run",
                  extra_tags: dict[str, str] | None = None) -> VersionInfo:
     """Register one finished run's logged model as a new version of ``name`` (created if needed)."""
@@ -91,11 +186,15 @@ def register_run(run_id: str, name: str = DEFAULT_BACKBONE_MODEL, *, selected_by
                     "git_commit", "ecgml.config_digest")},
         **(extra_tags or {}),
     }
+    fingerprint = test_set_fingerprint(run.info.run_id)
+    if fingerprint:
+        tags[TEST_SET_TAG] = fingerprint
     try:
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description="ecgml backbones pretrained on PTB-XL")
-    version = client.create_model_version(name, run.data.tags[MODEL_URI_TAG], run_id=run.info.run_id, tags=tags)
+    version = client.create_model_version(name, run.data.tags[MODEL_URI_TAG], run_id=run.info.run_id, tags=tags,
+                                          description=version_description(name, run, tags))
     return show(name, version.version)
 
 
@@ -114,32 +213,115 @@ def register_run_model(name: str, run_id: str, model_uri: str, tags: dict[str, s
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name)
-    version = client.create_model_version(name, model_uri, run_id=run_id,
-                                          tags={"ecgml.source_run_id": run_id, **tags})
+    tags = {"ecgml.source_run_id": run_id, **tags}
+    fingerprint = tags.get(TEST_SET_TAG) or test_set_fingerprint(run_id)
+    if fingerprint:
+        tags[TEST_SET_TAG] = fingerprint
+    run = client.get_run(run_id)
+    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags,
+                                          description=version_description(name, run, tags))
     return str(version.version)
 
 
+def guard_metric(info: VersionInfo) -> float | None:
+    """The test macro AUC of a version; a calibrated version's is its source's (temperature scaling keeps
+    each class's ranking, so the AUC is the same)."""
+    text = info.tags.get(f"metric.{GUARD_METRIC}")
+    if text is None and "ecgml.calibrated_from" in info.tags:
+        try:
+            return guard_metric(resolve(info.tags["ecgml.calibrated_from"]))
+        except RegistryError:
+            return None
+    return float(text) if text is not None else None
+
+
+@dataclass(frozen=True)
+class ProductionCheck:
+    """How a candidate compares with the current production version: ``lower`` on the same test set
+    refuses the promotion (unless forced); ``warning`` is said when the figures cannot be compared."""
+
+    lower: bool
+    figures: str
+    warning: str | None
+
+
+def production_check(name: str, version: str, current: VersionInfo | None) -> ProductionCheck:
+    """Compare ``version`` of ``name`` with ``current`` production by test macro AUC and test-set fingerprint."""
+    if current is None or current.version == version:
+        return ProductionCheck(False, "", None)
+    new = show(name, version)
+    new_auc, old_auc = guard_metric(new), guard_metric(current)
+    figures = (f"v{version} test macro AUC {'?' if new_auc is None else f'{new_auc:.3f}'}, production "
+               f"v{current.version} {'?' if old_auc is None else f'{old_auc:.3f}'}")
+    if new_auc is None or old_auc is None:
+        return ProductionCheck(False, figures, f"cannot compare {figures}: a version has no recorded {GUARD_METRIC}")
+    new_set, old_set = new.tags.get(TEST_SET_TAG), current.tags.get(TEST_SET_TAG)
+    if new_set is None or old_set is None or new_set != old_set:
+        return ProductionCheck(False, figures, (
+            f"{figures}, but on different test sets ({new_set or 'unknown'} vs {old_set or 'unknown'}): the "
+            "figures are not comparable, so the promotion is not guarded"))
+    return ProductionCheck(new_auc < old_auc, f"{figures} on the same test set ({new_set})", None)
+
+
 def promote(name: str, version: str, stage: str | None = None, alias: str | None = None,
-            user: str | None = None) -> VersionInfo:
-    """Move ``version`` to a stage (as an alias) or set any alias, recording who did it and when."""
+            user: str | None = None, *, force: bool = False,
+            warn: Callable[[str], None] = _say_warning) -> VersionInfo:
+    """Move ``version`` to a stage (as an alias) or set any alias, recording who did it and when.
+
+    Every check runs before the first write: a refused request leaves the registry unchanged.
+    """
     if (stage is None) == (alias is None):
         raise RegistryError("give exactly one of a stage (staging, production, archived) or an alias")
     if stage is not None and stage not in STAGES:
         raise RegistryError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    if alias is not None and (not alias.strip() or alias in ("archived", "latest") or alias.isdigit()):
+        raise RegistryError(f"{alias!r} cannot be an alias (not empty, a number, 'latest' or 'archived')")
     client = _client()
+    _require_model(name)
     current = show(name, version)
+    target = stage or alias
+    holder = _alias_holder(name, str(target)) if stage != "archived" else None
+    check = production_check(name, version, holder) if stage == "production" else ProductionCheck(False, "", None)
+    if check.lower and not force:
+        raise RegistryError(f"refusing to promote {name} v{version} to production: it scores lower than the "
+                            f"current production version ({check.figures}). Pass --force to promote it anyway")
+    if check.lower:
+        warn(f"--force: promoting {name} v{version} to production although it scores lower ({check.figures})")
+    if check.warning:
+        warn(check.warning)
+    by, at = user or getpass.getuser(), datetime.now(UTC).isoformat(timespec="seconds")
+    entry: dict[str, Any] = {"to": stage or f"alias:{alias}", "by": by, "at": at}
     if stage == "archived":
         for held in current.aliases:
             client.delete_registered_model_alias(name, held)
         client.set_model_version_tag(name, version, "ecgml.archived", "true")
+        entry["removed_aliases"] = list(current.aliases)
     else:
-        client.set_registered_model_alias(name, stage or alias, version)
+        client.set_registered_model_alias(name, str(target), version)
         client.set_model_version_tag(name, version, "ecgml.archived", "false")
-    history = json.loads(current.tags.get(HISTORY_TAG, "[]"))
-    history.append({"to": stage or f"alias:{alias}", "by": user or getpass.getuser(),
-                    "at": datetime.now(UTC).isoformat(timespec="seconds")})
-    client.set_model_version_tag(name, version, HISTORY_TAG, json.dumps(history))
+        if holder is not None and holder.version != version:
+            entry["replaced"] = holder.version
+            _append_history(holder, {"to": f"demoted from {target}", "by": by, "at": at,
+                                     "replaced_by": version})
+    if check.lower:
+        entry["forced"] = True
+    _append_history(current, entry)
     return show(name, version)
+
+
+def _alias_holder(name: str, alias: str) -> VersionInfo | None:
+    import mlflow
+
+    try:
+        return show(name, _client().get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def _append_history(info: VersionInfo, entry: dict[str, Any]) -> None:
+    history = json.loads(info.tags.get(HISTORY_TAG, "[]"))
+    history.append(entry)
+    _client().set_model_version_tag(info.name, info.version, HISTORY_TAG, json.dumps(history))
 
 
 def show(name: str, version: str) -> VersionInfo:
@@ -149,16 +331,27 @@ def show(name: str, version: str) -> VersionInfo:
     try:
         mv = client.get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"registered model {name!r} has no version {version}") from None
-    return VersionInfo(name, str(mv.version), tuple(mv.aliases or ()), mv.run_id, dict(mv.tags or {}))
+        _require_model(name)
+        held = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+        raise RegistryError(f"registered model {name!r} has no version {version} "
+                            f"(it has {', '.join(map(str, held)) or 'none'})") from None
+    return VersionInfo(name, str(mv.version), tuple(mv.aliases or ()), mv.run_id, dict(mv.tags or {}),
+                       mv.description or "")
 
 
 def list_versions(name: str) -> list[VersionInfo]:
-    client = _client()
-    versions = client.search_model_versions(f"name = '{name}'")
+    _require_model(name)
+    versions = _client().search_model_versions(f"name = '{name}'")
     if not versions:
-        raise RegistryError(f"no registered model named {name!r} (or it has no versions)")
+        raise RegistryError(f"registered model {name!r} has no versions")
     return sorted((show(name, v.version) for v in versions), key=lambda v: int(v.version))
+
+
+def list_models() -> dict[str, list[VersionInfo]]:
+    """Every registered model with its versions (oldest first); an empty registry gives an empty dict."""
+    return {name: sorted((show(name, v.version) for v in _client().search_model_versions(f"name = '{name}'")),
+                         key=lambda v: int(v.version))
+            for name in model_names()}
 
 
 def resolve(uri: str) -> VersionInfo:
@@ -173,7 +366,10 @@ def resolve(uri: str) -> VersionInfo:
         try:
             mv = _client().get_model_version_by_alias(name, alias)
         except mlflow.exceptions.MlflowException:
-            raise RegistryError(f"registered model {name!r} has no alias {alias!r}") from None
+            _require_model(name)
+            held = sorted({a for v in _client().search_model_versions(f"name = '{name}'") for a in v.aliases or ()})
+            raise RegistryError(f"registered model {name!r} has no alias {alias!r} "
+                                f"(its aliases: {', '.join(held) or 'none'})") from None
         return show(name, mv.version)
     name, _, version = body.partition("/")
     if not version.isdigit():

@@ -258,7 +258,7 @@ def join(study_name: str, settings: RunSettings) -> tuple[optuna.Study, TuneSpec
 
 
 def worker_command(study_name: str, index: int, settings: RunSettings) -> list[str]:
-    return [sys.executable, "-m", "ecgml.tune.cli", "--join", "--study-name", study_name, "--workers", "1",
+    return [sys.executable, "-m", "ecgml.cli", "tune", "--join", "--study-name", study_name, "--workers", "1",
             "--worker-index", str(index), "--heartbeat-interval", str(settings.heartbeat_interval),
             "--grace-period", str(settings.grace_period or 2 * settings.heartbeat_interval),
             "--max-retry", str(-1 if settings.max_retry is None else settings.max_retry)]

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from ecgml.cli.tune import tune_command
 from ecgml.data.synth import generate_ptbxl
 from ecgml.tune import logger
-from ecgml.tune.cli import tune_command
 from ecgml.tune.study import slots_used
 from tests.servers import PostgresServer, free_port, postgres_server
 
@@ -28,7 +28,7 @@ BASE = ["--task", "superdiagnostic", "--epochs", "3", "--backbone-kwargs", '{"la
         "--seed", "3", "--heartbeat-interval", "1"]
 TINY = ["--space", "backbone=xresnet1d18", "--space", "crop_s=2.5", "--space", "batch_size=16"]
 ARGS = [*BASE, *TINY, "--space", "width=0.125,0.25"]
-RUN = [sys.executable, "-c", "from ecgml.tune.cli import tune_command; tune_command()"]
+RUN = [sys.executable, "-c", "from ecgml.cli.tune import tune_command; tune_command()"]
 
 
 @pytest.fixture(scope="module")

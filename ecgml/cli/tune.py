@@ -1,10 +1,12 @@
-"""``ecgml tune``: the click command (registered in ``ecgml.cli`` as ``tune``); it parses options into a
-:class:`~ecgml.tune.spec.TuneSpec` and :class:`~ecgml.tune.study.RunSettings` and calls :func:`run_study`.
+"""``ecgml tune``: parses options into a :class:`~ecgml.tune.spec.TuneSpec` and
+:class:`~ecgml.tune.study.RunSettings` and calls :func:`~ecgml.tune.study.run_study`.
 
     ecgml tune --n-trials 40 --workers 2                                   # journal file, this machine
     ecgml tune --storage postgresql://u:p@db/optuna --study-name s1 ...    # first machine: creates, finishes
     ecgml tune --storage postgresql://u:p@db/optuna --study-name s1 --join # other machines: work only
     ecgml tune --resume --study-name s1 --n-trials 60                      # continue (and grow) a study
+
+The dataset and training options are :mod:`ecgml.cli.options`' (tune-only defaults where they differ).
 """
 
 from __future__ import annotations
@@ -17,27 +19,36 @@ from typing import Any
 
 import click
 
+from ecgml.cli.options import (
+    backbone_kwargs_option,
+    cache_dir_option,
+    crop_s_option,
+    device_option,
+    epochs_option,
+    experiment_option,
+    fail,
+    fraction_option,
+    fs_option,
+    label_map_option,
+    leads_option,
+    num_workers_option,
+    pairs,
+    patience_option,
+    root_option,
+    runs_dir_option,
+    splits_option,
+    stack,
+)
+from ecgml.defaults import (
+    DEFAULT_BACKBONE,
+    DEFAULT_BACKBONE_MODEL,
+    DEFAULT_BACKBONE_URI,
+    DEFAULT_CLASSIFIER_MODEL,
+    TUNE_EXPERIMENT,
+)
 from ecgml.tune.space import PARAMETERS, STAGES
 from ecgml.tune.spec import PRUNERS, SAMPLERS
 from ecgml.tune.storage import DEFAULT_STORAGE
-
-_FS = click.Choice(["500", "250", "100", "50"])
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from exc
-
-
-def _pairs(texts: tuple[str, ...], option: str) -> dict[str, str]:
-    out = {}
-    for text in (part.strip() for whole in texts for part in whole.split(";")):
-        if not text:
-            continue
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint=option)
-        out[key.strip()] = value
-    return out
 
 
 def _base_config(stage: str, seed: int, o: dict[str, Any]) -> Any:
@@ -61,7 +72,7 @@ def _base_config(stage: str, seed: int, o: dict[str, Any]) -> Any:
                           splits=o["splits"])
         prepare = PrepareConfig(data=data, leads=o["leads"], cache_dir=o["cache_dir"] or default_data_dir() / "cache")
         return TrainConfig(
-            kind=stage, data=prepare, model=ModelConfig(backbone="xresnet1d50_small", kwargs=kwargs),
+            kind=stage, data=prepare, model=ModelConfig(backbone=DEFAULT_BACKBONE, kwargs=kwargs),
             optim=OptimConfig(epochs=o["epochs"], patience=o["patience"]), crop_s=o["crop_s"],
             fraction=o["fraction"], seed=seed, device=o["device"], num_workers=o["num_workers"],
             experiment=o["experiment"], runs_dir=o["runs_dir"] or default_data_dir() / "runs",
@@ -99,7 +110,7 @@ _SPACE_HELP = "Narrow the search space: NAME=LOW:HIGH[:log], NAME=A,B,C or NAME=
               help="Study tag, copied onto the parent run and every trial run; repeatable (or ';'-separated).")
 @click.option("--register-as", default=None,
               help="Register the best trial's model under this name ('' = the default) [pretrain: "
-                   "ecgml-ptbxl-backbone, finetune: ecgml-g12ec-classifier; --resume: the study's own].")
+                   f"{DEFAULT_BACKBONE_MODEL}, finetune: {DEFAULT_CLASSIFIER_MODEL}; --resume: the study's own].")
 @click.option("--no-register", is_flag=True, help="Do not register the best trial's model (kept by --resume).")
 @click.option("--heartbeat-interval", type=click.IntRange(1), default=30, help="Seconds between trial heartbeats.")
 @click.option("--grace-period", type=click.IntRange(2), default=None,
@@ -108,23 +119,25 @@ _SPACE_HELP = "Narrow the search space: NAME=LOW:HIGH[:log], NAME=A,B,C or NAME=
                                                                        "(-1: no limit).")
 @click.option("--gpus", default=None, help="Comma list of GPU ids, one per worker in turn (CUDA_VISIBLE_DEVICES).")
 @click.option("--worker-index", type=click.IntRange(0), default=None, hidden=True)
-@click.option("--root", default=None, help="Dataset root [default: the synthetic tree].")
-@click.option("--fs", type=_FS, default="100")
-@click.option("--task", default=None, help="[pretrain: all, finetune: shared18]")
-@click.option("--label-map", type=click.Choice(["challenge", "seed"]), default="challenge")
-@click.option("--splits", default="1-8/9/10")
-@click.option("--leads", default="12")
-@click.option("--fraction", type=float, default=1.0)
-@click.option("--epochs", type=click.IntRange(1), default=10)
-@click.option("--patience", type=click.IntRange(0), default=5)
-@click.option("--backbone-kwargs", default="{}", help="JSON arguments every trial's backbone gets.")
-@click.option("--backbone-uri", default="models:/ecgml-ptbxl-backbone@production", help="Finetune: the backbone.")
-@click.option("--crop-s", type=float, default=2.5, help="Finetune: the backbone's input length (pretrain tunes it).")
-@click.option("--device", default="auto")
-@click.option("--num-workers", type=click.IntRange(0), default=0)
-@click.option("--experiment", default="ecgml-tune")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
-@click.option("--runs-dir", type=click.Path(path_type=Path), default=None)
+@stack([
+    root_option(),
+    fs_option(),
+    click.option("--task", default=None, help="[pretrain: all, finetune: shared18]"),
+    label_map_option(),
+    splits_option(),
+    leads_option(),
+    fraction_option(),
+    epochs_option(10),
+    patience_option(),
+    backbone_kwargs_option("JSON arguments every trial's backbone gets."),
+    click.option("--backbone-uri", default=DEFAULT_BACKBONE_URI, help="Finetune: the backbone."),
+    crop_s_option("Finetune: the backbone's input length (pretrain tunes it)."),
+    device_option(),
+    num_workers_option(),
+    experiment_option(TUNE_EXPERIMENT),
+    cache_dir_option(),
+    runs_dir_option(),
+])
 def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, study_name: str | None, resume: bool,
                  join: bool, space_texts: tuple[str, ...], pruner: str, pruner_startup_trials: int,
                  pruner_warmup_epochs: int, sampler: str, seed: int, tag_texts: tuple[str, ...],
@@ -134,7 +147,7 @@ def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, s
 
     Trials prune from per-epoch validation macro AUC; the best trial's model is registered at the end.
     """
-    from ecgml.tracking.registry import DEFAULT_BACKBONE_MODEL, DEFAULT_CLASSIFIER_MODEL, RegistryError
+    from ecgml.tracking.registry import RegistryError
     from ecgml.tracking.runs import TrackingError
     from ecgml.tune.space import SearchSpace, SpaceError, parse_overrides
     from ecgml.tune.spec import StudyError, TuneSpec
@@ -165,13 +178,13 @@ def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, s
             spec = TuneSpec(stage=stage, space=space, base=_base_config(stage, seed, options),  # type: ignore[arg-type]
                             n_trials=n_trials or 20, pruner=pruner, pruner_startup_trials=pruner_startup_trials,  # type: ignore[arg-type]
                             pruner_warmup_epochs=pruner_warmup_epochs, sampler=sampler, seed=seed,
-                            tags=_pairs(tag_texts, "--tag"),
+                            tags=pairs(tag_texts, "--tag"),
                             register_as="" if no_register else register_as or default_name)
             _echo("search space:\n" + space.describe())
         result = run_study(spec, study_name, settings, resume_study=resume, n_trials=n_trials, echo=_echo,
                            register_as="" if no_register else register_as or None)
     except (SpaceError, StudyError, StorageError, TrackingError, RegistryError, OSError) as exc:
-        _fail(exc)
+        fail(exc)
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
     _echo(f"study {result.study_name}: {counts}; parent run {result.parent_run_id}")
     if result.best_number is not None:
@@ -189,5 +202,4 @@ def _echo(line: str) -> None:
     sys.stdout.flush()
 
 
-if __name__ == "__main__":  # worker processes: python -m ecgml.tune.cli --join ...
-    tune_command()
+COMMANDS: tuple[click.Command, ...] = (tune_command,)

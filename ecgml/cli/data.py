@@ -1,0 +1,134 @@
+"""``ecgml data``: synthesise, download, prepare (cache) and describe datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ecgml.cli.options import data_options, fail, prepare_config
+from ecgml.config import default_data_dir, to_jsonable
+from ecgml.data.download import SOURCES as DOWNLOAD_SOURCES
+
+
+@click.group("data")
+def data_group() -> None:
+    """Datasets: synthesise, download, prepare (cache) and describe."""
+
+
+def _parse_rates(text: str) -> tuple[int, ...]:
+    try:
+        rates = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of rates") from None
+    if not rates or not set(rates) <= {100, 500}:
+        raise click.BadParameter("PTB-XL-shaped trees are written at 100 and/or 500 Hz")
+    return rates
+
+
+@data_group.command("synth")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder to write ptbxl/ and g12ec/ into [default: $ECGML_DATA/synthetic].")
+@click.option("--ptbxl-records", type=click.IntRange(0), default=2000, show_default=True)
+@click.option("--g12ec-records", type=click.IntRange(0), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--ptbxl-rates", default="100,500", show_default=True,
+              help="Sampling rates of the PTB-XL-shaped tree (records100/, records500/).")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Worker processes (0 = all cores).")
+def synth_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, seed: int,
+                  ptbxl_rates: str, workers: int) -> None:
+    """Write synthetic PTB-XL-shaped and G12EC-shaped trees in the real on-disk formats."""
+    from ecgml.data.synth import generate_g12ec, generate_ptbxl
+
+    out_dir = out_dir or default_data_dir() / "synthetic"
+    rates = _parse_rates(ptbxl_rates)
+    try:
+        summaries: dict[str, Any] = {}
+        if ptbxl_records:
+            summaries["ptbxl"] = generate_ptbxl(out_dir / "ptbxl", ptbxl_records, seed,
+                                                sampling_rates=rates, workers=workers)
+        if g12ec_records:
+            summaries["g12ec"] = generate_g12ec(out_dir / "g12ec", g12ec_records, seed + 1, workers=workers)
+    except (OSError, ValueError) as exc:
+        fail(exc)
+    for name, summary in summaries.items():
+        click.echo(f"{name}: {summary}")
+    log_to_mlflow_run({"synth_config.json": {"out": str(out_dir), "ptbxl_records": ptbxl_records,
+                                             "g12ec_records": g12ec_records, "seed": seed,
+                                             "ptbxl_rates": list(rates)}})
+
+
+@data_group.command("download")
+@click.argument("name", type=click.Choice(sorted(DOWNLOAD_SOURCES)))
+@click.option("--dest", type=click.Path(path_type=Path), required=True, help="Folder to download into.")
+@click.option("--base-url", default=None, help="A mirror to download from instead of the publisher.")
+@click.option("--no-verify", is_flag=True, help="Skip SHA-256 verification (not recommended).")
+def download_command(name: str, dest: Path, base_url: str | None, no_verify: bool) -> None:
+    """Download a published dataset, resuming partial files and verifying published checksums.
+
+    ptbxl: PTB-XL 1.0.3, every file checked against its SHA256SUMS.txt. g12ec: the 2020 Challenge's
+    Georgia archive, checked against its published MD5. g12ec-physionet: the same records from
+    PhysioNet's versioned release, every file checked by SHA-256. g12ec-2021: the 2021 re-issue (no
+    published checksum: the receipt records the SHA-256 of what arrived).
+    """
+    from ecgml.data.download import download_dataset
+
+    try:
+        root = download_dataset(name, dest, base_url=base_url, verify=not no_verify)
+    except (OSError, ValueError) as exc:
+        fail(exc)
+    click.echo(f"{name} ready at {root}")
+
+
+@data_group.command("prepare")
+@data_options
+def prepare_command(**options: Any) -> None:
+    """Read a dataset and build (or reuse) its signal cache and label matrix."""
+    from ecgml.data.prepare import prepare
+
+    config = prepare_config(**options)
+    try:
+        prepared = prepare(config)
+    except (OSError, ValueError, KeyError) as exc:
+        fail(exc)
+    click.echo(f"cache ready: {prepared.cache.path} ({len(prepared.cache.records)} records, "
+               f"shape {tuple(prepared.cache.signals.shape)})")
+    log_to_mlflow_run({"config.json": to_jsonable(config)})
+
+
+@data_group.command("stats")
+@data_options
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the statistics as JSON here.")
+def stats_command(json_path: Path | None, **options: Any) -> None:
+    """Label counts per split and per label map, dropped records and why, NaN and flat leads."""
+    from ecgml.data.prepare import prepare
+    from ecgml.data.stats import dataset_stats, format_stats
+    from ecgml.io import atomic_write_json
+
+    config = prepare_config(**options)
+    try:
+        stats = dataset_stats(prepare(config))
+    except (OSError, ValueError, KeyError) as exc:
+        fail(exc)
+    click.echo(format_stats(stats))
+    if json_path:
+        atomic_write_json(json_path, stats)
+    log_to_mlflow_run({"config.json": to_jsonable(config), f"stats_{config.data.source}.json": stats})
+
+
+def log_to_mlflow_run(artifacts: dict[str, Any]) -> None:
+    """When run by ``mlflow run`` (``MLFLOW_RUN_ID`` set), attach these JSON documents to that run."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        return
+    from ecgml.tracking.runs import log_json, open_run
+
+    with open_run("ecgml", system_metrics=False):
+        for name, obj in artifacts.items():
+            log_json(obj, name)
+
+
+COMMANDS: tuple[click.Command, ...] = (data_group,)

@@ -1,0 +1,110 @@
+"""``ecgml experiment`` and ``report``: the study's sweeps and their Markdown report."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from ecgml.cli.options import FS_CHOICES, fail, int_list, name_list
+from ecgml.config import DEFAULT_FINETUNE_STRATEGY, STRATEGIES, default_data_dir
+from ecgml.data.labels import PTBXL_TASKS
+from ecgml.defaults import DEFAULT_BACKBONE, DEFAULT_FS, STANDALONE_BACKBONES, STUDY_EXPERIMENT
+
+
+@click.command("experiment")
+@click.argument("name", type=click.Choice(["fraction", "pretrain-fraction", "sampling-rate", "calibration",
+                                           "input-domain", "leads", "strategy"]))
+@click.option("--values", default=None, help="The swept values, comma-separated [default: the study's list].")
+@click.option("--protocol", type=click.Choice(["standard", "seed"]), default="standard", show_default=True,
+              help="standard: PTB-XL folds 1-8/9/10, random crops, separate G12EC val/test; seed: the original's "
+                   "choices (PTB-XL test fold 5, G12EC fold 10 for val and test, centre crops, gradual unfreezing).")
+@click.option("--seeds", default="0,1,2", show_default=True)
+@click.option("--ptbxl-root", default=None, help="PTB-XL root [default: the synthetic tree].")
+@click.option("--g12ec-root", default=None, help="G12EC root [default: the synthetic tree].")
+@click.option("--fs", type=FS_CHOICES, default=str(DEFAULT_FS), show_default=True)
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Pretrained and fine-tuned backbone.")
+@click.option("--backbone-kwargs", default="{}", show_default=True)
+@click.option("--standalone", default=",".join(STANDALONE_BACKBONES), show_default=True)
+@click.option("--backbone-uri", default=None,
+              help="Fine-tune this registered backbone where the sweep does not vary pretraining.")
+@click.option("--pretrain-task", type=click.Choice(PTBXL_TASKS), default="all", show_default=True)
+@click.option("--pretrain-epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--lr", type=float, default=1e-2, show_default=True)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_FINETUNE_STRATEGY, show_default=True,
+              help="Fine-tuning strategy where the sweep does not vary it.")
+@click.option("--calibrate-all", is_flag=True, help="Also calibrate every fine-tuned and standalone run.")
+@click.option("--experiment", default=STUDY_EXPERIMENT, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--report-dir", type=click.Path(path_type=Path), default=None,
+              help="Also write the report of this sweep here.")
+def experiment_command(name: str, values: str | None, protocol: str, seeds: str, ptbxl_root: str | None,
+                       g12ec_root: str | None, fs: str, backbone: str, backbone_kwargs: str, standalone: str,
+                       backbone_uri: str | None, pretrain_task: str, pretrain_epochs: int, epochs: int,
+                       batch_size: int, lr: float, strategy: str, calibrate_all: bool, experiment: str, device: str,
+                       report_dir: Path | None) -> None:
+    """Run one sweep of the study: a parent run with a child run per setting, arm and seed."""
+    from ecgml.experiments.study import StudyConfig, check_values, parse_values, run_sweep
+    from ecgml.models import get_backbone_entry
+    from ecgml.tracking.registry import RegistryError
+    from ecgml.tracking.runs import TrackingError
+
+    try:
+        kwargs = json.loads(backbone_kwargs)
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--backbone-kwargs {backbone_kwargs!r} is not a JSON object")
+        families = name_list(standalone)
+        for model_name in (backbone, *families):
+            get_backbone_entry(model_name)
+        parsed = parse_values(name, values)
+        if parsed:
+            check_values(name, parsed)
+        data_dir = default_data_dir()
+        study = StudyConfig(protocol=protocol, seeds=int_list(seeds, "seed"),
+                            ptbxl_root=Path(ptbxl_root) if ptbxl_root else None,
+                            g12ec_root=Path(g12ec_root) if g12ec_root else None, fs=int(fs), backbone=backbone,
+                            backbone_kwargs=kwargs, standalone_backbones=families, pretrain_task=pretrain_task,
+                            pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, lr=lr,
+                            strategy=strategy, backbone_uri=backbone_uri, experiment=experiment,
+                            runs_dir=data_dir / "runs", cache_dir=data_dir / "cache", device=device,
+                            workers=os.cpu_count() or 1, calibrate_all=calibrate_all)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    try:
+        sweep_id, results = run_sweep(name, study, parsed)
+        click.echo(f"sweep run {sweep_id}: {len(results)} child runs ({sum(r.reused for r in results)} reused)")
+        if report_dir is not None:
+            from ecgml.experiments.report import run_report
+
+            click.echo(f"report: {run_report(experiment, report_dir, sweeps=[name])}")
+    except (OSError, ValueError, KeyError, RegistryError, TrackingError) as exc:
+        fail(exc)
+
+
+@click.command("report")
+@click.option("--experiment", default=STUDY_EXPERIMENT, show_default=True)
+@click.option("--sweep", "sweeps", multiple=True, help="A sweep to report (repeat; default: every sweep found).")
+@click.option("--parent-run-id", default=None, help="Only the runs under this sweep (or main) run.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+@click.option("--bootstrap", type=click.IntRange(10), default=1000, show_default=True, help="Bootstrap rounds.")
+def report_command(experiment: str, sweeps: tuple[str, ...], parent_run_id: str | None, out_dir: Path,
+                   bootstrap: int) -> None:
+    """Read sweep runs from MLflow and write a Markdown report with plots; log it to a report run."""
+    from ecgml.experiments.collect import CollectError
+    from ecgml.experiments.report import run_report
+    from ecgml.tracking.runs import TrackingError, check_tracking_uri
+
+    try:
+        check_tracking_uri()
+        path = run_report(experiment, out_dir, sweeps=list(sweeps) or None, parent_run_id=parent_run_id,
+                          n_rounds=bootstrap)
+    except (OSError, ValueError, CollectError, TrackingError) as exc:
+        fail(exc)
+    click.echo(f"report: {path.resolve()}")
+
+
+COMMANDS: tuple[click.Command, ...] = (experiment_command, report_command)

@@ -1,0 +1,132 @@
+"""``ecgml calibrate``, ``evaluate`` and ``main``: jobs on registered models, and the embedded study."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ecgml.cli.options import fail, float_list, int_list, name_list, prepare_config, runs_dir_option
+from ecgml.config import SOURCES, default_data_dir
+from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS
+from ecgml.defaults import (
+    CALIBRATE_EXPERIMENT,
+    DEFAULT_BACKBONE,
+    DEFAULT_CLASSIFIER_URI,
+    DEFAULT_SPLITS,
+    EVALUATE_EXPERIMENT,
+    STANDALONE_BACKBONES,
+    STUDY_EXPERIMENT,
+)
+
+
+@click.command("calibrate")
+@click.option("--model", "model_uri", default=DEFAULT_CLASSIFIER_URI, show_default=True,
+              help="models:/NAME/VERSION, models:/NAME@ALIAS (production falls back to the latest version) "
+                   "or runs:/RUN_ID (measured only, not registered).")
+@click.option("--method", type=click.Choice(["single", "per-class"]), default="single", show_default=True,
+              help="Which fitted temperatures the registered version applies (both are reported).")
+@click.option("--register-as", default=None, help="Registered model name [default: the source model's name].")
+@click.option("--bins", type=click.IntRange(2), default=10, show_default=True, help="Reliability bins.")
+@click.option("--experiment", default=CALIBRATE_EXPERIMENT, show_default=True)
+@runs_dir_option()
+def calibrate_command(model_uri: str, method: str, register_as: str | None, bins: int, experiment: str,
+                      runs_dir: Path | None) -> None:
+    """Temperature-scale a classifier on its validation predictions; report test ECE/MCE/Brier before and
+    after; register the calibrated version (its pyfunc applies the temperatures)."""
+    from ecgml.jobs.calibrate import CalibrationError, run_calibration
+    from ecgml.tracking.registry import RegistryError
+    from ecgml.tracking.runs import TrackingError
+
+    try:
+        outcome = run_calibration(model_uri, method=method, register_as=register_as, experiment=experiment,
+                                  runs_dir=runs_dir or default_data_dir() / "runs", n_bins=bins)
+    except (OSError, CalibrationError, RegistryError, TrackingError) as exc:
+        fail(exc)
+    m = outcome.calibration.metrics()
+    click.echo(f"run {outcome.run_id}: temperature {m['temperature_single']:.3f}; test macro ECE "
+               f"{m['test_macro_ece_before']:.4f} -> {m['test_macro_ece_after']:.4f}, Brier "
+               f"{m['test_macro_brier_before']:.4f} -> {m['test_macro_brier_after']:.4f} ({method})"
+               + (f"; registered {outcome.registered}" if outcome.registered else ""))
+
+
+@click.command("evaluate")
+@click.option("--model", "model_uri", default=DEFAULT_CLASSIFIER_URI, show_default=True,
+              help="models:/NAME/VERSION or models:/NAME@ALIAS, loaded exactly as it is served.")
+@click.option("--source", type=click.Choice(SOURCES), default="g12ec", show_default=True)
+@click.option("--root", default=None, help="Dataset root [default: the synthetic tree of that source].")
+@click.option("--label-map", type=click.Choice(LABEL_MAPS), default=DEFAULT_LABEL_MAP, show_default=True)
+@click.option("--splits", default=DEFAULT_SPLITS, show_default=True, help="train/val/test folds.")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--bootstrap", type=click.IntRange(10), default=1000, show_default=True, help="Bootstrap rounds.")
+@click.option("--experiment", default=EVALUATE_EXPERIMENT, show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+@runs_dir_option()
+def evaluate_command(model_uri: str, source: str, root: str | None, label_map: str, splits: str, split: str,
+                     bootstrap: int, experiment: str, cache_dir: Path | None, runs_dir: Path | None) -> None:
+    """Score a registered model, as served (calibration included), on a dataset split; log metrics and plots."""
+    from ecgml.jobs.evaluate import EvaluationError, run_evaluation
+    from ecgml.tracking.registry import RegistryError
+    from ecgml.tracking.runs import TrackingError
+
+    config = prepare_config(source, root, "100", "shared18", label_map, splits, "12", 10.0, None, cache_dir,
+                            os.cpu_count() or 1, False)
+    try:
+        outcome = run_evaluation(model_uri, config, split=split, experiment=experiment, bootstrap_rounds=bootstrap,
+                                 runs_dir=runs_dir or default_data_dir() / "runs")
+    except (OSError, ValueError, KeyError, EvaluationError, RegistryError, TrackingError) as exc:
+        fail(exc)
+    m = outcome.metrics
+    click.echo(f"run {outcome.run_id}: {split} macro AUC {m[f'{split}_macro_auc']:.4f} "
+               f"[{m[f'{split}_macro_auc_low']:.4f}, {m[f'{split}_macro_auc_high']:.4f}], AUPRC "
+               f"{m[f'{split}_macro_auprc']:.4f}, ECE {m[f'{split}_macro_ece']:.4f}; predictions {outcome.predictions}")
+
+
+@click.command("main")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Data folder [default: $ECGML_DATA or ./data].")
+@click.option("--ptbxl-records", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--g12ec-records", type=click.IntRange(1), default=4000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic data.")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="0 = all cores.")
+@click.option("--fractions", default="0.25,0.025", show_default=True,
+              help="G12EC training fractions compared (of 4,000 records: 800 and 80 training records).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds of every comparison.")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True)
+@click.option("--standalone", default=",".join(STANDALONE_BACKBONES), show_default=True,
+              help="Standalone baseline backbones (one per family).")
+@click.option("--epochs", type=click.IntRange(1), default=15, show_default=True)
+@click.option("--pretrain-epochs", type=click.IntRange(1), default=15, show_default=True)
+@click.option("--report-dir", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
+@click.option("--experiment", default=STUDY_EXPERIMENT, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def main_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, seed: int, workers: int,
+                 fractions: str, seeds: str, backbone: str, standalone: str, epochs: int, pretrain_epochs: int,
+                 report_dir: Path, experiment: str, device: str) -> None:
+    """The embedded default job: a compact study on synthetic data (data, pretrain, register, promote,
+    fine-tune, calibrate, evaluate, fine-tuned vs standalone sweep, report), each step a child run."""
+    from ecgml.jobs.main import MainConfig, run_main
+    from ecgml.models import get_backbone_entry
+    from ecgml.tracking.registry import RegistryError
+    from ecgml.tracking.runs import TrackingError
+
+    try:
+        families = name_list(standalone)
+        for name in (backbone, *families):
+            get_backbone_entry(name)
+        config = MainConfig(data_dir=out_dir or default_data_dir(), ptbxl_records=ptbxl_records,
+                            g12ec_records=g12ec_records, data_seed=seed, workers=workers,
+                            fractions=float_list(fractions, "--fractions"), seeds=int_list(seeds, "seed"),
+                            backbone=backbone, standalone_backbones=families, epochs=epochs,
+                            pretrain_epochs=pretrain_epochs, experiment=experiment, report_dir=report_dir,
+                            device=device)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    try:
+        run_main(config)
+    except (OSError, ValueError, KeyError, RegistryError, TrackingError) as exc:
+        fail(exc)
+
+
+COMMANDS: tuple[click.Command, ...] = (calibrate_command, evaluate_command, main_command)

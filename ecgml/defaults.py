@@ -1,0 +1,45 @@
+"""Defaults and names that several layers share, each typed here once.
+
+Only plain constants: this module imports nothing (no torch, no mlflow), so the CLI, the configs, the jobs,
+the sweeps and the tracking layer can all import it without cost. Facts that belong to one layer live in
+that layer's module instead (label maps in :mod:`ecgml.data.labels`, backbones in
+:mod:`ecgml.models.registry`, strategies in :mod:`ecgml.config`); ``ARCHITECTURE.md`` lists where each one is.
+"""
+
+from __future__ import annotations
+
+#: The backbone pretrained and fine-tuned unless told otherwise: small enough to train on 2 CPU cores in
+#: minutes; the published xresnet1d101 is one option away.
+DEFAULT_BACKBONE = "xresnet1d50_small"
+#: The standalone baselines trained on G12EC from scratch: one backbone of each family.
+STANDALONE_BACKBONES: tuple[str, ...] = ("xresnet1d50_small", "resnet1d_wang_small", "inception1d_small")
+
+#: Train/validation/test folds: the PTB-XL benchmark split (folds 1-8 train, 9 validation, 10 test).
+DEFAULT_SPLITS = "1-8/9/10"
+#: Sampling rates a cache can be built at (Hz), highest first; records are resampled from their native rate.
+CACHE_RATES: tuple[int, ...] = (500, 250, 100, 50)
+#: The cache rate unless told otherwise (Hz).
+DEFAULT_FS = 100
+
+#: Registered model names: the pretrained PTB-XL backbone, the fine-tuned G12EC classifier, and the
+#: backbone a sweep pretrains (kept apart so sweeps never move the user's ``production`` alias).
+DEFAULT_BACKBONE_MODEL = "ecgml-ptbxl-backbone"
+DEFAULT_CLASSIFIER_MODEL = "ecgml-g12ec-classifier"
+STUDY_BACKBONE_MODEL = "ecgml-study-backbone"
+#: Stages a registered version moves through, as MLflow aliases (``archived`` removes its aliases).
+REGISTRY_STAGES: tuple[str, ...] = ("staging", "production", "archived")
+#: The alias jobs load from unless given a version; ``production`` falls back to the latest version.
+PRODUCTION_ALIAS = "production"
+DEFAULT_BACKBONE_URI = f"models:/{DEFAULT_BACKBONE_MODEL}@{PRODUCTION_ALIAS}"
+DEFAULT_CLASSIFIER_URI = f"models:/{DEFAULT_CLASSIFIER_MODEL}@{PRODUCTION_ALIAS}"
+
+#: MLflow experiment of each command unless told otherwise.
+PRETRAIN_EXPERIMENT = "ecgml-pretrain"
+#: Where `ecgml pretrained register` logs the shipped backbones it registers (a model, no run).
+PRETRAINED_EXPERIMENT = "ecgml-pretrained"
+STANDALONE_EXPERIMENT = "ecgml-standalone"
+FINETUNE_EXPERIMENT = "ecgml-finetune"
+CALIBRATE_EXPERIMENT = "ecgml-calibrate"
+EVALUATE_EXPERIMENT = "ecgml-evaluate"
+STUDY_EXPERIMENT = "ecgml-study"
+TUNE_EXPERIMENT = "ecgml-tune"
