@@ -35,10 +35,12 @@ def typical_amplitude(x: np.ndarray) -> float:
 
 
 def apply_temperatures(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
-    """Temperature scaling of record probabilities: ``sigmoid(logit(p) / T)`` per class."""
-    from ecgml.evaluate.calibration import logit, sigmoid
+    """The calibration map a version carries (artifact ``temperatures``): ``[2, classes]`` slope; bias (temperature
+    or Platt scaling), or 1-D temperatures as older versions stored them. One pure transform in
+    :func:`ecgml.evaluate.calibration.apply_calibration`, shared with ``ecgml calibrate``."""
+    from ecgml.evaluate.calibration import apply_calibration
 
-    return sigmoid(logit(probs) / np.asarray(temperatures, dtype=np.float64))
+    return apply_calibration(probs, temperatures)
 
 
 class InvalidEcgInput(ValueError):
