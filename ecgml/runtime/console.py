@@ -147,10 +147,11 @@ def configure_console(verbose: bool | None = None, environ: MutableMapping[str, 
     return False
 
 
-def progress_options(stream: IO[Any] | None = None) -> dict[str, Any]:
-    """``tqdm`` keyword arguments: a bar only on a terminal, and only once the work has lasted a while."""
+def progress_options(enabled: bool = True, stream: IO[Any] | None = None) -> dict[str, Any]:
+    """``tqdm`` keyword arguments: a bar only when ``enabled``, on a terminal, and once the work has lasted
+    :data:`PROGRESS_DELAY_S` (short work shows none)."""
     stream = sys.stderr if stream is None else stream
-    return {"disable": not is_terminal(stream), "delay": PROGRESS_DELAY_S, "file": stream}
+    return {"disable": not (enabled and is_terminal(stream)), "delay": PROGRESS_DELAY_S, "file": stream}
 
 
 def say(text: str) -> None:

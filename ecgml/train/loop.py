@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from ecgml.config import STRATEGIES
 from ecgml.data.windows import Aggregate, aggregate_windows
+from ecgml.runtime.console import epoch_line, progress_options, say
 from ecgml.train.checkpoint import load_checkpoint, save_checkpoint
-from ecgml.train.data import RandomCropDataset, SlidingWindowDataset
+from ecgml.train.data import BatchFetch, CropBatches, IndexBatches, RandomCropDataset, SlidingWindowDataset, shard
+from ecgml.train.device_data import DeviceCrops, DeviceWindows, signal_bytes, use_device_data
 from ecgml.train.distributed import DistContext, all_gather, all_reduce_sum, broadcast_object
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
@@ -120,6 +122,8 @@ class Trainer:
         dist_ctx: DistContext | None = None,
         on_epoch: Callable[[EpochRecord], None] | None = None,
         progress: bool = True,
+        device_data: str = "auto",
+        compile_model: bool = False,
     ) -> None:
         self.model = model.to(device)
         self.train_data = train_data
@@ -154,6 +158,7 @@ class Trainer:
             self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],
             total_steps=optim.epochs * self.steps_per_epoch, pct_start=optim.pct_start)
         self.scaler = torch.amp.GradScaler(enabled=self.amp and self.amp_dtype == torch.float16)
+        self._setup_data_path(device_data, compile_model)
 
     # -- data ---------------------------------------------------------------------------------------
     def _train_indices(self) -> list[int]:
@@ -161,22 +166,60 @@ class Trainer:
         return self._shard(list(range(len(self.train_data))))
 
     def _shard(self, order: list[int]) -> list[int]:
-        """Disjoint, equal-sized shards (padded by wrapping around, as DistributedSampler does), so no
-        rank waits for a batch the others never send."""
-        if not self.ctx.enabled:
-            return order
-        total = math.ceil(len(order) / self.ctx.world_size) * self.ctx.world_size
-        padded = order + order[: total - len(order)]
-        return padded[self.ctx.rank::self.ctx.world_size]
+        """Disjoint, equal-sized shards (see :func:`ecgml.train.data.shard`)."""
+        return shard(order, self.ctx.rank, self.ctx.world_size).tolist()
 
-    def _train_loader(self, epoch: int) -> DataLoader:
+    def _setup_data_path(self, device_data: str, compile_model: bool) -> None:
+        """Decide once per run where batches are cut: on the device (the splits held there) or by
+        loaders built once (persistent workers, pinned memory on CUDA); and whether to compile."""
+        self._plan = CropBatches(self.train_data, self.optim.batch_size, self.seed, self.ctx.rank,
+                                 self.ctx.world_size)
+        self.device_data = use_device_data(device_data, self.device, signal_bytes(self.train_data, self.val_data))
+        self._device_train = DeviceCrops(self.train_data, self.device) if self.device_data else None
+        self._device_windows: dict[int, tuple[SlidingWindowDataset, DeviceWindows]] = {}
+        self._loaders: dict[tuple[int, int], tuple[object, DataLoader]] = {}
+        self.compile_model = compile_model
+        self._compiled: tuple[nn.Module, nn.Module] | None = None
+
+    def _loader(self, key: tuple[int, int], dataset: RandomCropDataset | SlidingWindowDataset,
+                sampler: Sampler) -> DataLoader:
+        """A loader of whole batches, built the first time ``key`` is asked for and kept for the run."""
+        if key not in self._loaders or self._loaders[key][0] is not dataset:
+            workers = self.num_workers
+            loader = DataLoader(BatchFetch(dataset), batch_size=None, sampler=sampler, num_workers=workers,
+                                pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+            self._loaders[key] = (dataset, loader)
+        return self._loaders[key][1]
+
+    def _train_loader(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """This epoch's batches (the same crops on either path): the same permutation on every rank, then
+        disjoint shards."""
         self.train_data.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.train_data), generator=generator).tolist()
-        mine = self._shard(order)  # the same permutation on every rank, then disjoint shards
-        return DataLoader(Subset(self.train_data, mine), batch_size=self.optim.batch_size, shuffle=False,
-                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+        self._plan.set_epoch(epoch)
+        if self._device_train is not None:
+            order, starts = self._plan.plan()
+            return self._device_train.batches(order, starts, self.optim.batch_size)
+        return self._loader((id(self.train_data), 0), self.train_data, self._plan)
+
+    def _window_batches(self, windows: SlidingWindowDataset, mine: np.ndarray,
+                        batch_size: int) -> Iterator[torch.Tensor]:
+        """Evaluation windows of many records per batch, on the device."""
+        if self.device_data:
+            key = id(windows)
+            if key not in self._device_windows or self._device_windows[key][0] is not windows:
+                self._device_windows[key] = (windows, DeviceWindows(windows, self.device))
+            yield from self._device_windows[key][1].batches(mine, batch_size)
+            return
+        for x, _ in self._loader((id(windows), batch_size), windows, IndexBatches(mine, batch_size)):
+            yield x.to(self.device, non_blocking=True)
+
+    def _training_module(self) -> nn.Module:
+        """The module the steps run: ``torch.compile``'d (once per wrapped module) when asked."""
+        if not self.compile_model:
+            return self.train_model
+        if self._compiled is None or self._compiled[0] is not self.train_model:
+            self._compiled = (self.train_model, torch.compile(self.train_model))
+        return self._compiled[1]
 
     # -- steps --------------------------------------------------------------------------------------
     def _autocast(self) -> torch.autocast:
@@ -194,13 +237,15 @@ class Trainer:
         if stage is not None:
             self.model.unfreeze_last(stage)
         self.train_model.train()
-        total, count = 0.0, 0
+        total, count = torch.zeros((), device=self.device), 0  # summed on the device: no sync per step
         loader = self._train_loader(epoch)
-        for x, y in tqdm(loader, desc=f"epoch {epoch + 1}/{self.optim.epochs}", leave=False, disable=not self.progress):
+        module = self._training_module()
+        for x, y in tqdm(loader, desc=f"epoch {epoch + 1}/{self.optim.epochs}", leave=False,
+                         **progress_options(enabled=self.progress)):
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             with self._autocast():
-                loss = self.loss_fn(self.train_model(x).float(), y)
+                loss = self.loss_fn(module(x).float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.optim.grad_clip:
@@ -209,22 +254,22 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            total += float(loss.detach()) * len(x)
+            total += loss.detach() * len(x)
             count += len(x)
-        total, count = all_reduce_sum([total, float(count)], self.ctx)
-        return total / max(count, 1), int(count)
+        summed, count = all_reduce_sum([total.item(), float(count)], self.ctx)  # the epoch's one sync
+        return summed / max(count, 1), int(count)
 
     @torch.no_grad()
     def predict(self, windows: SlidingWindowDataset, aggregate: Aggregate, batch_size: int = 256) -> np.ndarray:
         """Per-record probabilities: sigmoid of every window, aggregated (max or mean) per record."""
         self.model.eval()
-        mine = list(range(self.ctx.rank, len(windows), self.ctx.world_size))
-        loader = DataLoader(Subset(windows, mine), batch_size=batch_size, shuffle=False, num_workers=self.num_workers)
+        mine = np.arange(self.ctx.rank, len(windows), self.ctx.world_size)
         scores = []
-        for x, _ in loader:
+        for x in self._window_batches(windows, mine, batch_size):
             with self._autocast():
-                scores.append(torch.sigmoid(self.model(x.to(self.device)).float()).cpu().numpy())
-        local = np.concatenate(scores) if scores else np.zeros((0, self._num_classes()), np.float32)
+                scores.append(torch.sigmoid(self.model(x).float()))
+        local = (torch.cat(scores).cpu().numpy() if scores  # the evaluation's one sync
+                 else np.zeros((0, self._num_classes()), np.float32))
         shards = all_gather((mine, local), self.ctx)
         window_scores = np.zeros((len(windows), local.shape[1]), dtype=np.float32)
         for indices, values in shards:
@@ -303,6 +348,8 @@ class Trainer:
                 save_checkpoint(self.checkpoint_path, self._state(epoch, best, best_state, history, bad_epochs, extra))
                 if self.on_epoch:
                     self.on_epoch(record)
+                if self.progress:  # the run's log: one line per epoch
+                    say(epoch_line(epoch, self.optim.epochs, train_loss, score, best[1], best[0], elapsed))
         return FitResult(best_epoch=best[0], best_score=best[1], history=history, best_state=best_state,
                          stopped_early=stopped_early, resumed_from=resumed_from, extra=extra)
 
