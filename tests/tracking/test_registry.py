@@ -12,7 +12,19 @@ from click.testing import CliRunner
 from ecgml.cli import main
 from ecgml.models import create_backbone
 from ecgml.tracking.pyfunc import log_pyfunc
-from ecgml.tracking.registry import MODEL_URI_TAG, RegistryError, list_versions, promote, register_best, resolve
+from ecgml.tracking.registry import (
+    MODEL_URI_TAG,
+    TEST_SET_TAG,
+    RegistryError,
+    guard_metric,
+    list_models,
+    list_versions,
+    promote,
+    register_best,
+    register_run,
+    resolve,
+    show,
+)
 from ecgml.tracking.weights import WeightMetadata, save_weights
 
 
@@ -24,7 +36,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _pretrain_run(folder: Path, auc: float, *, status_ok: bool = True) -> str:
+def _pretrain_run(folder: Path, auc: float, *, status_ok: bool = True, test_ids: tuple[str, ...] | None = None) -> str:
     """A run shaped like `ecgml pretrain` leaves: tags, the selection metric, a logged pyfunc model."""
     import mlflow
 
@@ -41,6 +53,9 @@ def _pretrain_run(folder: Path, auc: float, *, status_ok: bool = True) -> str:
                                 "backbone": "xresnet1d18", "cache_digest": "c0ffee"}) as run:
         mlflow.log_metrics({"best_val_macro_auc": auc, "test_macro_auc": auc - 0.01})
         mlflow.set_tag(MODEL_URI_TAG, log_pyfunc(weights).model_uri)
+        if test_ids is not None:  # the predictions every training run logs, which fingerprint its test set
+            rows = "\n".join(f"{rid},1,0.5" for rid in test_ids)
+            mlflow.log_text(f"record_id,true_NORM,prob_NORM\n{rows}\n", "eval/predictions_test.csv")
     if not status_ok:
         mlflow.MlflowClient().set_terminated(run.info.run_id, "FAILED")
     return run.info.run_id
@@ -66,7 +81,10 @@ def test_register_promote_and_resolve(store: Path) -> None:
     v1 = resolve("models:/bb/1")
     assert v1.aliases == () and v1.tags["ecgml.archived"] == "true"
     history = json.loads(v1.tags["ecgml.promotion_history"])
-    assert [(h["to"], h["by"]) for h in history] == [("production", "alice"), ("archived", "dave")]
+    assert [(h["to"], h["by"]) for h in history] == [("production", "alice"), ("demoted from production", "carol"),
+                                                      ("archived", "dave")]
+    assert history[1]["replaced_by"] == "2" and history[2]["removed_aliases"] == []
+    assert v1.archived and "**" in v1.description  # a Markdown description from registration
     assert [v.version for v in list_versions("bb")] == ["1", "2"]
 
 
@@ -98,3 +116,63 @@ def test_registry_commands(store: Path) -> None:
     assert out.exit_code == 0 and '"ecgml.source_run_id"' in out.output
     out = runner.invoke(main, ["registry", "show", "models:/bb/9"])
     assert out.exit_code == 1 and "has no version 9" in out.output
+
+
+def _snapshot(name: str) -> list[tuple[str, tuple[str, ...], dict[str, str]]]:
+    return [(v.version, tuple(sorted(v.aliases)), v.tags) for v in list_versions(name)]
+
+
+def test_production_is_guarded_by_test_auc_on_the_same_test_set(store: Path) -> None:
+    same = ("E1", "E2", "E3")
+    good = register_run(_pretrain_run(store / "a", 0.95, test_ids=same), "clf").version
+    worse = register_run(_pretrain_run(store / "b", 0.80, test_ids=same), "clf").version
+    other = register_run(_pretrain_run(store / "c", 0.70, test_ids=("E9",)), "clf").version
+    assert show("clf", good).tags[TEST_SET_TAG] == show("clf", worse).tags[TEST_SET_TAG]
+    assert show("clf", other).tags[TEST_SET_TAG] != show("clf", good).tags[TEST_SET_TAG]
+    promote("clf", good, stage="production", user="alice")
+    before = _snapshot("clf")
+    with pytest.raises(RegistryError, match=r"v2 test macro AUC 0\.790, production v1 0\.940 on the same test set"):
+        promote("clf", worse, stage="production", user="bob")
+    assert _snapshot("clf") == before  # a refusal changes nothing
+    warnings: list[str] = []
+    promote("clf", other, stage="staging", user="bob", warn=warnings.append)  # only production is guarded
+    assert warnings == []
+    promote("clf", other, stage="production", user="bob", warn=warnings.append)  # another test set: a warning
+    assert resolve("models:/clf@production").version == other
+    assert len(warnings) == 1 and "different test sets" in warnings[0] and "0.690" in warnings[0]
+    promote("clf", good, stage="production", user="carol", warn=warnings.append)
+    promote("clf", worse, stage="production", user="dave", force=True, warn=warnings.append)
+    assert resolve("models:/clf@production").version == worse
+    assert "--force" in warnings[-1] and "0.790" in warnings[-1]
+    history = json.loads(show("clf", worse).tags["ecgml.promotion_history"])
+    assert history[-1]["forced"] is True and history[-1]["replaced"] == good
+    demoted = json.loads(show("clf", good).tags["ecgml.promotion_history"])[-1]
+    assert demoted["to"] == "demoted from production" and demoted["by"] == "dave" and demoted["replaced_by"] == worse
+
+
+def test_a_calibrated_version_reports_its_source_auc(store: Path) -> None:
+    source = register_run(_pretrain_run(store / "a", 0.91), "clf").version
+    import mlflow
+
+    calibrated = register_run(_pretrain_run(store / "b", 0.5), "clf",
+                              extra_tags={"ecgml.calibrated_from": f"models:/clf/{source}"})
+    mlflow.MlflowClient().delete_model_version_tag("clf", calibrated.version, "metric.test_macro_auc")
+    assert guard_metric(show("clf", calibrated.version)) == pytest.approx(0.90)
+
+
+def test_bad_names_get_close_matches_and_refusals_change_nothing(store: Path) -> None:
+    register_run(_pretrain_run(store / "a", 0.9), "ecgml-g12ec-classifier")
+    with pytest.raises(RegistryError, match="did you mean ecgml-g12ec-classifier"):
+        list_versions("ecgml-g12ec-clasifier")
+    with pytest.raises(RegistryError, match="did you mean ecgml-g12ec-classifier"):
+        resolve("models:/ecgml-g12ec-clasifier@production")
+    with pytest.raises(RegistryError, match=r"has no version 4 \(it has 1\)"):
+        promote("ecgml-g12ec-classifier", "4", stage="production")
+    with pytest.raises(RegistryError, match=r"no alias 'prod' \(its aliases: none\)"):
+        resolve("models:/ecgml-g12ec-classifier@prod")
+    before = _snapshot("ecgml-g12ec-classifier")
+    for bad in ({"stage": "gold"}, {"alias": "7"}, {"alias": ""}, {}):
+        with pytest.raises(RegistryError):
+            promote("ecgml-g12ec-classifier", "1", **bad)
+    assert _snapshot("ecgml-g12ec-classifier") == before
+    assert list(list_models()) == ["ecgml-g12ec-classifier"]
