@@ -10,13 +10,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ecgml.data.g12ec import G12EC_FS
 from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, PTBXL_TASKS
 from ecgml.data.leads import resolve_leads
+from ecgml.data.ptbxl import PTBXL_FS
 from ecgml.data.records import SplitSpec
 from ecgml.data.signal import Preprocessing
 from ecgml.defaults import DEFAULT_FS, DEFAULT_SPLITS
 
 SOURCES: tuple[str, ...] = ("ptbxl", "g12ec")
+#: The rates each source's files come at (Hz), as its reader states them.
+NATIVE_RATES: dict[str, tuple[int, ...]] = {"ptbxl": tuple(PTBXL_FS), "g12ec": (G12EC_FS,)}
 #: What trains in a run: ``full`` (everything), ``linear`` (the head only) or ``gradual`` (the head first,
 #: then one more parameter group from the top in each of equal epoch stages).
 STRATEGIES: tuple[str, ...] = ("full", "linear", "gradual")
@@ -63,10 +67,9 @@ class DataConfig:
 
     @property
     def native_fs(self) -> int:
-        """The rate to read files at: PTB-XL ships 100 and 500 Hz, G12EC 500 Hz only."""
-        if self.source == "ptbxl":
-            return 100 if self.fs <= 100 else 500
-        return 500
+        """The rate to read files at: the lowest the source ships at or above the cache rate (else its highest)."""
+        rates = sorted(NATIVE_RATES[self.source])
+        return next((rate for rate in rates if rate >= self.fs), rates[-1])
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import click
 from ecgml.cli.options import data_options, fail, prepare_config
 from ecgml.config import default_data_dir, to_jsonable
 from ecgml.data.download import SOURCES as DOWNLOAD_SOURCES
+from ecgml.data.ptbxl import PTBXL_FS
 
 
 @click.group("data")
@@ -23,8 +24,8 @@ def _parse_rates(text: str) -> tuple[int, ...]:
         rates = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a comma-separated list of rates") from None
-    if not rates or not set(rates) <= {100, 500}:
-        raise click.BadParameter("PTB-XL-shaped trees are written at 100 and/or 500 Hz")
+    if not rates or not set(rates) <= set(PTBXL_FS):
+        raise click.BadParameter(f"PTB-XL-shaped trees are written at {' and/or '.join(map(str, PTBXL_FS))} Hz")
     return rates
 
 
@@ -34,7 +35,7 @@ def _parse_rates(text: str) -> tuple[int, ...]:
 @click.option("--ptbxl-records", type=click.IntRange(0), default=2000, show_default=True)
 @click.option("--g12ec-records", type=click.IntRange(0), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--ptbxl-rates", default="100,500", show_default=True,
+@click.option("--ptbxl-rates", default=",".join(map(str, PTBXL_FS)), show_default=True,
               help="Sampling rates of the PTB-XL-shaped tree (records100/, records500/).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="Worker processes (0 = all cores).")

@@ -12,13 +12,13 @@ from ecgml.cli.options import FS_CHOICES, fail, int_list, name_list
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY, STRATEGIES, default_data_dir
 from ecgml.data.labels import PTBXL_TASKS
 from ecgml.defaults import DEFAULT_BACKBONE, DEFAULT_FS, STANDALONE_BACKBONES, STUDY_EXPERIMENT
+from ecgml.experiments.schema import PROTOCOLS, SWEEPS
 
 
 @click.command("experiment")
-@click.argument("name", type=click.Choice(["fraction", "pretrain-fraction", "sampling-rate", "calibration",
-                                           "input-domain", "leads", "strategy"]))
+@click.argument("name", type=click.Choice(SWEEPS))
 @click.option("--values", default=None, help="The swept values, comma-separated [default: the study's list].")
-@click.option("--protocol", type=click.Choice(["standard", "seed"]), default="standard", show_default=True,
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default=PROTOCOLS[0], show_default=True,
               help="standard: PTB-XL folds 1-8/9/10, random crops, separate G12EC val/test; seed: the original's "
                    "choices (PTB-XL test fold 5, G12EC fold 10 for val and test, centre crops, gradual unfreezing).")
 @click.option("--seeds", default="0,1,2", show_default=True)

@@ -24,6 +24,9 @@ PTBXL_TASKS: tuple[str, ...] = (
 )
 LABEL_MAPS: tuple[str, ...] = ("challenge", "seed")
 DEFAULT_LABEL_MAP = "challenge"
+#: SNOMED CT code of sinus rhythm: the Challenge's "normal" class (scored, and written by the synthetic
+#: Georgia tree); the one code used outside the label-map files.
+SINUS_RHYTHM = "426783006"
 
 
 @dataclass(frozen=True)

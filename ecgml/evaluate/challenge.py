@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-SINUS_RHYTHM = "426783006"
+from ecgml.data.labels import SINUS_RHYTHM
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ecgml.config import DEFAULT_FINETUNE_STRATEGY, DataConfig, PrepareConfig, default_data_dir
+from ecgml.config import DEFAULT_FINETUNE_STRATEGY, STRATEGIES, DataConfig, PrepareConfig, default_data_dir
+from ecgml.data.windows import INPUT_DOMAINS
 from ecgml.defaults import CACHE_RATES, DEFAULT_BACKBONE, DEFAULT_SPLITS, STANDALONE_BACKBONES, STUDY_BACKBONE_MODEL
 from ecgml.experiments import schema
 from ecgml.experiments.reuse import STEP_KEY, find_finished, step_key
@@ -57,7 +58,7 @@ DEFAULT_VALUES: dict[str, tuple[Any, ...]] = {
     "pretrain-fraction": (1.0, 0.5, 0.25, 0.1),
     "sampling-rate": CACHE_RATES,
     "calibration": (1.0, 0.1),
-    "input-domain": ("time", "fft_magnitude", "fft_real", "fft_imag"),
+    "input-domain": INPUT_DOMAINS,
     "leads": ("12", "6", "3", "2", "1"),
     "strategy": ("linear", "full", "gradual"),
 }
@@ -364,7 +365,7 @@ def check_values(name: str, values: Sequence[Any]) -> None:
     if name == "sampling-rate" and not set(values) <= set(CACHE_RATES):
         raise ValueError(f"sweep sampling-rate: rates must be among {', '.join(map(str, CACHE_RATES))} Hz, "
                          f"got {list(values)}")
-    if name == "strategy" and not set(values) <= {"linear", "full", "gradual"}:
-        raise ValueError(f"sweep strategy: strategies are linear, full and gradual, got {list(values)}")
-    if name == "input-domain" and not set(values) <= set(DEFAULT_VALUES["input-domain"]):
-        raise ValueError(f"sweep input-domain: domains are {', '.join(DEFAULT_VALUES['input-domain'])}")
+    if name == "strategy" and not set(values) <= set(STRATEGIES):
+        raise ValueError(f"sweep strategy: strategies are {', '.join(STRATEGIES)}, got {list(values)}")
+    if name == "input-domain" and not set(values) <= set(INPUT_DOMAINS):
+        raise ValueError(f"sweep input-domain: domains are {', '.join(INPUT_DOMAINS)}")

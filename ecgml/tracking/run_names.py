@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ecgml.config import DEFAULT_FINETUNE_STRATEGY
 from ecgml.defaults import DEFAULT_FS
 
 
@@ -23,7 +24,8 @@ def _num(value: float) -> str:
 
 def training_run_name(kind: str, backbone: str, *, fraction: float, seed: int, task: str = "", fs: int = DEFAULT_FS,
                       leads: str = "12", input_domain: str = "time", strategy: str | None = None,
-                      default_strategy: str = "gradual", extras: Mapping[str, Any] | None = None) -> str:
+                      default_strategy: str = DEFAULT_FINETUNE_STRATEGY,
+                      extras: Mapping[str, Any] | None = None) -> str:
     """``finetune xresnet1d50_small f=0.025 s=0``, ``pretrain xresnet1d50_small all 100Hz``: the arm, the
     backbone, then each setting that is not the default, then the seed (pretraining: only when not 0).
 

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from ecgml.config import STRATEGIES
+
 if TYPE_CHECKING:
     import optuna
 
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 
 Stage = Literal["pretrain", "finetune"]
 STAGES: tuple[Stage, ...] = ("pretrain", "finetune")
+#: Fine-tuning strategies as an Optuna choice, sorted: the order stored studies were created with.
+_STRATEGY_CHOICES = tuple(sorted(STRATEGIES))
 Scalar = str | int | float | bool
 
 
@@ -143,8 +147,6 @@ def _registered(value: Any) -> str | None:
 
 
 def _strategy(value: Any) -> str | None:
-    from ecgml.train.loop import STRATEGIES
-
     return None if value in STRATEGIES else f"must be one of {', '.join(STRATEGIES)}"
 
 
@@ -188,7 +190,7 @@ PARAMETERS: dict[str, Parameter] = {p.name: p for p in (
               _optim("aggregate"), lambda v: None if v in ("max", "mean") else "must be max or mean",
               {"pretrain": Choice(("max", "mean")), "finetune": Choice(("max", "mean"))}),
     Parameter("strategy", str, "what trains: full, linear (head only) or gradual unfreezing", ("finetune",),
-              _optim("strategy"), _strategy, {"finetune": Choice(("full", "gradual", "linear"))}),
+              _optim("strategy"), _strategy, {"finetune": Choice(_STRATEGY_CHOICES)}),
     Parameter("lr_decay", float, "discriminative learning rates: factor per group from the head down",
               ("finetune",), _optim("lr_decay"), lambda v: None if 0 < v <= 1 else "must be in (0, 1]",
               {"finetune": FloatRange(0.1, 1.0, log=True)}),

@@ -6,13 +6,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ecgml.data.g12ec import G12EC_FS
+from ecgml.data.ptbxl import PTBXL_FS
 from ecgml.data.synth.labels import SOURCES, Priors
 from ecgml.data.synth.noise import G12EC_NOISE, PTBXL_NOISE, NoiseConfig
 
 #: Bump when a change to the generator changes what a given seed produces.
 GENERATOR_VERSION = "1"
-PTBXL_RATES = (100, 500)
-GEORGIA_RATES = (500,)
+PTBXL_RATES = PTBXL_FS  # the rates each format ships at: the readers' own
+GEORGIA_RATES = (G12EC_FS,)
 
 #: Per-source defaults of the fields left at None: PTB-XL (Wagner et al. 2020: ages 60 +- 17,
 #: 52 % male, 18,885 patients for 21,837 records) and Georgia (ages about 61 +- 14, 54 % male, no

@@ -21,7 +21,7 @@ from functools import cache
 
 import numpy as np
 
-from ecgml.data.labels import load_label_map
+from ecgml.data.labels import SINUS_RHYTHM, load_label_map
 from ecgml.data.synth.diagnoses import DIAGNOSES, incompatible
 
 PTBXL_RECORDS = 21837   # PTB-XL v1.0.1, the denominator of the label map's ptbxl_count
@@ -305,7 +305,7 @@ _GEORGIA_EXTRA = {
     "STACH": "427084000", "SBRAD": "426177001", "SARRH": "427393009", "AFIB": "164889003",
     "NST_": "428750005", "ISC_": "164930006", "LVOLT": "251146004",
 }
-_SINUS_RHYTHM = "426783006"
+_SINUS_RHYTHM = SINUS_RHYTHM
 _Q_WAVE, _MI, _T_INVERSION = "164917005", "164865005", "59931005"
 _LEFT_AXIS, _RIGHT_AXIS = "39732003", "47665007"
 

@@ -31,6 +31,7 @@ from scipy.signal import firwin, resample_poly
 from tqdm import tqdm
 
 from ecgml.data.formats import write_challenge_record, write_wfdb_record
+from ecgml.data.g12ec import G12EC_FS
 from ecgml.data.labels import load_label_map
 from ecgml.data.leads import STANDARD_LEADS
 from ecgml.data.synth.config import SynthConfig
@@ -51,7 +52,7 @@ from ecgml.io import atomic_write_json, atomic_write_text
 
 #: Lead names as PTB-XL's headers spell them.
 PTBXL_LEAD_NAMES: tuple[str, ...] = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
-GEORGIA_FS = 500
+GEORGIA_FS = G12EC_FS
 FOLDER_SIZE = 1000
 _ENCODE_STREAM = 3
 
