@@ -49,6 +49,13 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def tracking_client() -> Any:
+    """An ``MlflowClient`` on :func:`tracking_uri`: how modules outside ``tracking`` get one."""
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=tracking_uri())
+
+
 def apply_http_defaults() -> dict[str, str]:
     """Set :data:`HTTP_DEFAULTS` where the environment does not say otherwise; return what was set.
 

@@ -24,6 +24,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ecgml.tracking.runs import tracking_client
+
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
@@ -38,14 +40,6 @@ RUN_ID_ATTR = "mlflow_run_id"
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
-def _client() -> Any:
-    import mlflow
-
-    from ecgml.tracking.runs import tracking_uri
-
-    return mlflow.MlflowClient(tracking_uri=tracking_uri())
-
-
 def _experiment_id(client: Any, name: str) -> str:
     found = client.get_experiment_by_name(name)
     return found.experiment_id if found is not None else client.create_experiment(name)
@@ -54,7 +48,7 @@ def _experiment_id(client: Any, name: str) -> str:
 def start_parent_run(experiment: str, study_name: str, tags: Mapping[str, str], params: Mapping[str, Any],
                      documents: Mapping[str, Any]) -> str:
     """Create the study's parent run (left RUNNING until the study ends); returns its id."""
-    client = _client()
+    client = tracking_client()
     run = client.create_run(_experiment_id(client, experiment), run_name=study_name,
                             tags={"ecgml.kind": "tune", STUDY_TAG: study_name, **tags})
     annotate_parent(run.info.run_id, params, documents)
@@ -65,7 +59,7 @@ def annotate_parent(run_id: str, params: Mapping[str, Any], documents: Mapping[s
     """Log the study's settings as params and JSON artifacts (an adopted ``mlflow run`` run gets them too)."""
     import mlflow
 
-    client = _client()
+    client = tracking_client()
     logged = client.get_run(run_id).data.params
     fresh = [mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in logged]
     if fresh:
@@ -76,16 +70,16 @@ def annotate_parent(run_id: str, params: Mapping[str, Any], documents: Mapping[s
 
 def reopen_parent_run(run_id: str) -> None:
     """A resumed study logs into its old parent run again (RUNNING until it ends)."""
-    _client().update_run(run_id, status="RUNNING")
+    tracking_client().update_run(run_id, status="RUNNING")
 
 
 def end_parent_run(run_id: str, status: str) -> None:
-    _client().set_terminated(run_id, status)
+    tracking_client().set_terminated(run_id, status)
 
 
 def experiment_of(run_id: str) -> str:
     """The experiment name of a run (children must go where their parent is, or the UI cannot nest them)."""
-    client = _client()
+    client = tracking_client()
     return client.get_experiment(client.get_run(run_id).info.experiment_id).name
 
 
@@ -96,7 +90,7 @@ def check_parent_run(run_id: str) -> None:
     from ecgml.tracking.runs import tracking_uri
 
     try:
-        _client().get_run(run_id)
+        tracking_client().get_run(run_id)
     except mlflow.exceptions.MlflowException:
         from ecgml.tune.spec import StudyError
 
@@ -114,7 +108,7 @@ def child_tags(study_name: str, study_tags: Mapping[str, str], number: int, retr
 
 def find_trial_run(experiment: str, study_name: str, number: int) -> str | None:
     """The child run of trial ``number`` (by its tags), or None if it never started."""
-    client = _client()
+    client = tracking_client()
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
@@ -127,7 +121,7 @@ def log_trial_params(run_id: str, params: Mapping[str, Any]) -> None:
     """The trial's parameters as params of its run (values the training run logged already are skipped)."""
     import mlflow
 
-    client = _client()
+    client = tracking_client()
     logged = client.get_run(run_id).data.params
     fresh = [mlflow.entities.Param(k, str(v)) for k, v in params.items() if k not in logged]
     if fresh:
@@ -141,7 +135,7 @@ def finish_trial_run(run_id: str, state: str, *, params: Mapping[str, Any], valu
     value on the parent run."""
     import mlflow
 
-    client = _client()
+    client = tracking_client()
     log_trial_params(run_id, params)
     tags = [mlflow.entities.RunTag(STATE_TAG, state)]
     metrics = []
@@ -177,7 +171,7 @@ def record_best(parent_run_id: str, study: optuna.Study) -> FrozenTrial | None:
     import mlflow
     from optuna.trial import TrialState
 
-    client = _client()
+    client = tracking_client()
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials)
               for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}

@@ -14,9 +14,10 @@ METRICS = ("best_val_macro_auc", "test_macro_auc", "test_macro_auprc", "test_fma
 def register_trial_run(name: str, run_id: str, study_name: str, experiment: str, *,
                        best_number: int | None = None) -> Any:
     """Register the model logged by ``run_id`` as a new version of ``name``; returns its VersionInfo."""
-    from ecgml.tracking.registry import MODEL_URI_TAG, RegistryError, _client, register_run_model, show
+    from ecgml.tracking.registry import MODEL_URI_TAG, RegistryError, register_run_model, show
+    from ecgml.tracking.runs import tracking_client
 
-    run = _client().get_run(run_id)
+    run = tracking_client().get_run(run_id)
     model_uri = run.data.tags.get(MODEL_URI_TAG)
     if not model_uri:
         raise RegistryError(f"run {run_id} (the best trial of study {study_name!r}) logged no model")

@@ -166,3 +166,51 @@ def _open_journal(path: Path, interval: int, grace: int, callback: StaleCallback
         return _journal_class()(backend, interval, grace, callback)
     except Exception as exc:  # a corrupt journal
         raise StorageError(f"journal storage {path} cannot be read: {exc}") from None
+
+
+class StudyStorage:
+    """The storage calls a worker makes that ``optuna.Study`` offers no public method for.
+
+    Claiming a WAITING trial (a conditional state change, atomic in every storage), failing another worker's
+    RUNNING trial, reading one trial by id and recording its heartbeat are storage calls, and Optuna keeps the
+    study's storage, its id and a trial's id private (``Study._storage``, ``Study._study_id``,
+    ``FrozenTrial._trial_id``). This adapter is the one place that reaches in (written against Optuna 4), so
+    an Optuna release that renames them breaks here and nowhere else. It uses the study's own storage object
+    (for an RDB, Optuna's caching wrapper), so the study's caches stay coherent with what the worker writes.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+        self._storage: Any = study._storage
+
+    @staticmethod
+    def creation_order(summary: optuna.study.StudySummary) -> int:
+        """A study's storage id, which grows with creation: the newest study has the largest."""
+        return int(summary._study_id)
+
+    @staticmethod
+    def trial_id(trial: FrozenTrial) -> int:
+        """The storage's id of a trial (not its number within the study)."""
+        return int(trial._trial_id)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self._storage.get_trial(trial_id)
+
+    def waiting_trials(self) -> list[FrozenTrial]:
+        from optuna.trial import TrialState
+
+        return self._storage.get_all_trials(self._study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+
+    def set_state(self, trial_id: int, state: Any) -> bool:
+        """Move a trial to ``state`` if no other worker changed it first; False (or Optuna's
+        ``UpdateFinishedTrialError``) when one did."""
+        return bool(self._storage.set_trial_state_values(trial_id, state=state))
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self._storage.record_heartbeat(trial_id)
+
+    def forget_cached_trials(self) -> None:
+        """What ``Study.ask`` does after taking a trial: the samplers see the trials as they are now."""
+        local = getattr(self._study, "_thread_local", None)
+        if local is not None:
+            local.cached_all_trials = None

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ecgml.tracking.runs import tracking_client
 from ecgml.tune import logger
 from ecgml.tune.space import SpaceError
 from ecgml.tune.spec import StudyError, TuneSpec
-from ecgml.tune.storage import open_storage, redact
+from ecgml.tune.storage import StudyStorage, open_storage, redact
 from ecgml.tune.worker import StaleTrialRetry, run_worker
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ def log_study_inputs(prepared: Any, spec: TuneSpec, parent_run_id: str) -> None:
         entity = mlflow.data.from_pandas(index, source=str(dataset.root), name=name,
                                          digest=f"{digest[:8]}-{split}")._to_mlflow_entity()
         inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)]))
-    logger._client().log_inputs(parent_run_id, datasets=inputs)
+    tracking_client().log_inputs(parent_run_id, datasets=inputs)
 
 
 def check_backbone(spec: TuneSpec) -> None:
@@ -188,7 +189,7 @@ def create(spec: TuneSpec, study_name: str, settings: RunSettings) -> tuple[optu
               "searched": ",".join(spec.space.searched)}
     docs = {"search_space.json": spec.space.to_json(), "base_config.json": spec.base.to_json()}
     if adopted:
-        client = logger._client()
+        client = tracking_client()
         for key, value in {"ecgml.kind": "tune", logger.STUDY_TAG: study_name, **spec.tags}.items():
             client.set_tag(adopted, key, value)
         logger.annotate_parent(adopted, params, docs)
@@ -209,7 +210,7 @@ def latest_study_name(settings: RunSettings) -> str:
     studies = _backend(settings).get_all_studies()
     if not studies:
         raise StudyError(f"nothing to resume: {redact(settings.storage)} holds no study")
-    return max(studies, key=lambda s: s._study_id).study_name
+    return max(studies, key=StudyStorage.creation_order).study_name
 
 
 def resume(study_name: str, n_trials: int | None, settings: RunSettings,
@@ -237,7 +238,7 @@ def resume(study_name: str, n_trials: int | None, settings: RunSettings,
     prepare_data(spec)
     adopted = _adopted_run()
     if adopted:
-        logger._client().set_tag(adopted, "ecgml.tune_parent_run_id", spec.parent_run_id)
+        tracking_client().set_tag(adopted, "ecgml.tune_parent_run_id", spec.parent_run_id)
     logger.reopen_parent_run(spec.parent_run_id)
     _enqueue_missing(study, spec.n_trials)
     return study, spec
@@ -328,7 +329,7 @@ def finish(study: optuna.Study, spec: TuneSpec, settings: RunSettings, echo: Ech
         info = register_trial_run(spec.register_as, result.best_run_id, study.study_name, spec.experiment,
                                   best_number=result.best_number)
         result.registered = f"models:/{info.name}/{info.version}"
-        logger._client().set_tag(spec.parent_run_id, "ecgml.registered_as", result.registered)
+        tracking_client().set_tag(spec.parent_run_id, "ecgml.registered_as", result.registered)
     elif settings.register and spec.register_as:
         echo("no trial completed: nothing to register")
     logger.end_parent_run(spec.parent_run_id, "FINISHED")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ecgml.tune import logger
 from ecgml.tune.space import apply_params
 from ecgml.tune.spec import StudyError, TuneSpec
-from ecgml.tune.storage import open_storage
+from ecgml.tune.storage import StudyStorage, open_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -129,6 +129,7 @@ def _fail_orphans(study: optuna.Study, grace: float, max_retry: int | None) -> N
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
+    store = StudyStorage(study)
     now = time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get("worker_trial") == trial.number or trial.datetime_start is None:
@@ -136,8 +137,8 @@ def _fail_orphans(study: optuna.Study, grace: float, max_retry: int | None) -> N
         if now - trial.datetime_start.timestamp() <= grace:
             continue
         try:
-            if study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                StaleTrialRetry(max_retry)(study, study._storage.get_trial(trial._trial_id))
+            if store.set_state(store.trial_id(trial), TrialState.FAIL):
+                StaleTrialRetry(max_retry)(study, store.get_trial(store.trial_id(trial)))
         except UpdateFinishedTrialError:  # another worker got there first
             continue
 
@@ -148,21 +149,19 @@ def _claim_waiting(study: optuna.Study) -> int | None:
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    storage = study._storage
-    for trial in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,)):
+    store = StudyStorage(study)
+    for trial in store.waiting_trials():
         try:
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-                local = getattr(study, "_thread_local", None)
-                if local is not None:  # as Study.ask: samplers see the trials as they are now
-                    local.cached_all_trials = None
-                return trial._trial_id
+            if store.set_state(store.trial_id(trial), TrialState.RUNNING):
+                store.forget_cached_trials()
+                return store.trial_id(trial)
         except UpdateFinishedTrialError:
             continue
     return None
 
 
 @contextmanager
-def _heartbeat(storage: Any, trial_id: int, interval: int) -> Iterator[None]:
+def _heartbeat(storage: StudyStorage, trial_id: int, interval: int) -> Iterator[None]:
     """Record the trial's heartbeat every ``interval`` seconds while it runs."""
     stop = threading.Event()
 
@@ -208,16 +207,17 @@ def _run_trial(study: optuna.Study, spec: TuneSpec, trial_id: int, me: str, hear
 
     from ecgml.train.runner import run_training
 
+    store = StudyStorage(study)
     trial = optuna.Trial(study, trial_id)
     number = trial.number
-    retry_of = study._storage.get_trial(trial_id).system_attrs.get("failed_trial")
+    retry_of = store.get_trial(trial_id).system_attrs.get("failed_trial")
     began = time.perf_counter()
     run_id: str | None = None
     params: dict[str, Any] = {}
     value: float | None = None
     reason: str | None = None
     echo(f"[{me}] trial {number} started" + (f" (retry of trial {retry_of})" if retry_of is not None else ""))
-    with _heartbeat(study._storage, trial_id, heartbeat_interval):
+    with _heartbeat(store, trial_id, heartbeat_interval):
         trial.set_user_attr("worker", me)  # after the first heartbeat: a trial with a worker has a heartbeat
         trial.set_user_attr("worker_trial", number)  # a retry inherits "worker" from the dead trial, not this
         try:
@@ -253,7 +253,7 @@ def _run_trial(study: optuna.Study, spec: TuneSpec, trial_id: int, me: str, hear
             state = "FAIL"
             reason = f"{type(exc).__name__}: {exc}"
             echo(f"[{me}] trial {number} failed:\n{traceback.format_exc(limit=6)}")
-    taken = study._storage.get_trial(trial_id).state.is_finished()
+    taken = store.get_trial(trial_id).state.is_finished()
     if taken:  # failed by another worker (our heartbeat was late), which queued a retry: tell nothing
         state, value = "FAIL", None
         reason = "its heartbeats came later than the grace period; another worker failed it and queued a retry"
@@ -282,7 +282,7 @@ def _interrupted(study: optuna.Study, trial_id: int, number: int, run_id: str | 
 
     try:
         study.tell(number, state=TrialState.FAIL)
-        _retry(study, study._storage.get_trial(trial_id), max_retry)
+        _retry(study, StudyStorage(study).get_trial(trial_id), max_retry)
         run_id = run_id or logger.find_trial_run(spec.experiment, study.study_name, number)
         if run_id is not None:
             logger.finish_trial_run(run_id, "FAIL", params=params, reason="interrupted (Ctrl-C or SIGTERM); retried",
