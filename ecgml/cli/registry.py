@@ -42,20 +42,50 @@ def registry_group() -> None:
     """Promote registered versions through stages (as aliases) and inspect them."""
 
 
-def describe(info: Any) -> str:
-    """A registered version in a few lines: aliases, metrics, lineage and its last promotion."""
-    metrics = ", ".join(f"{k.removeprefix('metric.')}={v}" for k, v in sorted(info.tags.items())
-                        if k.startswith("metric."))
-    history = json.loads(info.tags.get("ecgml.promotion_history", "[]"))
-    last = history[-1] if history else None
-    lines = [f"{info.name} v{info.version}  aliases: {', '.join(info.aliases) or '-'}  run: {info.run_id}",
-             f"  metrics: {metrics or '-'}",
-             f"  lineage: {info.tags.get('dataset', '?')} {info.tags.get('task', '')} "
-             f"cache {info.tags.get('cache_digest', '?')[:12]} backbone {info.tags.get('backbone', '?')}"
-             + (f" from {info.tags['ecgml.backbone_version']}" if "ecgml.backbone_version" in info.tags else "")]
-    if last:
-        lines.append(f"  last promotion: {last['to']} by {last['by']} at {last['at']} ({len(history)} in all)")
+def _figures(info: Any) -> str:
+    """Test macro AUC first (every version, a calibrated one's from its source), then the other metrics."""
+    from ecgml.tracking.registry import TEST_SET_TAG, guard_metric
+
+    auc = guard_metric(info)
+    parts = [f"test macro AUC {'?' if auc is None else f'{auc:.3f}'}"
+             + (f" (test set {info.tags[TEST_SET_TAG]})" if TEST_SET_TAG in info.tags else "")]
+    labels = {"best_val_macro_auc": "best val AUC", "test_macro_auprc": "AUPRC", "test_fmax": "Fmax",
+              "test_macro_ece_after": "ECE", "test_macro_brier_after": "Brier"}
+    for key, label in labels.items():
+        if f"metric.{key}" in info.tags:
+            parts.append(f"{label} {float(info.tags[f'metric.{key}']):.3f}")
+    return ", ".join(parts)
+
+
+def _stage(info: Any) -> str:
+    if info.archived:
+        return "ARCHIVED (no aliases; promote it again to use it)"
+    return f"aliases: {', '.join(sorted(info.aliases))}" if info.aliases else "no alias"
+
+
+def describe(info: Any, *, history: bool = False) -> str:
+    """A registered version in a few lines: stage, key metrics, what it is, lineage, its promotions."""
+    tags = info.tags
+    title = info.description.splitlines()[0].strip("*") if info.description else ""
+    lineage = [f"{tags.get('dataset', '?')} {tags.get('task', '')}".strip(), f"backbone {tags.get('backbone', '?')}"]
+    for key, label in (("ecgml.backbone_version", "from"), ("ecgml.calibrated_from", "calibrated from")):
+        if key in tags:
+            lineage.append(f"{label} {tags[key]}")
+    lines = [f"{info.name} v{info.version}  {_stage(info)}" + (f"  {title}" if title else ""),
+             f"  {_figures(info)}",
+             f"  {', '.join(lineage)}; run {info.run_id}"]
+    events = json.loads(tags.get("ecgml.promotion_history", "[]"))
+    shown = events if history else events[-1:]
+    for event in shown:
+        extra = (f" (replaced v{event['replaced']})" if "replaced" in event else "") + \
+                (f" by v{event['replaced_by']}" if "replaced_by" in event else "") + \
+                (" FORCED" if event.get("forced") else "")
+        lines.append(f"  {'' if history else 'last: '}{event['to']}{extra}, {event['by']}, {event['at']}")
     return "\n".join(lines)
+
+
+def _warn(text: str) -> None:
+    click.echo(f"warning: {text}", err=True)
 
 
 @registry_group.command("promote")
@@ -63,41 +93,61 @@ def describe(info: Any) -> str:
 @click.argument("version")
 @click.option("--stage", type=click.Choice(REGISTRY_STAGES), default=None)
 @click.option("--alias", default=None, help="Any other alias, e.g. champion.")
-def promote_command(name: str, version: str, stage: str | None, alias: str | None) -> None:
-    """Move VERSION of NAME to a stage, or give it an alias; the history is kept as a tag."""
+@click.option("--force", is_flag=True, help="Promote to production even if it scores lower than the current "
+                                            "production version on the same test set (recorded as forced).")
+def promote_command(name: str, version: str, stage: str | None, alias: str | None, force: bool) -> None:
+    """Move VERSION of NAME to a stage, or give it an alias; both sides of an alias move are recorded.
+
+    Promotion to production is refused when VERSION's test macro AUC is lower than the current production
+    version's on the same test set (unless --force); on another test set it is only warned about.
+    """
     from ecgml.tracking.registry import RegistryError, promote
 
+    if force and stage != "production":
+        fail(ValueError("--force only applies to --stage production (nothing else is guarded)"))
     try:
-        click.echo(describe(promote(name, version, stage=stage, alias=alias)))
+        click.echo(describe(promote(name, version, stage=stage, alias=alias, force=force, warn=_warn)))
     except RegistryError as exc:
         fail(exc)
 
 
 @registry_group.command("list")
-@click.argument("name")
-def list_command(name: str) -> None:
-    """Every version of NAME with aliases, metrics and lineage."""
-    from ecgml.tracking.registry import RegistryError, list_versions
+@click.argument("name", required=False)
+def list_command(name: str | None) -> None:
+    """Every version of NAME (without NAME: of every registered model) with stage, metrics and lineage."""
+    from ecgml.tracking.registry import RegistryError, list_models, list_versions
 
     try:
-        for info in list_versions(name):
-            click.echo(describe(info))
+        models = {name: list_versions(name)} if name else list_models()
     except RegistryError as exc:
         fail(exc)
+    if not models:
+        click.echo("no registered models yet (ecgml register, or ecgml finetune --register-as NAME)")
+    for model, versions in models.items():
+        aliases = {a: v.version for v in versions for a in v.aliases}
+        click.echo(f"{model}: {len(versions)} version(s); "
+                   + (", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items())) or "no aliases"))
+        for info in versions:
+            click.echo(describe(info))
+        click.echo("")
 
 
 @registry_group.command("show")
 @click.argument("uri")
-def show_command(uri: str) -> None:
-    """One version: models:/NAME/VERSION or models:/NAME@ALIAS."""
+@click.option("--tags", "all_tags", is_flag=True, help="Also print every tag of the version.")
+def show_command(uri: str, all_tags: bool) -> None:
+    """One version: models:/NAME/VERSION or models:/NAME@ALIAS, its description and whole history."""
     from ecgml.tracking.registry import RegistryError, resolve
 
     try:
         info = resolve(uri)
     except RegistryError as exc:
         fail(exc)
-    click.echo(describe(info))
-    click.echo(json.dumps(info.tags, indent=2, sort_keys=True))
+    click.echo(describe(info, history=True))
+    if info.description:
+        click.echo("\n" + info.description)
+    if all_tags:
+        click.echo(json.dumps(info.tags, indent=2, sort_keys=True))
 
 
 COMMANDS: tuple[click.Command, ...] = (models_command, register_command, registry_group)

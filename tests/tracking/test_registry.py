@@ -109,13 +109,41 @@ def test_registry_commands(store: Path) -> None:
     out = runner.invoke(main, ["register", "--experiment", "pre", "--name", "bb"])
     assert out.exit_code == 0 and "registered bb version 1" in out.output
     out = runner.invoke(main, ["registry", "promote", "bb", "1", "--stage", "production"])
-    assert out.exit_code == 0 and "aliases: production" in out.output and "last promotion: production" in out.output
+    assert out.exit_code == 0 and "aliases: production" in out.output and "last: production" in out.output
     out = runner.invoke(main, ["registry", "list", "bb"])
-    assert "bb v1" in out.output and "best_val_macro_auc=0.850000" in out.output
-    out = runner.invoke(main, ["registry", "show", "models:/bb@production"])
-    assert out.exit_code == 0 and '"ecgml.source_run_id"' in out.output
+    assert "bb v1" in out.output and "best val AUC 0.850" in out.output and "test macro AUC 0.840" in out.output
+    out = runner.invoke(main, ["registry", "show", "models:/bb@production", "--tags"])
+    assert out.exit_code == 0 and '"ecgml.source_run_id"' in out.output and "Lineage: run" in out.output
     out = runner.invoke(main, ["registry", "show", "models:/bb/9"])
     assert out.exit_code == 1 and "has no version 9" in out.output
+
+
+def test_registry_commands_list_everything_and_guard_production(store: Path) -> None:
+    runner = CliRunner()
+    out = runner.invoke(main, ["registry", "list"])
+    assert out.exit_code == 0 and "no registered models yet" in out.output
+    same = ("E1", "E2")
+    register_run(_pretrain_run(store / "a", 0.95, test_ids=same), "clf")
+    register_run(_pretrain_run(store / "b", 0.80, test_ids=same), "clf")
+    register_run(_pretrain_run(store / "c", 0.90), "bb")
+    assert runner.invoke(main, ["registry", "promote", "clf", "1", "--stage", "production"]).exit_code == 0
+    out = runner.invoke(main, ["registry", "promote", "clf", "2", "--stage", "production"])
+    assert out.exit_code == 1 and "test macro AUC 0.790, production v1 0.940" in out.output and "--force" in out.output
+    out = runner.invoke(main, ["registry", "promote", "clf", "2", "--stage", "staging", "--force"])
+    assert out.exit_code == 1 and "--force only applies" in out.output
+    out = runner.invoke(main, ["registry", "promote", "clf", "2", "--stage", "production", "--force"])
+    assert out.exit_code == 0 and "FORCED" in out.output
+    assert runner.invoke(main, ["registry", "promote", "clf", "1", "--stage", "archived"]).exit_code == 0
+    out = runner.invoke(main, ["registry", "list"])
+    assert out.exit_code == 0 and "bb: 1 version(s); no aliases" in out.output
+    assert "clf: 2 version(s); production -> v2" in out.output
+    assert "clf v1  ARCHIVED" in out.output
+    out = runner.invoke(main, ["registry", "show", "models:/clf/1"])
+    assert "demoted from production by v2" in out.output and "archived" in out.output
+    out = runner.invoke(main, ["registry", "list", "clff"])
+    assert out.exit_code == 1 and "did you mean clf" in out.output
+    out = runner.invoke(main, ["registry", "promote", "clf", "1", "--stage", "gold"])
+    assert out.exit_code == 2 and "gold" in out.output
 
 
 def _snapshot(name: str) -> list[tuple[str, tuple[str, ...], dict[str, str]]]:
