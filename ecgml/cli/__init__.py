@@ -16,22 +16,29 @@ from ecgml.cli import data, experiments, jobs, registry, train, tune
 
 @click.group()
 @click.version_option(package_name="ecgml")
-def main() -> None:
+@click.option("--threads", type=int, default=None, metavar="N",
+              help="Intra-op threads of this process, and of each process it starts [default: its share of the "
+                   "cores: all of them alone, split among tuning workers or local DDP ranks; ECGML_THREADS or "
+                   "OMP_NUM_THREADS also set it].")
+@click.option("--verbose", is_flag=True,
+              help="Show what ecgml hides by default: MLflow's progress bars, INFO logs and known warnings.")
+def main(threads: int | None, verbose: bool) -> None:
     """ecgml: transfer learning on 12-lead ECGs (PTB-XL -> G12EC), tracked in MLflow."""
-    quiet_known_library_noise()
+    from ecgml.runtime.console import configure_console
+    from ecgml.runtime.threads import ThreadBudgetError, apply_budget, available_cores, plan_budget
+
+    configure_console(True if verbose else None)  # first: before MLflow and torch load and read the environment
+    try:
+        apply_budget(plan_budget(cores=available_cores(), explicit=threads))
+    except ThreadBudgetError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def quiet_known_library_noise() -> None:
-    """MLflow warnings that say nothing about the user's job (checked for each: benign here)."""
-    import logging
-    import warnings
+    """What the ``ecgml`` command hides by default (for scripts that call the library the same way)."""
+    from ecgml.runtime.console import configure_console
 
-    for message in ("The specified dataset source can be interpreted in multiple ways",  # our CSV index inputs
-                    "Hint: Inferred schema contains integer column",  # dataset inputs, not model schemas
-                    ".*Add type hints to the `predict` method",  # the pyfunc validates its own input
-                    ".*Type hint used in the model's predict function"):
-        warnings.filterwarnings("ignore", message=message, category=UserWarning)
-    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    configure_console(verbose=False)
 
 
 #: The order of ``ecgml --help`` is click's (alphabetical); this order only says where each command lives.

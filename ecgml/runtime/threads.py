@@ -50,6 +50,10 @@ WAIT_POLICY_REASON = "see benchmarks/concurrency.py and the README section 'Shar
 Warn = Callable[[str], None]
 
 
+def _stderr(text: str) -> None:
+    sys.stderr.write(f"warning: {text}\n")
+
+
 class ThreadBudgetError(ValueError):
     """A thread count that cannot be used (zero, negative, not a number)."""
 
@@ -86,7 +90,7 @@ class ThreadBudget:
         out[ENV_SOURCE] = self.source
         return out
 
-    def with_loader_workers(self, requested: int, warn: Warn | None = None) -> ThreadBudget:
+    def with_loader_workers(self, requested: int, warn: Warn | None = _stderr) -> ThreadBudget:
         """``requested`` data-loader workers, at most one per core of this process's share (each is a
         process of its own; crops are seeded per record, so fewer workers never change the results)."""
         if requested < 0:
@@ -254,10 +258,6 @@ def export_budget(budget: ThreadBudget, environ: MutableMapping[str, str] | None
 
 
 _applied: ThreadBudget | None = None
-
-
-def _stderr(text: str) -> None:
-    sys.stderr.write(f"warning: {text}\n")
 
 
 def apply_budget(budget: ThreadBudget, warn: Warn | None = _stderr) -> ThreadBudget:

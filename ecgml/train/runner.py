@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ecgml.data.prepare import prepare
+from ecgml.runtime.threads import ensure_budget
 from ecgml.tracking.runs import (
     MetricLog,
     TrackingError,
@@ -78,6 +80,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
         torch.cuda.set_device(device)
     configure_speedups(device)
     seed_everything(config.seed)
+    budget = ensure_budget().with_loader_workers(config.num_workers)  # this process's share of the cores
+    config = replace(config, num_workers=budget.loader_workers)
     try:
         run = _build_context(config, device, ctx, progress)
         if not ctx.is_main:
@@ -242,7 +246,8 @@ def _start_or_resume(run: RunContext, request: RunRequest, run_id: str) -> bool:
         log_json(list(splits.classes), "classes.json")
         log_json(list(prepared.cache.leads), "leads.json")
         log_params_once({**training_params(config, family=family_of(config.model.backbone), lineage=run.lineage),
-                         "n_train": len(splits.train)})
+                         "n_train": len(splits.train),
+                         **ensure_budget(warn=None).with_loader_workers(config.num_workers).params()})
         dataset = prepared.dataset
         log_split_inputs(splits.tables, name=f"{dataset.source}-{dataset.task}", source=str(dataset.root),
                          digest=prepared.cache.digest)
