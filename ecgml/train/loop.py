@@ -8,6 +8,7 @@ only), which the tracking layer turns into logged metrics.
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,10 +25,11 @@ from tqdm import tqdm
 from ecgml.config import STRATEGIES
 from ecgml.data.windows import Aggregate, aggregate_windows
 from ecgml.runtime.console import epoch_line, progress_options, say
-from ecgml.train.checkpoint import load_checkpoint, save_checkpoint
+from ecgml.train.checkpoint import load_checkpoint_everywhere, save_checkpoint
 from ecgml.train.data import BatchFetch, CropBatches, IndexBatches, RandomCropDataset, SlidingWindowDataset, shard
+from ecgml.train.device import amp_dtype, precision_name
 from ecgml.train.device_data import DeviceCrops, DeviceWindows, signal_bytes, use_device_data
-from ecgml.train.distributed import DistContext, all_gather, all_reduce_sum, broadcast_object
+from ecgml.train.distributed import DistContext, all_gather, all_reduce_sum, broadcast_buffers, broadcast_object
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -102,6 +104,21 @@ def _param_groups(model: nn.Module, lr: float, lr_decay: float, weight_decay: fl
             for i, (name, params) in enumerate(trainable)]
 
 
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
+    """Resume the loss scaler, unless the checkpoint's scaler was off (bf16 or fp32: an empty state) and
+    this one is on (the run resumes in fp16 on an older GPU): then it starts afresh, as in a new run.
+    ``GradScaler.load_state_dict`` refuses an empty state for an enabled scaler."""
+    if state or not scaler.is_enabled():
+        scaler.load_state_dict(state)
+
+
+def restore_cuda_rng(states: Sequence[torch.Tensor]) -> None:
+    """Put back every GPU's generator when the checkpoint has them and this machine as many GPUs (a run
+    resumed on another kind of machine continues with fresh GPU generators)."""
+    if states and torch.cuda.is_available() and len(states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(list(states))
+
+
 class Trainer:
     """Fits one model; ``fit`` can resume from the checkpoint of a killed run."""
 
@@ -138,27 +155,50 @@ class Trainer:
         self.ctx = dist_ctx or DistContext()
         self.on_epoch = on_epoch
         self.progress = progress and self.ctx.is_main
-        self.amp = (device.type == "cuda") if amp is None else amp
-        self.amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+        if self.ctx.enabled and self.ctx.device.type == "cuda" and device != self.ctx.device:
+            raise ValueError(f"the model is on {device} but this rank's collectives run on {self.ctx.device}")
+        # ``amp`` forces mixed precision on or off; by default CUDA trains in bf16 or fp16 (see amp_dtype)
+        dtype = amp_dtype(device)
+        self.amp = dtype is not None if amp is None else amp
+        self.amp_dtype: torch.dtype | None = (dtype or torch.bfloat16) if self.amp else None
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self.train_model: nn.Module = self.model
-        if self.ctx.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if optim.strategy != "full" and not hasattr(self.model, "unfreeze_last"):
             raise ValueError(f"strategy {optim.strategy!r} needs a backbone with parameter groups")
-        if optim.strategy == "gradual" and self.ctx.enabled:
-            raise ValueError("gradual unfreezing is not supported with several processes yet; use full or linear")
         if optim.strategy == "linear":
             self.model.unfreeze_last(1)
+        self.train_model: nn.Module = self.model
+        self._wrapped_for: tuple[bool, ...] | None = None
+        if optim.strategy != "gradual":  # gradual wraps at each epoch's stage (_train_epoch)
+            self._wrap()  # after freezing: DDP synchronises what requires a gradient when it is built
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, optim.lr, optim.lr_decay, optim.weight_decay,
                                                          include_frozen=optim.strategy == "gradual"))
         self.steps_per_epoch = math.ceil(len(self._train_indices()) / optim.batch_size)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],
             total_steps=optim.epochs * self.steps_per_epoch, pct_start=optim.pct_start)
-        self.scaler = torch.amp.GradScaler(enabled=self.amp and self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self._setup_data_path(device_data, compile_model)
+
+    def _wrap(self) -> None:
+        """Wrap the model in DDP for the parameters that train now; again whenever that set changes.
+
+        DDP registers its gradient hooks and buckets for the parameters that require a gradient when it
+        is built. Wrapped before a freeze, it waits for gradients that never come ("Expected to have
+        finished reduction in the prior iteration"); wrapped before a thaw, the thawed parameters are
+        never averaged and the ranks drift apart silently. ``find_unused_parameters`` would cover only
+        the first case, at a graph traversal every step, and ``static_graph`` neither; gradual unfreezing
+        changes the set a few times per run, so a new wrapper per stage costs one bucket rebuild each.
+        """
+        if not self.ctx.enabled:
+            return
+        trainable = tuple(p.requires_grad for p in self.model.parameters())
+        if trainable == self._wrapped_for:
+            return
+        self.train_model = self.model  # drop the old wrapper (its reducer removes its hooks) first
+        gc.collect()
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self._wrapped_for = trainable
 
     # -- data ---------------------------------------------------------------------------------------
     def _train_indices(self) -> list[int]:
@@ -167,7 +207,7 @@ class Trainer:
 
     def _shard(self, order: list[int]) -> list[int]:
         """Disjoint, equal-sized shards (see :func:`ecgml.train.data.shard`)."""
-        return shard(order, self.ctx.rank, self.ctx.world_size).tolist()
+        return shard(order, self.ctx.rank, self.ctx.world_size, self.optim.batch_size).tolist()
 
     def _setup_data_path(self, device_data: str, compile_model: bool) -> None:
         """Decide once per run where batches are cut: on the device (the splits held there) or by
@@ -186,8 +226,11 @@ class Trainer:
         """A loader of whole batches, built the first time ``key`` is asked for and kept for the run."""
         if key not in self._loaders or self._loaders[key][0] is not dataset:
             workers = self.num_workers
+            # its own generator: a loader's iterator draws a seed, which must not come from the global RNG
+            # (dropout's), or the host path would train differently from the device path
             loader = DataLoader(BatchFetch(dataset), batch_size=None, sampler=sampler, num_workers=workers,
-                                pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+                                pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                                generator=torch.Generator().manual_seed(self.seed))
             self._loaders[key] = (dataset, loader)
         return self._loaders[key][1]
 
@@ -225,6 +268,11 @@ class Trainer:
     def _autocast(self) -> torch.autocast:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
+    @property
+    def precision(self) -> str:
+        """fp32, bf16-mixed or fp16-mixed (logged with each run)."""
+        return precision_name(self.amp_dtype)
+
     def trainable_groups(self, epoch: int) -> int | None:
         """How many groups from the top train in ``epoch`` under gradual unfreezing (None otherwise)."""
         if self.optim.strategy != "gradual":
@@ -236,6 +284,7 @@ class Trainer:
         stage = self.trainable_groups(epoch)
         if stage is not None:
             self.model.unfreeze_last(stage)
+            self._wrap()
         self.train_model.train()
         total, count = torch.zeros((), device=self.device), 0  # summed on the device: no sync per step
         loader = self._train_loader(epoch)
@@ -261,13 +310,16 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, windows: SlidingWindowDataset, aggregate: Aggregate, batch_size: int = 256) -> np.ndarray:
-        """Per-record probabilities: sigmoid of every window, aggregated (max or mean) per record."""
+        """Per-record probabilities: sigmoid of every window, aggregated (max or mean) per record.
+
+        In fp32, as served: under autocast the logits are quantised (steps of ~0.03 at |logit| 4-8), which
+        ties AUCs, moves early stopping and skews the temperatures fitted on these predictions."""
         self.model.eval()
+        broadcast_buffers(self.model, self.ctx)  # every shard scored by rank 0's model, the one it saves
         mine = np.arange(self.ctx.rank, len(windows), self.ctx.world_size)
         scores = []
         for x in self._window_batches(windows, mine, batch_size):
-            with self._autocast():
-                scores.append(torch.sigmoid(self.model(x).float()))
+            scores.append(torch.sigmoid(self.model(x).float()))
         local = (torch.cat(scores).cpu().numpy() if scores  # the evaluation's one sync
                  else np.zeros((0, self._num_classes()), np.float32))
         shards = all_gather((mine, local), self.ctx)
@@ -301,6 +353,8 @@ class Trainer:
             "bad_epochs": bad_epochs,
             "history": [asdict(h) for h in history],
             "torch_rng": torch.get_rng_state(),
+            # every GPU's generator too (dropout on CUDA draws from it): exact resumption on GPUs as well
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "extra": extra,
         }
 
@@ -312,12 +366,13 @@ class Trainer:
         best_state = copy.deepcopy(self.model.state_dict())
         resumed_from = None
         if resume:
-            state = load_checkpoint(self.checkpoint_path)
+            state = load_checkpoint_everywhere(self.checkpoint_path, self.ctx)  # only rank 0 has the file
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            self.scaler.load_state_dict(state["scaler"])
+            load_scaler_state(self.scaler, state["scaler"])
             torch.set_rng_state(state["torch_rng"])
+            restore_cuda_rng(state.get("cuda_rng", []))
             start = int(state["epoch"]) + 1
             best = (int(state["best_epoch"]), float(state["best_score"]))
             best_state = state["best_model"]
