@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ecgml.defaults import CALIBRATE_EXPERIMENT
 from ecgml.evaluate.calibration import apply_calibration
 from ecgml.evaluate.recalibration import (
     DEFAULT_METHOD,
@@ -59,7 +60,7 @@ def _source_predictions(run_id: str, folder: Path) -> tuple[PredictionSet, Predi
 
 
 def run_calibration(model: str, *, method: str = DEFAULT_METHOD, register_as: str | None = None, experiment: str =
-                    "ecgml-calibrate", runs_dir: Path, n_bins: int = 10, parent_run_id: str | None = None,
+                    CALIBRATE_EXPERIMENT, runs_dir: Path, n_bins: int = 10, parent_run_id: str | None = None,
                     extra_tags: dict[str, str] | None = None) -> CalibrationOutcome:
     """Calibrate ``model`` (``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``runs:/RUN_ID``) in a tracked run.
 

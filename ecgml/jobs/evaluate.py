@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ecgml.config import PrepareConfig
+from ecgml.defaults import EVALUATE_EXPERIMENT
 
 
 class EvaluationError(ValueError):
@@ -41,7 +42,7 @@ def _predict(classifier: Any, signals: np.ndarray, rows: np.ndarray, n_valid: np
     return out
 
 
-def run_evaluation(model: str, data: PrepareConfig, *, split: str = "test", experiment: str = "ecgml-evaluate",
+def run_evaluation(model: str, data: PrepareConfig, *, split: str = "test", experiment: str = EVALUATE_EXPERIMENT,
                    runs_dir: Path, bootstrap_rounds: int = 1000, seed: int = 0, parent_run_id: str | None = None,
                    extra_tags: dict[str, str] | None = None, progress: bool = True) -> EvaluationOutcome:
     """Evaluate registered ``model`` (``models:/NAME/VERSION`` or ``@ALIAS``) on ``split`` of ``data``.
