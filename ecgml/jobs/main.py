@@ -13,7 +13,8 @@ One parent run (``ecgml.kind = main``) with a child run per step:
 8. report    the Markdown report with plots, written to a folder and logged
 
 A step whose key (entry point and parameters) already finished at the same clean git commit is reused
-instead of run again (:mod:`ecgml.experiments.reuse`); the parent records which run served each step.
+instead of run again (:mod:`ecgml.tracking.reuse`); every key holds the fingerprints of both data trees, so
+changed data retrains what depends on it. The parent records which run served each step.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from ecgml.defaults import (
     STANDALONE_BACKBONES,
 )
 from ecgml.experiments import schema
-from ecgml.experiments.reuse import STEP_KEY, find_finished, step_key
+from ecgml.runtime.console import StepCounter
+from ecgml.tracking.reuse import STEP_KEY, Step, data_fingerprint, get_or_run, step_key
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+#: The steps in the order they run, as the console counts them (``[4/9] finetune``).
+MAIN_STEPS = ("data", "pretrain", "register", "finetune", "calibrate", "promote", "evaluate", "sweep", "report")
+
+
 class _Steps:
     """Runs (or reuses) each step as a child run of the main run and remembers which run served it."""
 
@@ -88,15 +94,24 @@ class _Steps:
         self.experiment, self.parent, self.commit, self.say = experiment, parent, commit, say
         self.runs: dict[str, str] = {}
         self.reused: list[str] = []
+        #: :func:`ecgml.tracking.reuse.data_fingerprint` of each tree, part of every step's key (set by the data step)
+        self.data: dict[str, str] = {}
+        self.counter = StepCounter(len(MAIN_STEPS), say)
 
-    def reuse(self, name: str, params: dict[str, Any]) -> tuple[str, Any | None]:
-        key = step_key(name, params)
-        found = find_finished(self.experiment, key, self.commit)
-        if found is not None:
-            self.say(f"{name}: reusing finished run {found.info.run_id}")
-            self.runs[name] = found.info.run_id
+    def begin(self, name: str, detail: str = "") -> None:
+        """The step's header line: its number, what it does, the job's elapsed time."""
+        self.counter.begin(name, detail)
+
+    def run(self, name: str, params: dict[str, Any], action: Callable[[str], str]) -> Step:
+        """The run serving step ``name``: a finished one whose key (``params`` and the data's fingerprints) matches at
+        this commit, else ``action(key)``, which runs the step, tags its run with the key and returns its id."""
+        key = step_key(name, {**params, "data": self.data})
+        step = get_or_run(self.experiment, key, self.commit, lambda: action(key))
+        self.runs[name] = step.run_id
+        if step.reused:
+            self.say(f"{name}: reusing finished run {step.run_id}")
             self.reused.append(name)
-        return key, found
+        return step
 
     def light(self, name: str, key: str, tags: dict[str, str], params: dict[str, Any],
               documents: dict[str, Any] | None = None, folder: Path | None = None) -> str:
@@ -156,31 +171,67 @@ def _data_step(config: MainConfig, steps: _Steps, say: Callable[[str], None]) ->
     """Synthetic trees (written once), caches and statistics, logged by a ``data`` child run."""
     from ecgml.data.prepare import prepare
     from ecgml.data.stats import dataset_stats
-    from ecgml.data.synth import generate_g12ec, generate_ptbxl
 
     synthetic = config.data_dir / "synthetic"
     roots = {"ptbxl": synthetic / "ptbxl", "g12ec": synthetic / "g12ec"}
     workers = config.workers or os.cpu_count() or 1
-    if not (roots["ptbxl"] / "ptbxl_database.csv").exists():
-        say(f"data: writing {config.ptbxl_records} synthetic PTB-XL-shaped records to {roots['ptbxl']}")
-        generate_ptbxl(roots["ptbxl"], config.ptbxl_records, config.data_seed, sampling_rates=(100, 500),
-                       workers=workers)
-    if not (roots["g12ec"] / "SYNTH.json").exists():
-        say(f"data: writing {config.g12ec_records} synthetic G12EC-shaped records to {roots['g12ec']}")
-        generate_g12ec(roots["g12ec"], config.g12ec_records, config.data_seed + 1, workers=workers)
-    key, found = steps.reuse("data", {"roots": {k: str(v.resolve()) for k, v in roots.items()},
-                                      "records": [config.ptbxl_records, config.g12ec_records],
-                                      "seed": config.data_seed})
-    if found is not None:
-        return roots
-    stats = {}
-    for source, root in roots.items():
-        prepared = prepare(PrepareConfig(DataConfig(source=source, root=root, fs=100),
-                                         cache_dir=config.data_dir / "cache", workers=workers))
-        stats[source] = dataset_stats(prepared)
-    steps.light("data", key, {}, {"ptbxl_root": roots["ptbxl"], "g12ec_root": roots["g12ec"]},
-                {f"stats_{source}.json": doc for source, doc in stats.items()})
+    steps.begin("data", f"synthetic trees, caches and statistics under {config.data_dir}")
+    _synthetic_tree("ptbxl", roots["ptbxl"], config.ptbxl_records, config.data_seed, workers, say)
+    _synthetic_tree("g12ec", roots["g12ec"], config.g12ec_records, config.data_seed + 1, workers, say)
+    steps.data = {source: data_fingerprint(root) for source, root in roots.items()}
+
+    def build(key: str) -> str:
+        stats = {}
+        for source, root in roots.items():
+            prepared = prepare(PrepareConfig(DataConfig(source=source, root=root, fs=100),
+                                             cache_dir=config.data_dir / "cache", workers=workers))
+            stats[source] = dataset_stats(prepared)
+        return steps.light("data", key, {}, {"ptbxl_root": roots["ptbxl"], "g12ec_root": roots["g12ec"],
+                                             **{f"{k}_data": v for k, v in steps.data.items()}},
+                           {f"stats_{source}.json": doc for source, doc in stats.items()})
+
+    steps.run("data", {"roots": {k: str(v.resolve()) for k, v in roots.items()},
+                       "records": [config.ptbxl_records, config.g12ec_records], "seed": config.data_seed}, build)
     return roots
+
+
+class DataTreeError(RuntimeError):
+    """A folder where main keeps a synthetic tree holds something else; the message says what and what to do."""
+
+
+def _synthetic_tree(source: str, root: Path, records: int, seed: int, workers: int, say: Callable[[str], None]
+                    ) -> None:
+    """Write the synthetic tree ``source`` under ``root`` unless the one there was generated with this config.
+
+    A tree whose ``SYNTH.json`` records other options (records, seed, rates, generator version) is deleted and
+    written again, saying which options differ: the folder is main's own. A non-empty folder without
+    ``SYNTH.json`` (an interrupted generation, or files put there by hand) is refused rather than deleted.
+    """
+    import json
+    import shutil
+
+    from ecgml.data.synth import generate_g12ec, generate_ptbxl
+    from ecgml.data.synth.config import SynthConfig
+
+    options: dict[str, Any] = {"sampling_rates": (100, 500)} if source == "ptbxl" else {}
+    wanted = json.loads(json.dumps(SynthConfig.for_source(source, records, seed, **options).to_dict(), default=str))
+    marker = root / "SYNTH.json"
+    if marker.is_file():
+        found = json.loads(marker.read_text()).get("config", {})
+        differ = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+        if not differ:
+            return
+        say(f"data: {root} was generated with other options ("
+            + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(differ.items()))
+            + "): deleting it and writing it again")
+        shutil.rmtree(root)
+    elif root.is_dir() and any(root.iterdir()):
+        raise DataTreeError(f"{root} is not empty but has no SYNTH.json (an interrupted generation, or other files): "
+                            f"delete it to let ecgml main write a {records}-record synthetic {source} tree there, "
+                            "or give another --data-dir")
+    say(f"data: writing {records} synthetic {source}-shaped records to {root}")
+    generate = generate_ptbxl if source == "ptbxl" else generate_g12ec
+    generate(root, records, seed, workers=workers, **options)
 
 
 def _study(config: MainConfig, roots: dict[str, Path], **overrides: Any) -> Any:
@@ -198,16 +249,17 @@ def _study(config: MainConfig, roots: dict[str, Path], **overrides: Any) -> Any:
 def _train_step(name: str, train_config: Any, steps: _Steps, say: Callable[[str], None]) -> str:
     from ecgml.train.runner import run_training
 
-    key, found = steps.reuse(name, {"digest": train_config.digest(), "init": train_config.init_uri,
-                                    "register_as": train_config.register_as})
-    if found is not None:
-        return str(found.info.run_id)
-    start = time.perf_counter()
-    outcome = run_training(train_config, parent_run_id=steps.parent, extra_tags={STEP_KEY: key}, progress=True)
-    steps.runs[name] = str(outcome.run_id)
-    say(f"{name}: run {outcome.run_id}, validation macro AUC {outcome.val_macro_auc:.3f}, test macro AUC "
-        f"{outcome.test_macro_auc:.3f} ({time.perf_counter() - start:.0f} s)")
-    return str(outcome.run_id)
+    steps.begin(name, f"{train_config.model.backbone} on {train_config.data.data.source}, "
+                      f"{train_config.optim.epochs} epochs")
+    def train(key: str) -> str:
+        start = time.perf_counter()
+        outcome = run_training(train_config, parent_run_id=steps.parent, extra_tags={STEP_KEY: key}, progress=True)
+        say(f"{name}: run {outcome.run_id}, validation macro AUC {outcome.val_macro_auc:.3f}, test macro AUC "
+            f"{outcome.test_macro_auc:.3f} ({time.perf_counter() - start:.0f} s)")
+        return str(outcome.run_id)
+
+    return steps.run(name, {"digest": train_config.digest(), "init": train_config.init_uri,
+                            "register_as": train_config.register_as}, train).run_id
 
 
 def _register_and_promote(step: str, name: str, run_id: str, steps: _Steps, say: Callable[[str], None],
@@ -215,68 +267,73 @@ def _register_and_promote(step: str, name: str, run_id: str, steps: _Steps, say:
     """The version of ``name`` that ``run_id`` logged (registered if ``register`` and missing), promoted."""
     from ecgml.tracking.registry import promote, register_run, version_of_run
 
-    key, found = steps.reuse(step, {"name": name, "run": run_id})
+    steps.begin(step, f"{name} from run {run_id}")
     version = version_of_run(name, run_id)
-    if found is None:
+
+    def register_and_promote(key: str) -> str:
+        nonlocal version
         if version is None:
             if not register:
                 raise RuntimeError(f"run {run_id} registered no version of {name}")
             version = register_run(run_id, name, selected_by="ecgml main").version
         info = promote(name, version, stage="production")
-        steps.light(step, key, {"ecgml.registered_as": f"models:/{name}/{version}"},
-                    {"name": name, "version": version, "run": run_id})
         say(f"{step}: models:/{name}/{version} is now production (aliases: {', '.join(info.aliases)})")
+        return steps.light(step, key, {"ecgml.registered_as": f"models:/{name}/{version}"},
+                           {"name": name, "version": version, "run": run_id})
+
+    steps.run(step, {"name": name, "run": run_id}, register_and_promote)
     return f"models:/{name}/{version}"
 
 
 def _pretrain_and_register(config: MainConfig, roots: dict[str, Path], steps: _Steps,
                            say: Callable[[str], None]) -> str:
-    from ecgml.experiments.study import plan_sweep
+    from ecgml.experiments.study import pretrain_config
 
-    study = _study(config, roots)
-    pretrain_job = plan_sweep("fraction", study, config.fractions)[0]  # the very job the sweep would run
-    run_id = _train_step("pretrain", pretrain_job.config, steps, say)
+    run_id = _train_step("pretrain", pretrain_config(_study(config, roots)), steps, say)  # what the sweep would train
     return _register_and_promote("register", DEFAULT_BACKBONE_MODEL, run_id, steps, say, register=True)
 
 
 def _finetune_calibrate_evaluate(config: MainConfig, roots: dict[str, Path], backbone_uri: str, steps: _Steps,
                                  say: Callable[[str], None]) -> str:
-    from ecgml.experiments.study import plan_sweep
+    from ecgml.experiments.study import finetune_config
     from ecgml.jobs.calibrate import run_calibration
     from ecgml.jobs.evaluate import run_evaluation
     from ecgml.tracking.registry import version_of_run
 
     study = _study(config, roots, backbone_uri=backbone_uri)
-    job = next(j for j in plan_sweep("fraction", study, (1.0,)) if j.arm == "finetune")
-    tuned = replace(job.config, init_uri=backbone_uri, register_as=DEFAULT_CLASSIFIER_MODEL)
+    tuned = replace(finetune_config(study, fraction=1.0, seed=config.seeds[0], init_uri=backbone_uri),
+                    register_as=DEFAULT_CLASSIFIER_MODEL)
     run_id = _train_step("finetune", tuned, steps, say)
     classifier = version_of_run(DEFAULT_CLASSIFIER_MODEL, run_id)
     if classifier is None:
         raise RuntimeError(f"fine-tuning run {run_id} registered no {DEFAULT_CLASSIFIER_MODEL} version")
     source = f"models:/{DEFAULT_CLASSIFIER_MODEL}/{classifier}"
 
-    key, found = steps.reuse("calibrate", {"model": source})
-    if found is None:
+    steps.begin("calibrate", source)
+    def calibrate(key: str) -> str:
         outcome = run_calibration(source, experiment=config.experiment, runs_dir=config.data_dir / "runs",
                                   parent_run_id=steps.parent, extra_tags={STEP_KEY: key})
-        steps.runs["calibrate"] = outcome.run_id
-        m = outcome.calibration.metrics()
-        say(f"calibrate: temperature {m['temperature_single']:.2f}, test macro ECE {m['test_macro_ece_before']:.4f} "
-            f"-> {m['test_macro_ece_after']:.4f}; registered {outcome.registered}")
-    calibrated_run = steps.runs["calibrate"]
+        say(f"calibrate: {outcome.calibration.summary()}; registered {outcome.registered}")
+        for note in outcome.calibration.diagnosis:
+            say(f"calibrate: warning: {note}")
+        return outcome.run_id
+
+    calibrated_run = steps.run("calibrate", {"model": source}, calibrate).run_id
     production = _register_and_promote("promote", DEFAULT_CLASSIFIER_MODEL, calibrated_run, steps, say,
                                        register=False)
 
-    key, found = steps.reuse("evaluate", {"model": production})
-    if found is None:
+    steps.begin("evaluate", f"{production} as served")
+    def evaluate(key: str) -> str:
         data = PrepareConfig(DataConfig(source="g12ec", root=roots["g12ec"]), cache_dir=config.data_dir / "cache")
         outcome = run_evaluation(f"models:/{DEFAULT_CLASSIFIER_MODEL}@production", data,
                                  experiment=config.experiment, runs_dir=config.data_dir / "runs",
                                  parent_run_id=steps.parent, extra_tags={STEP_KEY: key}, progress=False)
-        steps.runs["evaluate"] = outcome.run_id
         say(f"evaluate: {production} as served, G12EC test macro AUC {outcome.metrics['test_macro_auc']:.3f} "
             f"[{outcome.metrics['test_macro_auc_low']:.3f}, {outcome.metrics['test_macro_auc_high']:.3f}], "
             f"ECE {outcome.metrics['test_macro_ece']:.4f}")
+        return outcome.run_id
+
+    steps.run("evaluate", {"model": production}, evaluate)
     return production
 
 
@@ -287,8 +344,11 @@ def _sweep_and_report(config: MainConfig, roots: dict[str, Path], backbone_uri: 
     from ecgml.experiments.study import run_sweep
 
     study = _study(config, roots, backbone_uri=backbone_uri, calibrate_all=True)
+    steps.begin("sweep", f"fractions {', '.join(map(str, config.fractions))}, seeds "
+                         f"{', '.join(map(str, config.seeds))}")
     sweep_id, _ = run_sweep("fraction", study, config.fractions, parent_run_id=steps.parent, say=say)
     steps.runs["sweep"] = sweep_id
+    steps.begin("report", str(config.report_dir))
     say("report: reading the sweep back from MLflow")
     collected = collect(config.experiment, sweeps=["fraction"])
     path = write_report(collected, config.report_dir, title="ecgml compact study (synthetic data)")

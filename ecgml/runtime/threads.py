@@ -291,6 +291,12 @@ def ensure_budget(warn: Warn | None = _stderr) -> ThreadBudget:
     return apply_budget(plan_budget(cores=available_cores()), warn)
 
 
+def process_budget() -> ThreadBudget:
+    """This process's budget without applying anything: the one applied, or one planned from the environment
+    (what a launcher splits among the children it starts)."""
+    return _applied if _applied is not None else plan_budget(cores=available_cores())
+
+
 def applied_budget() -> ThreadBudget | None:
     """The budget applied in this process, if any."""
     return _applied

@@ -267,18 +267,22 @@ def worker_command(study_name: str, index: int, settings: RunSettings) -> list[s
 
 def launch_workers(study_name: str, settings: RunSettings, echo: Echo) -> list[int]:
     """``settings.workers`` processes on this study; waits for them; returns their exit codes."""
+    from ecgml.runtime.threads import child_budgets, child_env, process_budget
     from ecgml.tracking.runs import tracking_uri
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     env["ECGML_OPTUNA_STORAGE"] = settings.storage  # not on the command line, where `ps` shows passwords
     env["MLFLOW_TRACKING_URI"] = tracking_uri()
+    shares = child_budgets(process_budget(), settings.workers, "tune workers")  # the workers split the cores
+    if shares[0].note:
+        echo(f"warning: {shares[0].note}")
     procs = []
     for index in range(settings.workers):
-        worker_env = dict(env)
+        worker_env = child_env(env, shares[index])
         if settings.gpus:
             worker_env["CUDA_VISIBLE_DEVICES"] = settings.gpus[index % len(settings.gpus)]
         procs.append(subprocess.Popen(worker_command(study_name, index, settings), env=worker_env))
-        echo(f"worker {index} started (pid {procs[-1].pid}"
+        echo(f"worker {index} started (pid {procs[-1].pid}, {shares[index].threads} thread(s)"
              + (f", CUDA_VISIBLE_DEVICES={worker_env['CUDA_VISIBLE_DEVICES']}" if settings.gpus else "") + ")")
     try:
         return [p.wait() for p in procs]

@@ -174,3 +174,30 @@ def test_a_local_rank_applies_its_share_after_torch_is_loaded() -> None:
     got = _run_child(env)
     assert got["torch"] == got["interop"] == got["budget"] == 3
     assert got["source"].startswith("local DDP rank 1 of 2")
+
+
+def test_tune_launcher_gives_each_worker_its_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ecgml tune --workers 3`` on 5 cores: the workers' environments carry 2 + 2 + 1 threads."""
+    from ecgml.runtime import threads
+    from ecgml.tune import study
+
+    envs: list[dict[str, str]] = []
+
+    class Finished:
+        pid = 1
+
+        def wait(self) -> int:
+            return 0
+
+    def popen(cmd: list[str], env: dict[str, str]) -> Finished:
+        envs.append(env)
+        return Finished()
+
+    monkeypatch.setattr(study.subprocess, "Popen", popen)
+    monkeypatch.setattr(threads, "_applied", plan_budget(cores=5, env=CLEAN))
+    said: list[str] = []
+    codes = study.launch_workers("s", study.RunSettings(storage=str(Path("j.log")), workers=3), said.append)
+    assert codes == [0, 0, 0]
+    assert [e["ECGML_THREADS"] for e in envs] == [e["OMP_NUM_THREADS"] for e in envs] == ["2", "2", "1"]
+    assert all(e["ECGML_THREADS_SOURCE"].startswith("tune workers") for e in envs)
+    assert "2 thread(s)" in said[0]
