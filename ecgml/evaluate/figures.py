@@ -106,28 +106,56 @@ def plot_auc_bars(classes: Sequence[str], aucs: Sequence[float | None], path: Pa
 
 
 def plot_reliability(y_true: np.ndarray, before: np.ndarray, after: np.ndarray | None, classes: Sequence[str],
-                     path: Path, n_bins: int = 10) -> Path:
-    """Reliability diagrams, one panel per class: observed frequency against confidence, before/after."""
-    from ecgml.evaluate.calibration import reliability
+                     path: Path, n_bins: int = 10, labels: tuple[str, str] = ("before", "after")) -> Path:
+    """Reliability diagrams, one panel per class: observed frequency against mean predicted probability per bin.
+
+    Bars on a log axis (right) give the records in each bin, so a point resting on three records is seen as such;
+    each panel's title gives the class's ECE. Axes are labelled once for the whole figure; a constrained layout
+    keeps titles clear of the ticks above.
+    """
+    from ecgml.evaluate.calibration import calibration_errors, reliability
 
     plt = pyplot()
+    y = np.asarray(y_true)
+    series = [(np.asarray(p), label, f"C{k}") for k, (p, label) in enumerate(zip((before, after), labels,
+                                                                                 strict=True)) if p is not None]
+    eces = [calibration_errors(y, p, n_bins)[0] for p, _, _ in series]
     n = len(classes)
     cols = min(6, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols, 2.8 * rows), squeeze=False, layout="constrained")
+    width = 0.9 / n_bins / max(1, len(series))
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.axis("off")
             continue
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")
-        for probs, label in ((before, "before"), (after, "after")):
-            if probs is None:
-                continue
-            r = reliability(np.asarray(y_true)[:, i], np.asarray(probs)[:, i], n_bins)
+        counts_ax = ax.twinx()
+        top = 1
+        for k, (probs, label, colour) in enumerate(series):
+            r = reliability(y[:, i], probs[:, i], n_bins)
             used = r["count"] > 0
-            ax.plot(r["confidence"][used], r["frequency"][used], marker="o", ms=2, lw=1, label=label)
-        ax.set_title(classes[i], fontsize=8)
-        ax.tick_params(labelsize=6)
+            ax.plot(r["confidence"][used], r["frequency"][used], marker="o", ms=3, lw=1.2, color=colour, label=label,
+                    zorder=3)
+            left = np.arange(n_bins) / n_bins + 0.05 / n_bins + k * width
+            counts_ax.bar(left, r["count"], width=width, align="edge", color=colour, alpha=0.25, zorder=1)
+            top = max(top, int(r["count"].max()))
+        counts_ax.set_yscale("log")
+        counts_ax.set_ylim(0.8, 0.8 * (top / 0.8) ** 3)  # bars fill the lower third: points stay readable
+        counts_ax.tick_params(labelsize=6)
+        if (i + 1) % cols and i != n - 1:
+            counts_ax.set_yticklabels([])
+        else:
+            counts_ax.set_ylabel("records per bin (bars, log)", fontsize=7)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.6, ls="--", zorder=2)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_zorder(counts_ax.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        ax.tick_params(labelsize=7)
+        ece = " → ".join(f"{e[i]:.3f}" for e in eces)
+        ax.set_title(f"{classes[i]}  (ECE {ece})", fontsize=8)
         if i == 0:
-            ax.legend(fontsize=6)
+            ax.legend(fontsize=7, loc="upper left")
+    fig.supxlabel("mean predicted probability in the bin", fontsize=9)
+    fig.supylabel("observed frequency of the class in the bin", fontsize=9)
     return save_figure(fig, path)

@@ -129,6 +129,28 @@ def paired_difference(rounds_a: np.ndarray, rounds_b: np.ndarray, estimate: floa
             "level": level}
 
 
+#: Decimal places the report prints a difference or bound with; a bound that rounds to 0 there is not away from 0.
+DIGITS = 3
+
+
+def significance(low: float, high: float, p_value: float, *, level: float = 0.95, digits: int = DIGITS) -> str:
+    """The one reading of a paired interval: ``above``, ``below``, ``includes`` (0) or ``n/a``.
+
+    ``above`` (a significant gain) needs all three: the lower bound strictly above 0, still above 0 at the
+    ``digits`` the report prints (``+0.000`` is not above 0), and a p-value below ``1 - level`` (the bootstrap's
+    interval and p-value can disagree at the edge; then neither is taken). ``below`` is the mirror image.
+    """
+    values = np.array([low, high, p_value], dtype=np.float64)
+    if not np.isfinite(values).all():
+        return "n/a"
+    alpha = 1 - level
+    if low > 0 and round(low, digits) > 0 and p_value < alpha:
+        return "above"
+    if high < 0 and round(high, digits) < 0 and p_value < alpha:
+        return "below"
+    return "includes"
+
+
 def macro_auc_on(y_true: np.ndarray, y_prob: np.ndarray) -> float:
     """Macro AUC over the classes defined in ``y_true``."""
     per_class = auc_per_class(y_true, y_prob)

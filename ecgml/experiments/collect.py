@@ -25,7 +25,8 @@ METRICS = ("test_macro_auc", "test_macro_auc_low", "test_macro_auc_high", "best_
            "test_fmax")
 CALIBRATION_METRICS = ("test_macro_ece_before", "test_macro_ece_after", "test_macro_mce_before",
                        "test_macro_mce_after", "test_macro_brier_before", "test_macro_brier_after",
-                       "test_macro_ece_after_single", "test_macro_ece_after_per_class")
+                       "test_macro_ece_after_single", "test_macro_ece_after_per_class", "test_macro_ece_after_platt",
+                       "val_logit_sd", "calibration_warnings")
 TRAINING_KINDS = ("pretrain", "standalone", "finetune")
 RUN_COLUMNS = ("run_id", "run_name", "parent_run_id", "kind", "sweep", "protocol", "arm", "family", "backbone",
                "setting", "setting_label", "seed", "start_time", "backbone_run_id")
@@ -105,6 +106,7 @@ class Collected:
         key = (run_id, f"file:{path}")
         if key in self._memo:
             return self._memo[key]
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         dst = self.cache_dir / run_id
@@ -112,7 +114,7 @@ class Collected:
         try:
             with _quiet_downloads():
                 local = Path(MlflowClient(self.tracking_uri).download_artifacts(run_id, path, str(dst)))
-        except Exception as exc:  # MlflowException, OSError: both mean the artifact cannot be had
+        except (MlflowException, OSError) as exc:  # both mean the artifact cannot be had
             raise ArtifactMissingError(f"run {self.describe(run_id)} has no artifact {path!r} "
                                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
                                        ) from None
@@ -162,7 +164,9 @@ class Collected:
 
             try:
                 self._memo[memo] = MlflowClient(self.tracking_uri).get_run(run_id).data.metrics.get(key)
-            except MlflowException:
+            except MlflowException as exc:
+                if not _missing(exc):
+                    raise  # an outage is not an absent run: the report must not silently drop it
                 self._memo[memo] = None
         return self._memo[memo]
 
@@ -174,14 +178,30 @@ def _search(experiment_id: str, filter_string: str) -> pd.DataFrame:
                               max_results=100_000)
 
 
-def _listed_children(client: Any, run_id: str) -> set[str]:
-    """Run ids a sweep run lists in ``children.json`` (reused runs stay children of the sweep that made them)."""
+def _missing(exc: Exception) -> bool:
+    """An MLflow error that says the run or artifact does not exist (not that the store could not be reached)."""
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _listed_children(client: Any, run_id: str, log: Callable[[str], None]) -> set[str]:
+    """Run ids a sweep run lists in ``children.json`` (reused runs stay children of the sweep that made them).
+
+    A sweep run without the file (an older one, or one still running) lists none, and the log says what that leaves
+    out; a file that cannot be read, or a store that cannot be reached, is an error, not an empty list.
+    """
+    if "children.json" not in {a.path for a in client.list_artifacts(run_id)}:
+        log(f"sweep run {run_id[:8]} has no children.json (an older or unfinished sweep run): runs it reused from "
+            "earlier sweep runs are not included")
+        return set()
     try:
         with _quiet_downloads(), tempfile.TemporaryDirectory() as tmp:
             local = client.download_artifacts(run_id, "children.json", tmp)
             listed = json.loads(Path(local).read_text())
-    except Exception:  # no children.json: an older sweep run, or one still running
-        return set()
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CollectError(f"children.json of sweep run {run_id} cannot be read ({type(exc).__name__}: {exc})"
+                           ) from None
+    if not isinstance(listed, list):
+        raise CollectError(f"children.json of sweep run {run_id} is not a list of runs")
     return {str(c["run_id"]) for c in listed if isinstance(c, dict) and c.get("run_id")}
 
 
@@ -280,9 +300,13 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
         raise CollectError(f"no experiment {experiment!r} in tracking store {uri} "
                            f"(it has: {', '.join(names) or 'none'})")
     if parent_run_id is not None:
+        from mlflow.exceptions import MlflowException
+
         try:
             parent = client.get_run(parent_run_id)
-        except Exception:
+        except MlflowException as exc:
+            if not _missing(exc):
+                raise
             raise CollectError(f"no run {parent_run_id!r} in tracking store {uri}") from None
         if parent.info.experiment_id != exp.experiment_id:
             raise CollectError(f"run {parent_run_id} belongs to experiment id {parent.info.experiment_id}, "
@@ -305,7 +329,7 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
                                                               pd.Series([None] * len(all_runs))), strict=True))
         parents = {k: (v if isinstance(v, str) else None) for k, v in parents.items()}
         members = {rid for rid in raw["run_id"] if rid == parent_run_id or parent_run_id in _ancestors(rid, parents)}
-        reused = _listed_children(client, parent_run_id) - members
+        reused = _listed_children(client, parent_run_id, log) - members
         if reused:
             log(f"{len(reused)} run(s) reused by sweep run {parent_run_id[:8]} live under an earlier sweep run; "
                 "included from its children.json")

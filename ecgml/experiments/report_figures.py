@@ -17,27 +17,67 @@ from ecgml.evaluate.figures import pyplot, save_figure
 
 ARM_STYLE = {"finetune": {"lw": 2.4, "ls": "-", "marker": "o"}, "standalone": {"lw": 1.3, "ls": "-", "marker": "s"},
              "pretrain": {"lw": 1.3, "ls": "--", "marker": "^"}}
+REFERENCE_TITLE = "PTB-XL pretraining\n(PTB-XL test split, not G12EC)"
 
 
 def _grid(n: int, width: float, height: float) -> tuple[Any, np.ndarray]:
     plt = pyplot()
     cols = min(3, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[n:]:
         ax.axis("off")
     return fig, axes
 
 
+def _reference_panel(ax: Any, reference: pd.DataFrame, x: str, *, log_x: bool = False) -> None:
+    """The pretraining backbones' AUC on PTB-XL's own test split, on an axis of its own.
+
+    A backbone shared by every setting (the same run attached to each) is one point; backbones that change with
+    the swept value (pretraining fraction, sampling rate) are drawn against it.
+    """
+    colours = {model: f"C{7 + i}" for i, model in enumerate(dict.fromkeys(reference["model"]))}
+    for model, rows in reference.groupby("model", sort=False):
+        runs = rows.drop_duplicates(subset=["mean", "ci_low", "ci_high"])
+        mean = runs["mean"].to_numpy(dtype=float)
+        err = np.vstack([mean - runs["ci_low"].to_numpy(dtype=float), runs["ci_high"].to_numpy(dtype=float) - mean])
+        err = np.where(np.isfinite(err), err, 0)
+        numeric = x in runs and pd.api.types.is_numeric_dtype(runs[x])
+        if len(runs) > 1 and numeric:
+            runs = runs.sort_values(x)
+            ax.errorbar(runs[x].to_numpy(dtype=float), runs["mean"], yerr=err, capsize=3, color=colours[model],
+                        label=model, **ARM_STYLE["pretrain"])
+            ax.set_xlabel(x)
+            if log_x:
+                ax.set_xscale("log")
+                ticks = sorted(runs[x].astype(float).unique())
+                ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+                ax.minorticks_off()
+        else:
+            labels = [str(v) for v in runs[x]] if len(runs) > 1 and x in runs else ["backbone"]
+            pos = np.arange(len(runs))
+            ax.errorbar(pos, mean, yerr=err, fmt="^", capsize=4, color=colours[model], label=model, ms=7)
+            for px, m in zip(pos, mean, strict=True):
+                ax.annotate(f"{m:.3f}", (px, m), textcoords="offset points", xytext=(8, -3), fontsize=8)
+            ax.set_xticks(pos, labels, fontsize=8)
+            ax.set_xlim(-0.8, len(runs) - 0.2 + 0.8)
+    ax.set_ylabel("PTB-XL test macro AUC")
+    ax.set_title(REFERENCE_TITLE, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
 def plot_auc_lines(summary: pd.DataFrame, seeds: pd.DataFrame, x: str, path: Path, *, title: str = "",
-                   panel: str | None = None, log_x: bool = False) -> Path:
-    """Macro AUC against a numeric swept value: one line per model (mean over seeds), bars = per-run CI envelope.
+                   panel: str | None = None, log_x: bool = False, reference: pd.DataFrame | None = None) -> Path:
+    """G12EC macro AUC against a numeric swept value: one line per model (mean over seeds), bars = per-run CI envelope.
 
     ``summary`` has columns ``model, arm, <x>, mean, ci_low, ci_high`` (and ``panel`` when given); ``seeds``
-    has ``model, <x>, test_macro_auc`` (one row per run) and is drawn as faint dots.
+    has ``model, <x>, test_macro_auc`` (one row per run) and is drawn as faint dots. ``reference`` (pretraining
+    rows, tested on PTB-XL) gets a panel of its own: another dataset's test split does not belong on this axis.
     """
     panels = [None] if panel is None else list(dict.fromkeys(summary[panel]))
-    fig, axes = _grid(len(panels), 5.2, 3.8)
+    has_reference = reference is not None and len(reference) > 0
+    fig, axes = _grid(len(panels) + has_reference, 5.2, 3.9)
     for ax, value in zip(axes.flat, panels, strict=False):
         part = summary if value is None else summary[summary[panel] == value]
         dots = seeds if value is None else seeds[seeds[panel] == value]
@@ -57,22 +97,32 @@ def plot_auc_lines(summary: pd.DataFrame, seeds: pd.DataFrame, x: str, path: Pat
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
         ax.set_xlabel(x)
-        ax.set_ylabel("test macro AUC")
+        ax.set_ylabel("G12EC test macro AUC")
         ax.grid(alpha=0.3)
         if value is not None:
             ax.set_title(f"{panel}={value}", fontsize=9)
         ax.legend(fontsize=7)
+    if has_reference:
+        assert reference is not None
+        _reference_panel(axes.flat[len(panels)], reference, x, log_x=log_x)
     fig.suptitle(title)
     return save_figure(fig, path)
 
 
 def plot_auc_bars_grouped(summary: pd.DataFrame, x: str, path: Path, *, title: str = "",
-                          order: Sequence[Any] | None = None) -> Path:
-    """Macro AUC per categorical swept value (input domain, leads, strategy): bars per model, CI envelope."""
+                          order: Sequence[Any] | None = None, reference: pd.DataFrame | None = None) -> Path:
+    """G12EC macro AUC per categorical swept value (input domain, leads, strategy): bars per model, CI envelope.
+
+    ``reference`` (pretraining on PTB-XL) is drawn in a panel of its own, as in :func:`plot_auc_lines`.
+    """
     plt = pyplot()
     values = list(order) if order is not None else list(dict.fromkeys(summary[x]))
     models = list(dict.fromkeys(summary["model"]))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(values) * max(1, len(models)) / 2), 3.8))
+    has_reference = reference is not None and len(reference) > 0
+    width_main = max(5.0, 1.3 * len(values) * max(1, len(models)) / 2)
+    fig, axes = plt.subplots(1, 1 + has_reference, figsize=(width_main + 3.2 * has_reference, 3.9), squeeze=False,
+                             layout="constrained", width_ratios=[width_main, 3.2][: 1 + has_reference])
+    ax = axes[0][0]
     width = 0.8 / max(1, len(models))
     centres = np.arange(len(values))
     for i, model in enumerate(models):
@@ -90,24 +140,39 @@ def plot_auc_bars_grouped(summary: pd.DataFrame, x: str, path: Path, *, title: s
     ax.set_ylim(max(0.0, floor - 0.05), 1.0)
     ax.set_xticks(centres, [str(v) for v in values])
     ax.set_xlabel(x)
-    ax.set_ylabel("test macro AUC")
+    ax.set_ylabel("G12EC test macro AUC")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title(title)
+    if has_reference:
+        assert reference is not None
+        ref = reference.copy()
+        ref[x] = pd.Categorical(ref[x], categories=values, ordered=True)
+        _reference_panel(axes[0][1], ref.sort_values(x), x)
+    fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def _text_colour(value: float, is_diff: bool, bound: float) -> str:
+    """Black on light cells, white on dark ones (viridis is dark below about 0.55; RdBu at both ends)."""
+    if not np.isfinite(value):
+        return "black"
+    if is_diff:
+        return "white" if abs(value) > 0.6 * bound else "black"
+    return "white" if value < 0.55 else "black"
 
 
 def plot_class_heatmaps(matrices: dict[str, pd.DataFrame], path: Path, *, title: str = "",
                         diverging: Sequence[str] = ()) -> Path:
     """One heatmap per model: classes (rows) x settings (columns), cell = mean per-class test AUC over seeds.
 
-    Panels named in ``diverging`` (differences) use a red-blue scale centred on 0.
+    AUC panels use the full 0-1 scale (0.30 and 0.45 look different); panels named in ``diverging``
+    (differences) use a red-blue scale centred on 0. Every cell is written out.
     """
     plt = pyplot()
     names = list(matrices)
     first = next(iter(matrices.values()))
     n_rows, n_cols = first.shape
-    fig, axes = plt.subplots(1, len(names), figsize=(1.5 + (0.6 + 0.55 * n_cols) * len(names), 1.4 + 0.32 * n_rows),
+    fig, axes = plt.subplots(1, len(names), figsize=(2.2 + (0.9 + 0.8 * n_cols) * len(names), 1.8 + 0.42 * n_rows),
                              squeeze=False, layout="constrained")
     images: dict[bool, tuple[Any, list[Any]]] = {}
     for ax, name in zip(axes[0], names, strict=True):
@@ -119,19 +184,19 @@ def plot_class_heatmaps(matrices: dict[str, pd.DataFrame], path: Path, *, title:
             image = ax.imshow(data, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
             fmt = "{:+.2f}"
         else:
-            image = ax.imshow(data, cmap="viridis", vmin=0.5, vmax=1.0, aspect="auto")
+            bound = 1.0
+            image = ax.imshow(data, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
             fmt = "{:.2f}"
         images.setdefault(is_diff, (image, []))[1].append(ax)
         for (i, j), v in np.ndenumerate(data):
-            light = is_diff or not np.isfinite(v) or v > 0.8
-            ax.text(j, i, "n/a" if not np.isfinite(v) else fmt.format(v), ha="center", va="center", fontsize=5.5,
-                    color="black" if light else "white")
-        ax.set_xticks(range(n_cols), [str(c) for c in m.columns], rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(n_rows), list(m.index) if ax is axes[0][0] else [""] * n_rows, fontsize=7)
-        ax.set_title(name, fontsize=8)
+            ax.text(j, i, "n/a" if not np.isfinite(v) else fmt.format(v), ha="center", va="center", fontsize=8,
+                    color=_text_colour(v, is_diff, bound))
+        ax.set_xticks(range(n_cols), [str(c) for c in m.columns], rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(n_rows), list(m.index) if ax is axes[0][0] else [""] * n_rows, fontsize=9)
+        ax.set_title(name, fontsize=10)
     for is_diff, (image, group) in images.items():
         bar = fig.colorbar(image, ax=group, fraction=0.04 if not is_diff else 0.08, pad=0.02, shrink=0.7,
-                           label="AUC difference" if is_diff else "test AUC")
-        bar.ax.tick_params(labelsize=7)
+                           label="AUC difference" if is_diff else "test AUC (0-1)")
+        bar.ax.tick_params(labelsize=8)
     fig.suptitle(title)
     return save_figure(fig, path)

