@@ -3,7 +3,8 @@
 A sweep is planned first (a list of :class:`Job`), then run in order: pretraining jobs register their
 backbone (``ecgml-study-backbone``) so the fine-tuning jobs pull it by version exactly as a user's
 ``ecgml finetune`` would. A job whose key (configuration digest and sweep tags) finished before at the
-same clean git commit is reused, not run again (:mod:`ecgml.experiments.reuse`).
+same clean git commit, on the same data (:func:`ecgml.tracking.reuse.data_fingerprint` of both trees), is
+reused, not run again (:mod:`ecgml.tracking.reuse`).
 
 Arms: ``finetune`` (the registered PTB-XL backbone, new head, chosen strategy), ``standalone`` (trained
 on G12EC from scratch), ``pretrain`` (the backbone itself, on PTB-XL). The fraction sweep compares the
@@ -24,7 +25,7 @@ from ecgml.config import DEFAULT_FINETUNE_STRATEGY, STRATEGIES, DataConfig, Prep
 from ecgml.data.windows import INPUT_DOMAINS
 from ecgml.defaults import CACHE_RATES, DEFAULT_BACKBONE, DEFAULT_SPLITS, STANDALONE_BACKBONES, STUDY_BACKBONE_MODEL
 from ecgml.experiments import schema
-from ecgml.experiments.reuse import STEP_KEY, find_finished, step_key
+from ecgml.tracking.reuse import STEP_KEY, data_fingerprint, get_or_run, step_key
 from ecgml.train.loop import OptimConfig
 from ecgml.train.pipeline import ModelConfig, TrainConfig
 
@@ -169,6 +170,27 @@ def _train(study: StudyConfig, kind: str, data: PrepareConfig, *, backbone: str,
     )
 
 
+def pretrain_config(study: StudyConfig, *, fs: int | None = None, leads: str = "12", fraction: float = 1.0,
+                    domain: str = "time") -> TrainConfig:
+    """The study's PTB-XL pretraining of its backbone (seed 0) for these inputs, as a sweep's pretraining job has it."""
+    data = _data(study, "ptbxl", fs=fs, leads=leads, task=study.pretrain_task)
+    return _train(study, "pretrain", data, backbone=study.backbone, seed=0, fraction=fraction, input_domain=domain)
+
+
+def finetune_config(study: StudyConfig, *, fraction: float, seed: int, init_uri: str | None = None,
+                    fs: int | None = None, leads: str = "12", strategy: str | None = None,
+                    domain: str = "time") -> TrainConfig:
+    """The study's fine-tuning of its backbone on G12EC (from ``init_uri``): what a sweep's fine-tuning job trains."""
+    data = _data(study, "g12ec", fs=fs, leads=leads)
+    return replace(_train(study, "finetune", data, backbone=study.backbone, seed=seed, fraction=fraction,
+                          strategy=strategy, input_domain=domain), init_uri=init_uri)
+
+
+def data_fingerprints(study: StudyConfig) -> dict[str, str]:
+    """:func:`ecgml.tracking.reuse.data_fingerprint` of the study's PTB-XL and G12EC trees, for every job's key."""
+    return {source: data_fingerprint(_data(study, source).data.root) for source in ("ptbxl", "g12ec")}
+
+
 def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None) -> list[Job]:
     """The child runs of sweep ``name``: pretraining jobs first, then fine-tuning and standalone jobs."""
     if name not in DEFAULT_VALUES:
@@ -183,9 +205,8 @@ def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = Non
         """The pretraining job for these inputs (one per distinct input, seed 0), or None for backbone_uri."""
         if study.backbone_uri and fs is None and leads == "12" and fraction == 1.0 and domain == "time":
             return None
-        data = _data(study, "ptbxl", fs=fs, leads=leads, task=study.pretrain_task)
-        job = Job("pretrain", {**marks, **setting}, 0, _train(study, "pretrain", data, backbone=study.backbone, seed=0,
-                                                                fraction=fraction, input_domain=domain))
+        job = Job("pretrain", {**marks, **setting}, 0, pretrain_config(study, fs=fs, leads=leads, fraction=fraction,
+                                                                        domain=domain))
         if job.key not in pretrained:
             pretrained[job.key] = job
             jobs.append(job)
@@ -295,6 +316,7 @@ def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
 
     backbones: dict[str, str] = {}
     results: list[JobResult] = []
+    data = data_fingerprints(study)
     names = unique_names(config_run_name(job.config, sweep_extras(job.public_setting)) for job in jobs)
     for i, (job, run_name) in enumerate(zip(jobs, names, strict=True), 1):
         start = time.perf_counter()
@@ -304,14 +326,23 @@ def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
             config = replace(config, init_uri=uri)
         label = (f"[{i}/{len(jobs)}] {job.arm} {config.model.backbone} "
                  f"{json.dumps(job.public_setting)} seed {job.seed}")
-        found = find_finished(study.experiment, job.key, commit)
-        tags = {**job.tags, STEP_KEY: job.key}
-        if found is not None:
-            run_id, auc, reused = found.info.run_id, float(found.data.metrics.get("test_macro_auc", float("nan"))), True
-        else:
+        # the job's key, the tree it reads and the backbone version it starts from: changed data retrains the jobs
+        # that read it, and a retrained backbone (a new version) retrains the fine-tuning that starts from it
+        key = step_key(f"job:{job.key}", {"data": data[config.data.data.source], "init": config.init_uri})
+        tags = {**job.tags, STEP_KEY: key}
+        trained: dict[str, float] = {}
+
+        def train(config: TrainConfig = config, tags: dict[str, str] = tags, job: Job = job,
+                  trained: dict[str, float] = trained) -> str:
             outcome = run_training(config, parent_run_id=sweep_id, extra_tags=tags, progress=False)
-            run_id, auc, reused = str(outcome.run_id), outcome.test_macro_auc, False
-            log_params_once({"sweep": job.sweep, "protocol": job._protocol, **job.public_setting}, run_id=run_id)
+            trained["auc"] = outcome.test_macro_auc
+            log_params_once({"sweep": job.sweep, "protocol": job._protocol, **job.public_setting},
+                            run_id=str(outcome.run_id))
+            return str(outcome.run_id)
+
+        step = get_or_run(study.experiment, key, commit, train)
+        run_id, reused = step.run_id, step.reused
+        auc = step.metric("test_macro_auc") if reused else trained["auc"]
         if job.arm == "pretrain":
             backbones[job.key] = _registered_backbone(run_id, job)
         if job.calibrate:
@@ -339,10 +370,9 @@ def _calibrate(run_id: str, run_name: str, study: StudyConfig, commit: str, tags
     from ecgml.tracking.run_names import calibration_run_name
 
     key = step_key("calibrate", {"run": run_id})
-    if find_finished(study.experiment, key, commit) is not None:
-        return
-    run_calibration(f"runs:/{run_id}", experiment=study.experiment, runs_dir=study.runs_dir, parent_run_id=run_id,
-                    extra_tags={**tags, STEP_KEY: key}, run_name=calibration_run_name(run_name))
+    get_or_run(study.experiment, key, commit, lambda: run_calibration(
+        f"runs:/{run_id}", experiment=study.experiment, runs_dir=study.runs_dir, parent_run_id=run_id,
+        extra_tags={**tags, STEP_KEY: key}, run_name=calibration_run_name(run_name)).run_id)
 
 
 def parse_values(name: str, text: str | None) -> tuple[Any, ...] | None:

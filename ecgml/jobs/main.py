@@ -102,10 +102,12 @@ class _Steps:
         """The step's header line: its number, what it does, the job's elapsed time."""
         self.counter.begin(name, detail)
 
-    def run(self, name: str, params: dict[str, Any], action: Callable[[str], str]) -> Step:
-        """The run serving step ``name``: a finished one whose key (``params`` and the data's fingerprints) matches at
-        this commit, else ``action(key)``, which runs the step, tags its run with the key and returns its id."""
-        key = step_key(name, {**params, "data": self.data})
+    def run(self, name: str, params: dict[str, Any], action: Callable[[str], str], reads: tuple[str, ...] = ()
+            ) -> Step:
+        """The run serving step ``name``: a finished one whose key (``params`` and the fingerprints of the trees it
+        ``reads``) matches at this commit, else ``action(key)``, which runs the step, tags its run with the key and
+        returns its id. What a step depends on through another run (a backbone version, a model) is in ``params``."""
+        key = step_key(name, {**params, "data": {source: self.data[source] for source in reads}})
         step = get_or_run(self.experiment, key, self.commit, lambda: action(key))
         self.runs[name] = step.run_id
         if step.reused:
@@ -191,7 +193,8 @@ def _data_step(config: MainConfig, steps: _Steps, say: Callable[[str], None]) ->
                            {f"stats_{source}.json": doc for source, doc in stats.items()})
 
     steps.run("data", {"roots": {k: str(v.resolve()) for k, v in roots.items()},
-                       "records": [config.ptbxl_records, config.g12ec_records], "seed": config.data_seed}, build)
+                       "records": [config.ptbxl_records, config.g12ec_records], "seed": config.data_seed}, build,
+              reads=("ptbxl", "g12ec"))
     return roots
 
 
@@ -259,7 +262,8 @@ def _train_step(name: str, train_config: Any, steps: _Steps, say: Callable[[str]
         return str(outcome.run_id)
 
     return steps.run(name, {"digest": train_config.digest(), "init": train_config.init_uri,
-                            "register_as": train_config.register_as}, train).run_id
+                            "register_as": train_config.register_as}, train,
+                     reads=(train_config.data.data.source,)).run_id
 
 
 def _register_and_promote(step: str, name: str, run_id: str, steps: _Steps, say: Callable[[str], None],
@@ -333,7 +337,7 @@ def _finetune_calibrate_evaluate(config: MainConfig, roots: dict[str, Path], bac
             f"ECE {outcome.metrics['test_macro_ece']:.4f}")
         return outcome.run_id
 
-    steps.run("evaluate", {"model": production}, evaluate)
+    steps.run("evaluate", {"model": production}, evaluate, reads=("g12ec",))
     return production
 
 

@@ -1,4 +1,5 @@
-"""`ecgml main` end to end at tiny size: every step a child run of one main run; a rerun reuses them all."""
+"""`ecgml main` end to end at tiny size: every step a child run of one main run; a rerun reuses them all; a run on
+changed data reuses only what does not read it."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
     data = tmp_path / "data"
     generate_ptbxl(data / "synthetic" / "ptbxl", 240, seed=0, sampling_rates=(100, 500), workers=1, progress=False)
     generate_g12ec(data / "synthetic" / "g12ec", 240, seed=1, workers=1, progress=False)
-    config = MainConfig(data_dir=data, fractions=(1.0, 0.5), seeds=(0,), backbone="xresnet1d18_small",
+    config = MainConfig(data_dir=data, ptbxl_records=240, g12ec_records=240, data_seed=0, fractions=(1.0, 0.5),
+                        seeds=(0,), backbone="xresnet1d18_small",
                         standalone_backbones=("xresnet1d18_small",), pretrain_epochs=2, epochs=2, batch_size=32,
                         report_dir=tmp_path / "report", workers=1)
     said: list[str] = []
@@ -58,3 +60,14 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
     assert len(client.search_model_versions("name = 'ecgml-g12ec-classifier'")) == 2  # nothing registered again
     sweep = client.get_run(second.steps["sweep"])
     assert sweep.data.metrics["reused"] == sweep.data.metrics["runs"] == 4
+
+    # other G12EC data at the same path: main regenerates the tree and retrains everything that reads it
+    from dataclasses import replace
+
+    third = run_main(replace(config, g12ec_records=200), say=said.append)
+    assert any("was generated with other options (n_records 240 -> 200)" in line for line in said)
+    assert set(third.reused) == {"pretrain", "register"}  # PTB-XL did not change
+    for step in ("data", "finetune", "calibrate", "evaluate"):
+        assert third.steps[step] != first.steps[step], step
+    sweep = client.get_run(third.steps["sweep"])
+    assert sweep.data.metrics["reused"] == 0 and sweep.data.metrics["runs"] == 4
