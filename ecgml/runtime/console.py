@@ -106,17 +106,23 @@ def _plain_streams() -> None:
 
 
 def _hide_noisy_warnings() -> None:
-    """Warnings of :data:`KNOWN_NOISE` are not shown. Done where they are shown, not with a warnings filter:
-    MLflow wraps model logging in ``catch_warnings`` + ``simplefilter("once")``, which overrides filters."""
+    """Warnings of :data:`KNOWN_NOISE` are not shown, and any other warning is shown once per process (a
+    study trains dozens of runs in one process; the same sentence each time buries the log). Done where
+    warnings are shown, not with a warnings filter: MLflow wraps model logging in ``catch_warnings`` +
+    ``simplefilter("once")``, which overrides filters and resets what Python remembers having shown."""
     shown = warnings.showwarning
     if getattr(shown, "ecgml_quiet", False):
         return
     patterns = [re.compile(p) for p in KNOWN_NOISE]
+    seen: set[tuple[str, str]] = set()
 
     def showwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                     file: TextIO | None = None, line: str | None = None) -> None:
-        if not any(p.match(strip_ansi(str(message))) for p in patterns):
-            shown(message, category, filename, lineno, file, line)
+        text = strip_ansi(str(message))
+        if (category.__name__, text) in seen or any(p.match(text) for p in patterns):
+            return
+        seen.add((category.__name__, text))
+        shown(message, category, filename, lineno, file, line)
 
     showwarning.ecgml_quiet = True  # type: ignore[attr-defined]
     warnings.showwarning = showwarning

@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from ecgml.runtime.console import (
     PlainText,
@@ -83,7 +84,10 @@ def log_model():
 log_model()
 for _ in tqdm(range(3), desc="bar", disable=False):
     pass
-warnings.warn("a warning of our own", UserWarning)
+for _ in range(3):
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a warning of our own", UserWarning)
 print("\x1b[32mdone\x1b[0m")
 """
 
@@ -99,10 +103,39 @@ def test_library_noise_is_hidden_and_files_get_no_escape_codes() -> None:
     quiet = _run(False)
     assert "\x1b" not in quiet and "\r" not in quiet
     assert "Add type hints" not in quiet
-    assert "a warning of our own" in quiet and "done" in quiet
+    assert quiet.count("a warning of our own") == 1 and "done" in quiet  # said once per process
 
 
 def test_verbose_shows_the_noise_still_without_escape_codes() -> None:
     loud = _run(True)
-    assert loud.count("Add type hints") == 2
+    assert loud.count("Add type hints") == 2 and loud.count("a warning of our own") == 3
     assert "\x1b" not in loud
+
+
+def test_a_training_logs_one_plain_line_per_epoch_and_its_thread_budget(tmp_path: Path) -> None:
+    """``ecgml --threads 1 pretrain`` into a pipe: one line per epoch, no escape codes or bar redraws, no
+    artifact-download bars, and the budget among the run's params."""
+    import mlflow
+
+    from ecgml.data.synth import generate_ptbxl
+
+    work = tmp_path
+    generate_ptbxl(work / "data" / "synthetic" / "ptbxl", 120, seed=0, sampling_rates=(100,), workers=1,
+                   progress=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_LOGGING", "ECGML_VERBOSE"))}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", ECGML_DATA=str(work / "data"))
+    done = subprocess.run([sys.executable, "-m", "ecgml.cli", "--threads", "1", "pretrain", "--task", "superdiagnostic",
+                           "--epochs", "3", "--patience", "0", "--batch-size", "16", "--backbone", "xresnet1d18",
+                           "--backbone-kwargs", '{"width": 0.25, "layers": [1, 1]}'],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "\x1b" not in output and "\r" not in output
+    assert "Downloading artifacts" not in output
+    epochs = [line for line in done.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
+    assert all("val macro AUC" in line and "best" in line for line in epochs)
+    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.data.params["threads"] == "1" and run.data.params["threads_source"] == "--threads 1"
+    assert {"interop_threads", "loader_workers", "cores"} <= set(run.data.params)
