@@ -183,8 +183,6 @@ def test_data_does_not_import_the_stage_configs() -> None:
     assert violations(["ecgml.data"], ["ecgml.config"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: train/runner.py imports experiments.schema.family_of (a fact "
-                                       "about backbones: its home is ecgml.models)")
 def test_training_imports_no_jobs_experiments_tuning_or_cli() -> None:
     assert violations(["ecgml.train"], ABOVE_TRAIN) == []
 
@@ -218,8 +216,8 @@ def test_no_import_cycle_between_modules_at_import_time() -> None:
     assert cycles(edges) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the two xfailed rules above close the package cycle "
-                                       "experiments -> jobs -> experiments (and train -> experiments)")
+@pytest.mark.xfail(strict=True, reason="issue 16: the xfailed rule above closes the package cycle "
+                                       "experiments -> jobs -> experiments")
 def test_no_import_cycle_between_packages() -> None:
     assert cycles(package_graph()) == []
 

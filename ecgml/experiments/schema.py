@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from ecgml.defaults import STUDY_EXPERIMENT
+from ecgml.tracking.run_names import family_of
 
 DEFAULT_STUDY_EXPERIMENT = STUDY_EXPERIMENT
 
@@ -29,14 +30,6 @@ CALIBRATED_RUN = "ecgml.calibrated_run_id"
 SWEEPS = ("fraction", "pretrain-fraction", "sampling-rate", "calibration", "input-domain", "leads", "strategy")
 ARMS = ("finetune", "standalone", "pretrain")
 PROTOCOLS = ("standard", "seed")
-
-
-def family_of(backbone: str) -> str:
-    """``xresnet1d50_small`` -> ``xresnet``; ``resnet1d_wang`` -> ``resnet``; ``inception1d`` -> ``inception``."""
-    for family in ("xresnet", "inception", "resnet"):
-        if backbone.startswith(family):
-            return family
-    return backbone
 
 
 def setting_tag(setting: dict[str, Any]) -> str:

@@ -230,8 +230,7 @@ def _run_to_open(config: TrainConfig, request: RunRequest, digest: str) -> str |
 
 def _start_or_resume(run: RunContext, request: RunRequest, run_id: str) -> bool:
     """Tell the other ranks which run this is and whether it resumes; log the inputs of a new run."""
-    from ecgml.experiments.schema import family_of
-    from ecgml.tracking.run_names import training_params
+    from ecgml.tracking.run_names import family_of, training_params
     from ecgml.tracking.runs import log_params_once, log_split_inputs
 
     config, prepared, splits = run.config, run.prepared, run.splits
