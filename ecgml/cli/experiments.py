@@ -77,6 +77,9 @@ def experiment_command(name: str, values: str | None, protocol: str, seeds: str,
     try:
         sweep_id, results = run_sweep(name, study, parsed)
         click.echo(f"sweep run {sweep_id}: {len(results)} child runs ({sum(r.reused for r in results)} reused)")
+        from ecgml.tracking.runs import produced_text
+
+        click.echo(produced_text(sweep_id))
         if report_dir is not None:
             from ecgml.experiments.report import run_report
 

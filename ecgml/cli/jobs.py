@@ -49,6 +49,9 @@ def calibrate_command(model_uri: str, method: str, register_as: str | None, bins
                f"{m['test_macro_ece_before']:.4f} -> {m['test_macro_ece_after']:.4f}, Brier "
                f"{m['test_macro_brier_before']:.4f} -> {m['test_macro_brier_after']:.4f} ({method})"
                + (f"; registered {outcome.registered}" if outcome.registered else ""))
+    from ecgml.tracking.runs import produced_text
+
+    click.echo(produced_text(outcome.run_id, outcome.registered))
 
 
 @click.command("evaluate")
@@ -81,6 +84,9 @@ def evaluate_command(model_uri: str, source: str, root: str | None, label_map: s
     click.echo(f"run {outcome.run_id}: {split} macro AUC {m[f'{split}_macro_auc']:.4f} "
                f"[{m[f'{split}_macro_auc_low']:.4f}, {m[f'{split}_macro_auc_high']:.4f}], AUPRC "
                f"{m[f'{split}_macro_auprc']:.4f}, ECE {m[f'{split}_macro_ece']:.4f}; predictions {outcome.predictions}")
+    from ecgml.tracking.runs import produced_text
+
+    click.echo(produced_text(outcome.run_id))
 
 
 @click.command("main")

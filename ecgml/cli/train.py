@@ -61,9 +61,12 @@ def _run_training(config: Any, resume: bool, resume_run_id: str | None) -> None:
     except (OSError, ValueError, KeyError, TrackingError, CheckpointError, RegistryError) as exc:
         fail(exc)
     if outcome.run_id:
+        from ecgml.tracking.runs import produced_text
+
         click.echo(f"run {outcome.run_id}: best epoch {outcome.best_epoch + 1}, validation macro AUC "
                    f"{outcome.val_macro_auc:.4f}, test macro AUC {outcome.test_macro_auc:.4f}; "
                    f"weights in {outcome.weights_dir}")
+        click.echo(produced_text(outcome.run_id))
 
 
 @click.command("pretrain")

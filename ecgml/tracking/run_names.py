@@ -53,13 +53,13 @@ def training_run_name(kind: str, backbone: str, *, fraction: float, seed: int, t
     return " ".join(parts)
 
 
-def config_run_name(config: Any, extras: Mapping[str, Any] | None = None) -> str:
+def config_run_name(config: Any, extras: Mapping[str, Any] | None = None, *, backbone: str | None = None) -> str:
     """:func:`training_run_name` of a :class:`~ecgml.train.pipeline.TrainConfig` (read by attribute, so
-    this module needs no torch)."""
+    this module needs no torch); ``backbone``: the architecture a fine-tuning really loaded, when known."""
     from ecgml.config import DEFAULT_FINETUNE_STRATEGY
 
     data = config.data.data
-    return training_run_name(config.kind, config.model.backbone, fraction=config.fraction, seed=config.seed,
+    return training_run_name(config.kind, backbone or config.model.backbone, fraction=config.fraction, seed=config.seed,
                              task=data.task, fs=data.fs, leads=str(config.data.leads),
                              input_domain=config.input_domain,
                              strategy=config.optim.strategy if config.kind == "finetune" else None,
@@ -107,8 +107,9 @@ def training_params(config: Any, *, family: str, lineage: Mapping[str, str] | No
     seed, optimiser, epochs, crop, label map, task and the backbone version fine-tuning started from."""
     data = config.data.data
     optim = config.optim
+    lineage = lineage or {}
     params: dict[str, Any] = {
-        "arm": config.kind, "family": family, "backbone": config.model.backbone,
+        "arm": config.kind, "family": family, "backbone": lineage.get("backbone", config.model.backbone),
         "strategy": optim.strategy, "fraction": config.fraction, "fs": data.fs, "leads": str(config.data.leads),
         "input_domain": config.input_domain, "seed": config.seed, "lr": optim.lr,
         "weight_decay": optim.weight_decay, "epochs": optim.epochs, "batch_size": optim.batch_size,
@@ -117,7 +118,6 @@ def training_params(config: Any, *, family: str, lineage: Mapping[str, str] | No
     }
     if config.kind == "pretrain":
         params["ptbxl_fraction"] = config.fraction
-    lineage = lineage or {}
     if "ecgml.backbone_version" in lineage:
         params["backbone_version"] = lineage["ecgml.backbone_version"]
     for key, value in (extras or {}).items():

@@ -419,12 +419,14 @@ def run_link(run_id: str, uri: str | None = None) -> str:
 
 
 def produced_text(run_id: str, registered: str | None = None, uri: str | None = None) -> str:
-    """What a job produced, in the lines it ends by printing: run id and name, registered version, UI link."""
+    """What a job produced, in the lines it ends by printing: run id and name, registered version (given, or
+    the run's ``ecgml.registered_as`` tag), UI link."""
     import mlflow
 
     uri = uri or tracking_uri()
     run = mlflow.MlflowClient(uri).get_run(run_id)
     experiment = mlflow.MlflowClient(uri).get_experiment(run.info.experiment_id).name
+    registered = registered or run.data.tags.get("ecgml.registered_as")
     lines = [f"run:        {run.info.run_name} ({run_id}) in experiment {experiment}"]
     if registered:
         name, _, version = registered.removeprefix("models:/").rpartition("/")

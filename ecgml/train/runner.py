@@ -24,6 +24,7 @@ import torch
 
 from ecgml.data.prepare import prepare
 from ecgml.runtime.threads import ensure_budget
+from ecgml.tracking.registry import VersionInfo
 from ecgml.tracking.runs import (
     MetricLog,
     TrackingError,
@@ -34,6 +35,7 @@ from ecgml.tracking.runs import (
     tracking_uri,
     tracking_wait_s,
 )
+from ecgml.tracking.weights import WeightMetadata
 from ecgml.train.context import RunContext, RunOutcome, RunRequest, TrackedRun
 from ecgml.train.device import configure_speedups, resolve_device, seed_everything
 from ecgml.train.distributed import DistContext, barrier, broadcast_object, init_distributed, shutdown_distributed
@@ -104,6 +106,8 @@ def _build_context(config: TrainConfig, device: torch.device, ctx: DistContext, 
 
     if ctx.is_main:
         check_tracking_uri()
+        if config.init_uri:
+            _check_backbone_before_cache(config)
     prepared = prepare(cache_workers(config.data), progress=progress and ctx.is_main) if ctx.is_main else None
     barrier(ctx)
     if prepared is None:  # other ranks reuse the cache rank 0 built
@@ -143,15 +147,19 @@ def _tracked_with_clear_errors(run: RunContext, request: RunRequest) -> RunOutco
         raise TrackingError(f"tracking store {tracking_uri()}: {exc.message}") from exc
 
 
-def _pretrained(config: TrainConfig, leads: tuple[str, ...], n_classes: int) -> tuple[torch.nn.Module, dict[str, str]]:
-    """The registered backbone ``config.init_uri`` names, checked against the target data, with a new head."""
+def _check_backbone_before_cache(config: TrainConfig) -> None:
+    """A registered backbone whose rate, leads, input length or domain cannot fit the target is refused
+    before any cache is built (a wrong ``--fs 500`` against a 100 Hz backbone built a 916 MB cache first)."""
+    from ecgml.data.leads import resolve_leads
     from ecgml.tracking.registry import download_weights, resolve_with_fallback
-    from ecgml.tracking.weights import load_model
+    from ecgml.tracking.weights import read_metadata
 
-    info, warning = resolve_with_fallback(str(config.init_uri))
-    if warning:  # said on stderr, where a user running a job looks, whatever the warnings filter
-        sys.stderr.write(f"warning: {warning}\n")
-    model, meta = load_model(download_weights(info))
+    info, _ = resolve_with_fallback(str(config.init_uri))  # the warning is said once, when the model loads
+    _refuse_misfit(info, read_metadata(download_weights(info)), config, resolve_leads(config.data.leads))
+
+
+def _refuse_misfit(info: VersionInfo, meta: WeightMetadata, config: TrainConfig, leads: tuple[str, ...]) -> None:
+    """Raise a ValueError naming each way the backbone does not fit the target data, and the fix."""
     problems = []
     if meta.fs != config.data.data.fs:
         problems.append(f"it was trained at {meta.fs} Hz, the target is prepared at {config.data.data.fs} Hz "
@@ -166,6 +174,18 @@ def _pretrained(config: TrainConfig, leads: tuple[str, ...], n_classes: int) -> 
         problems.append(f"it reads {meta.input_domain} inputs, this run {config.input_domain}")
     if problems:
         raise ValueError(f"models:/{info.name}/{info.version} does not fit the target data: " + "; ".join(problems))
+
+
+def _pretrained(config: TrainConfig, leads: tuple[str, ...], n_classes: int) -> tuple[torch.nn.Module, dict[str, str]]:
+    """The registered backbone ``config.init_uri`` names, checked against the target data, with a new head."""
+    from ecgml.tracking.registry import download_weights, resolve_with_fallback
+    from ecgml.tracking.weights import load_model
+
+    info, warning = resolve_with_fallback(str(config.init_uri))
+    if warning:  # said on stderr, where a user running a job looks, whatever the warnings filter
+        sys.stderr.write(f"warning: {warning}\n")
+    model, meta = load_model(download_weights(info))
+    _refuse_misfit(info, meta, config, leads)
     model.reset_classifier(n_classes)
     model.train()
     return model, {"ecgml.backbone_version": f"models:/{info.name}/{info.version}",
@@ -244,7 +264,8 @@ def _start_or_resume(run: RunContext, request: RunRequest, run_id: str) -> bool:
         log_json(label_map_document(prepared), "label_map.json")
         log_json(list(splits.classes), "classes.json")
         log_json(list(prepared.cache.leads), "leads.json")
-        log_params_once({**training_params(config, family=family_of(config.model.backbone), lineage=run.lineage),
+        backbone = run.lineage.get("backbone", config.model.backbone)
+        log_params_once({**training_params(config, family=family_of(backbone), lineage=run.lineage),
                          "n_train": len(splits.train),
                          **ensure_budget(warn=None).with_loader_workers(config.num_workers).params()})
         dataset = prepared.dataset
@@ -267,7 +288,7 @@ def _tracked(run: RunContext, request: RunRequest) -> RunOutcome:
     tags = _run_tags(run, request, digest)
     from ecgml.tracking.run_names import config_run_name
 
-    run_name = config.run_name or config_run_name(config)
+    run_name = config.run_name or config_run_name(config, backbone=run.lineage.get("backbone"))
     with open_run(config.experiment, run_name=run_name, run_id=run_id, tags=tags,
                   nested=bool(request.parent_run_id)) as active:
         tracked = TrackedRun(active.info.run_id, digest, tags)
