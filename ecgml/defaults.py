@@ -33,6 +33,10 @@ PRODUCTION_ALIAS = "production"
 DEFAULT_BACKBONE_URI = f"models:/{DEFAULT_BACKBONE_MODEL}@{PRODUCTION_ALIAS}"
 DEFAULT_CLASSIFIER_URI = f"models:/{DEFAULT_CLASSIFIER_MODEL}@{PRODUCTION_ALIAS}"
 
+#: Where training batches are cut (``ecgml.train.device_data``): ``auto`` (on a CUDA device when the
+#: splits fit), ``on`` (always), ``off`` (the host loader).
+DEVICE_DATA: tuple[str, ...] = ("auto", "on", "off")
+
 #: MLflow experiment of each command unless told otherwise.
 PRETRAIN_EXPERIMENT = "ecgml-pretrain"
 #: Where `ecgml pretrained register` logs the shipped backbones it registers (a model, no run).

@@ -14,7 +14,7 @@ import click
 
 from ecgml.config import SOURCES, STRATEGIES, DataConfig, PrepareConfig, default_data_dir
 from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, PTBXL_TASKS
-from ecgml.defaults import CACHE_RATES, DEFAULT_BACKBONE, DEFAULT_FS, DEFAULT_SPLITS
+from ecgml.defaults import CACHE_RATES, DEFAULT_BACKBONE, DEFAULT_FS, DEFAULT_SPLITS, DEVICE_DATA
 
 Decorator = Callable[[Any], Any]
 
@@ -151,6 +151,10 @@ def train_options(task: str, experiment: str, strategy: str = "full") -> Decorat
         click.option("--seed", type=int, default=0, show_default=True),
         device_option("auto, cpu, cuda, cuda:N or mps."),
         num_workers_option(),
+        click.option("--device-data", type=click.Choice(DEVICE_DATA), default=DEVICE_DATA[0], show_default=True,
+                     help="Hold the splits on the device and cut batches there (auto: on CUDA when they fit)."),
+        click.option("--compile/--no-compile", "compile_model", default=False, show_default=True,
+                     help="torch.compile the training module."),
         experiment_option(experiment),
         click.option("--run-name", default=None),
         cache_dir_option(),

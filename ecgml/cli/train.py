@@ -42,6 +42,7 @@ def train_config(kind: str, source: str, options: dict[str, Any]) -> Any:
                               aggregate=options["aggregate"], strategy=options["strategy"]),
             crop_s=options["crop_s"], eval_stride_s=options["stride_s"], fraction=options["fraction"],
             seed=options["seed"], device=options["device"], num_workers=options["num_workers"],
+            device_data=options["device_data"], compile_model=options["compile_model"],
             experiment=options["experiment"], run_name=options["run_name"],
             runs_dir=options["runs_dir"] or default_data_dir() / "runs",
             init_uri=options.get("backbone_uri"), register_as=options.get("register_as") or "",

@@ -15,11 +15,9 @@ import numpy as np
 import torch
 
 from ecgml.data.windows import INPUT_DOMAINS
+from ecgml.defaults import DEVICE_DATA
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, StandardisedSignals
 
-#: ``auto``: on a CUDA device when the splits fit; ``on``: always (an error when they do not fit);
-#: ``off``: the host loader.
-DEVICE_DATA = ("auto", "on", "off")
 #: Share of the device's free memory the signals may take (the rest is the model's, activations, cuDNN).
 FREE_SHARE = 0.5
 _CHUNK_ROWS = 1024  # rows standardised per host step while moving (bounds the host copy)

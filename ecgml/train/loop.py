@@ -11,7 +11,7 @@ import copy
 import gc
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,16 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from ecgml.config import STRATEGIES
 from ecgml.data.windows import Aggregate, aggregate_windows
 from ecgml.runtime.console import epoch_line, progress_options, say
+from ecgml.train.batches import BatchSource
 from ecgml.train.checkpoint import load_checkpoint_everywhere, save_checkpoint
-from ecgml.train.data import BatchFetch, CropBatches, IndexBatches, RandomCropDataset, SlidingWindowDataset, shard
+from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, shard
 from ecgml.train.device import amp_dtype, precision_name
-from ecgml.train.device_data import DeviceCrops, DeviceWindows, signal_bytes, use_device_data
 from ecgml.train.distributed import DistContext, all_gather, all_reduce_sum, broadcast_buffers, broadcast_object
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
@@ -210,51 +209,19 @@ class Trainer:
         return shard(order, self.ctx.rank, self.ctx.world_size, self.optim.batch_size).tolist()
 
     def _setup_data_path(self, device_data: str, compile_model: bool) -> None:
-        """Decide once per run where batches are cut: on the device (the splits held there) or by
-        loaders built once (persistent workers, pinned memory on CUDA); and whether to compile."""
-        self._plan = CropBatches(self.train_data, self.optim.batch_size, self.seed, self.ctx.rank,
-                                 self.ctx.world_size)
-        self.device_data = use_device_data(device_data, self.device, signal_bytes(self.train_data, self.val_data))
-        self._device_train = DeviceCrops(self.train_data, self.device) if self.device_data else None
-        self._device_windows: dict[int, tuple[SlidingWindowDataset, DeviceWindows]] = {}
-        self._loaders: dict[tuple[int, int], tuple[object, DataLoader]] = {}
+        """Decide once per run where batches are cut (:class:`~ecgml.train.batches.BatchSource`) and
+        whether to compile."""
+        self.batches = BatchSource(self.train_data, self.val_data, batch_size=self.optim.batch_size, seed=self.seed,
+                                   device=self.device, num_workers=self.num_workers, rank=self.ctx.rank,
+                                   world_size=self.ctx.world_size, device_data=device_data)
+        self.device_data = self.batches.on_device
         self.compile_model = compile_model
         self._compiled: tuple[nn.Module, nn.Module] | None = None
 
-    def _loader(self, key: tuple[int, int], dataset: RandomCropDataset | SlidingWindowDataset,
-                sampler: Sampler) -> DataLoader:
-        """A loader of whole batches, built the first time ``key`` is asked for and kept for the run."""
-        if key not in self._loaders or self._loaders[key][0] is not dataset:
-            workers = self.num_workers
-            # its own generator: a loader's iterator draws a seed, which must not come from the global RNG
-            # (dropout's), or the host path would train differently from the device path
-            loader = DataLoader(BatchFetch(dataset), batch_size=None, sampler=sampler, num_workers=workers,
-                                pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
-                                generator=torch.Generator().manual_seed(self.seed))
-            self._loaders[key] = (dataset, loader)
-        return self._loaders[key][1]
-
     def _train_loader(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        """This epoch's batches (the same crops on either path): the same permutation on every rank, then
-        disjoint shards."""
+        """This epoch's batches (the same crops on either path)."""
         self.train_data.set_epoch(epoch)
-        self._plan.set_epoch(epoch)
-        if self._device_train is not None:
-            order, starts = self._plan.plan()
-            return self._device_train.batches(order, starts, self.optim.batch_size)
-        return self._loader((id(self.train_data), 0), self.train_data, self._plan)
-
-    def _window_batches(self, windows: SlidingWindowDataset, mine: np.ndarray,
-                        batch_size: int) -> Iterator[torch.Tensor]:
-        """Evaluation windows of many records per batch, on the device."""
-        if self.device_data:
-            key = id(windows)
-            if key not in self._device_windows or self._device_windows[key][0] is not windows:
-                self._device_windows[key] = (windows, DeviceWindows(windows, self.device))
-            yield from self._device_windows[key][1].batches(mine, batch_size)
-            return
-        for x, _ in self._loader((id(windows), batch_size), windows, IndexBatches(mine, batch_size)):
-            yield x.to(self.device, non_blocking=True)
+        return self.batches.train(epoch)
 
     def _training_module(self) -> nn.Module:
         """The module the steps run: ``torch.compile``'d (once per wrapped module) when asked."""
@@ -318,7 +285,7 @@ class Trainer:
         broadcast_buffers(self.model, self.ctx)  # every shard scored by rank 0's model, the one it saves
         mine = np.arange(self.ctx.rank, len(windows), self.ctx.world_size)
         scores = []
-        for x in self._window_batches(windows, mine, batch_size):
+        for x in self.batches.windows(windows, mine, batch_size):
             scores.append(torch.sigmoid(self.model(x).float()))
         local = (torch.cat(scores).cpu().numpy() if scores  # the evaluation's one sync
                  else np.zeros((0, self._num_classes()), np.float32))

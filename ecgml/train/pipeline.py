@@ -26,6 +26,7 @@ from ecgml.data.folds import stratified_subset
 from ecgml.data.labels import load_label_map
 from ecgml.data.prepare import Prepared
 from ecgml.data.windows import INPUT_DOMAINS
+from ecgml.defaults import DEVICE_DATA
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
 from ecgml.train.loop import EpochRecord, OptimConfig
 
@@ -53,6 +54,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    #: Where batches are cut: ``auto`` (on a CUDA device when the splits fit), ``on``, ``off`` (host loader).
+    device_data: str = "auto"
+    #: ``torch.compile`` the training module (off by default; ``benchmarks/train_throughput.py`` measures it).
+    compile_model: bool = False
     center_crop: bool = False
     #: time, fft_magnitude, fft_real or fft_imag (the study's input-domain sweep).
     input_domain: str = "time"
@@ -75,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"crop of {self.crop_s} s is longer than the {self.data.seconds} s records are cached")
         if self.input_domain not in INPUT_DOMAINS:
             raise ValueError(f"unknown input domain {self.input_domain!r}; choose one of {', '.join(INPUT_DOMAINS)}")
+        if self.device_data not in DEVICE_DATA:
+            raise ValueError(f"device data must be one of {', '.join(DEVICE_DATA)}, not {self.device_data!r}")
         if self.eval_stride_s is not None and self.eval_stride_s <= 0:
             raise ValueError(f"evaluation stride must be positive, not {self.eval_stride_s} s")
 
@@ -93,7 +100,9 @@ class TrainConfig:
     def digest(self) -> str:
         """Hash of everything that changes the result (not where files go or what the run is called)."""
         doc = self.to_json()
-        for volatile in ("run_name", "runs_dir", "num_workers", "experiment", "register_as"):
+        # where batches are cut gives the same crops; speed settings, not results
+        for volatile in ("run_name", "runs_dir", "num_workers", "device_data", "compile_model", "experiment",
+                         "register_as"):
             doc.pop(volatile, None)
         doc["data"].pop("cache_dir", None)
         doc["data"].pop("workers", None)

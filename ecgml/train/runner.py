@@ -200,7 +200,8 @@ def _make_trainer(run: RunContext, run_id: str, *, on_epoch: Callable[[EpochReco
     train_ds, val_ds, _ = run.datasets
     return Trainer(run.model, train_ds, val_ds, run.splits.val.labels, config.optim, score_fn=run.score_fn,
                    device=run.device, checkpoint_path=config.runs_dir / run_id / "checkpoint.pt", seed=config.seed,
-                   num_workers=config.num_workers, dist_ctx=run.dist, on_epoch=on_epoch, progress=progress)
+                   num_workers=config.num_workers, dist_ctx=run.dist, on_epoch=on_epoch, progress=progress,
+                   device_data=config.device_data, compile_model=config.compile_model)
 
 
 def _train_only(run: RunContext) -> RunOutcome:

@@ -135,9 +135,9 @@ def test_loaders_are_built_once_and_workers_cut_the_same_crops(cache_and_splits:
     assert workers._train_loader(1) is loader
     _, windows = _datasets(cache_and_splits)
     np.testing.assert_array_equal(workers.predict(windows, "mean"), alone.predict(windows, "mean"))
-    assert len(workers._loaders) == 2  # training + these windows; a second predict reuses its loader
+    assert workers.batches.loaders_built == 2  # training + these windows; a second predict reuses its loader
     workers.predict(windows, "mean")
-    assert len(workers._loaders) == 2
+    assert workers.batches.loaders_built == 2
 
 
 class _SyncSpy(torch.Tensor):

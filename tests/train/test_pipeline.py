@@ -60,6 +60,23 @@ def test_config_errors_before_any_work(tmp_path: Path) -> None:
     b = TrainConfig(kind="pretrain", data=data, run_name="y")
     assert a.digest() == b.digest()  # names and worker counts do not change results
     assert a.digest() != TrainConfig(kind="pretrain", data=data, model=ModelConfig("inception1d")).digest()
+    # where batches are cut and compilation are speed settings: a run may resume with others
+    fast = TrainConfig(kind="pretrain", data=data, device_data="on", compile_model=True)
+    assert fast.digest() == b.digest()
+    with pytest.raises(ValueError, match="device data must be one of auto, on, off, not 'gpu'"):
+        TrainConfig(kind="pretrain", data=data, device_data="gpu")
+
+
+def test_data_path_options_reach_the_run_config(tmp_path: Path) -> None:
+    from ecgml.cli.train import pretrain_command, train_config
+
+    args = ["--root", str(tmp_path), "--cache-dir", str(tmp_path), "--device-data", "on", "--compile"]
+    with pretrain_command.make_context("pretrain", args) as ctx:
+        options = {k: v for k, v in ctx.params.items() if k not in ("resume", "resume_run_id")}
+    config = train_config("pretrain", "ptbxl", options)
+    assert (config.device_data, config.compile_model) == ("on", True)
+    with pretrain_command.make_context("pretrain", ["--root", str(tmp_path)]) as ctx:
+        assert (ctx.params["device_data"], ctx.params["compile_model"]) == ("auto", False)
 
 
 def test_unreachable_tracking_server_is_named(tmp_path: Path) -> None:
