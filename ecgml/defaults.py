@@ -47,3 +47,8 @@ CALIBRATE_EXPERIMENT = "ecgml-calibrate"
 EVALUATE_EXPERIMENT = "ecgml-evaluate"
 STUDY_EXPERIMENT = "ecgml-study"
 TUNE_EXPERIMENT = "ecgml-tune"
+
+#: Calibration maps ``ecgml calibrate`` fits on validation (:mod:`ecgml.evaluate.recalibration`), fewest
+#: parameters first; ``auto`` keeps the one with the lowest cross-validated validation NLL.
+CALIBRATION_METHODS: tuple[str, ...] = ("single", "per-class", "platt")
+DEFAULT_CALIBRATION_METHOD = "auto"

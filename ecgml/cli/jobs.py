@@ -12,7 +12,9 @@ from ecgml.config import SOURCES, default_data_dir
 from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS
 from ecgml.defaults import (
     CALIBRATE_EXPERIMENT,
+    CALIBRATION_METHODS,
     DEFAULT_BACKBONE,
+    DEFAULT_CALIBRATION_METHOD,
     DEFAULT_CLASSIFIER_URI,
     DEFAULT_SPLITS,
     EVALUATE_EXPERIMENT,
@@ -25,16 +27,19 @@ from ecgml.defaults import (
 @click.option("--model", "model_uri", default=DEFAULT_CLASSIFIER_URI, show_default=True,
               help="models:/NAME/VERSION, models:/NAME@ALIAS (production falls back to the latest version) "
                    "or runs:/RUN_ID (measured only, not registered).")
-@click.option("--method", type=click.Choice(["single", "per-class"]), default="single", show_default=True,
-              help="Which fitted temperatures the registered version applies (both are reported).")
+@click.option("--method", type=click.Choice([DEFAULT_CALIBRATION_METHOD, *CALIBRATION_METHODS]),
+              default=DEFAULT_CALIBRATION_METHOD, show_default=True,
+              help="The map the registered version applies: one temperature, one per class, Platt scaling (slope "
+                   "and bias per class), or auto (lowest cross-validated validation NLL). All are reported.")
 @click.option("--register-as", default=None, help="Registered model name [default: the source model's name].")
 @click.option("--bins", type=click.IntRange(2), default=10, show_default=True, help="Reliability bins.")
 @click.option("--experiment", default=CALIBRATE_EXPERIMENT, show_default=True)
 @runs_dir_option()
 def calibrate_command(model_uri: str, method: str, register_as: str | None, bins: int, experiment: str,
                       runs_dir: Path | None) -> None:
-    """Temperature-scale a classifier on its validation predictions; report test ECE/MCE/Brier before and
-    after; register the calibrated version (its pyfunc applies the temperatures)."""
+    """Calibrate a classifier on its validation predictions (temperature or Platt scaling); report test
+    ECE/MCE/Brier before and after, and why a calibration cannot help; register the calibrated version (its
+    pyfunc applies the map)."""
     from ecgml.jobs.calibrate import CalibrationError, run_calibration
     from ecgml.tracking.registry import RegistryError
     from ecgml.tracking.runs import TrackingError
@@ -45,10 +50,11 @@ def calibrate_command(model_uri: str, method: str, register_as: str | None, bins
     except (OSError, CalibrationError, RegistryError, TrackingError) as exc:
         fail(exc)
     m = outcome.calibration.metrics()
-    click.echo(f"run {outcome.run_id}: temperature {m['temperature_single']:.3f}; test macro ECE "
-               f"{m['test_macro_ece_before']:.4f} -> {m['test_macro_ece_after']:.4f}, Brier "
-               f"{m['test_macro_brier_before']:.4f} -> {m['test_macro_brier_after']:.4f} ({method})"
+    click.echo(f"run {outcome.run_id}: {outcome.calibration.summary()}, Brier "
+               f"{m['test_macro_brier_before']:.4f} -> {m['test_macro_brier_after']:.4f}"
                + (f"; registered {outcome.registered}" if outcome.registered else ""))
+    for note in outcome.calibration.diagnosis:
+        click.echo(f"warning: {note}", err=True)
     from ecgml.tracking.runs import produced_text
 
     click.echo(produced_text(outcome.run_id, outcome.registered))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecgml.defaults import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
 from ecgml.evaluate.calibration import (
     apply_calibration,
     binary_nll,
@@ -30,10 +31,10 @@ from ecgml.evaluate.calibration import (
 )
 
 #: The calibration maps, in order of parameters (fewest first: a tie goes to the simpler map).
-METHODS = ("single", "per-class", "platt")
+METHODS = CALIBRATION_METHODS
 #: What a user may ask for: a map, or ``auto`` (lowest cross-validated validation NLL).
-METHOD_CHOICES = ("auto", *METHODS)
-DEFAULT_METHOD = "auto"
+METHOD_CHOICES = (DEFAULT_CALIBRATION_METHOD, *METHODS)
+DEFAULT_METHOD = DEFAULT_CALIBRATION_METHOD
 #: Median (over classes) standard deviation of the validation logits below which outputs are called near-constant:
 #: probabilities within about +-2.5% of their mean on every record, what an untrained network gives.
 NEAR_CONSTANT_LOGIT_SD = 0.1
