@@ -305,7 +305,35 @@ def run_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None
                    "seconds": r.seconds} for r in results], "children.json")
         mlflow.log_metrics({"runs": len(results), "reused": sum(r.reused for r in results),
                             "seconds": sum(r.seconds for r in results)})
+        _log_comparison(name, study, results)
     return sweep_id, results
+
+
+def _log_comparison(name: str, study: StudyConfig, results: list[JobResult]) -> None:
+    """The sweep run's table and chart of test AUC per setting and model, and its description."""
+    import tempfile
+
+    import mlflow
+
+    from ecgml.experiments.sweep_summary import comparison_table, plot_comparison
+    from ecgml.tracking.runs import set_description
+
+    table = comparison_table({"arm": r.job.arm, "backbone": r.job.config.model.backbone,
+                              "setting": r.job.public_setting, "seed": r.job.seed,
+                              "test_macro_auc": r.test_macro_auc} for r in results)
+    with tempfile.TemporaryDirectory() as folder:
+        table.to_csv(Path(folder) / "comparison.csv", index=False)
+        if not table.empty:
+            plot_comparison(table, Path(folder) / "comparison.png", f"sweep {name} ({study.protocol} protocol)")
+        mlflow.log_artifacts(folder, artifact_path="comparison")
+    set_description(
+        f"Sweep **{name}** ({study.protocol} protocol), seeds {', '.join(map(str, study.seeds))}: one child run "
+        "per setting, arm and seed, named after them. `comparison/comparison.png` and `.csv` hold test macro "
+        "AUC per setting and model (mean and spread over seeds). Compare children in the runs table with e.g. "
+        "`params.arm = 'finetune'` or `params.fraction = '0.1'`.", run_id=mlflow.active_run().info.run_id)
+    set_description("The ecgml study: one parent run per sweep (`ecgml.kind = sweep`), its children one per "
+                    "setting, arm and seed; calibrations are children of the run they calibrate. See the "
+                    "README's filter strings for common comparisons.", experiment=study.experiment)
 
 
 def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
