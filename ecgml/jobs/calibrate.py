@@ -61,7 +61,7 @@ def _source_predictions(run_id: str, folder: Path) -> tuple[PredictionSet, Predi
 
 def run_calibration(model: str, *, method: str = DEFAULT_METHOD, register_as: str | None = None, experiment: str =
                     CALIBRATE_EXPERIMENT, runs_dir: Path, n_bins: int = 10, parent_run_id: str | None = None,
-                    extra_tags: dict[str, str] | None = None) -> CalibrationOutcome:
+                    extra_tags: dict[str, str] | None = None, run_name: str | None = None) -> CalibrationOutcome:
     """Calibrate ``model`` (``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``runs:/RUN_ID``) in a tracked run.
 
     A registered model gets a new version (of ``register_as``, default its own name) whose pyfunc applies
@@ -107,7 +107,11 @@ def run_calibration(model: str, *, method: str = DEFAULT_METHOD, register_as: st
     with tempfile.TemporaryDirectory() as fetched:  # fail before a run exists when there is nothing to calibrate
         val, test = _source_predictions(source_run, Path(fetched))
     calibration = calibrate_predictions(val, test, method, n_bins)
-    with open_run(experiment, tags=tags, nested=bool(parent_run_id)) as run:
+    if run_name is None:
+        from ecgml.tracking.run_names import calibration_run_name
+
+        run_name = calibration_run_name(mlflow.MlflowClient().get_run(source_run).info.run_name or source_run)
+    with open_run(experiment, run_name=run_name, tags=tags, nested=bool(parent_run_id)) as run:
         work = runs_dir / run.info.run_id
         mlflow.set_tags({"ecgml.calibration_method": calibration.method,
                          **({"ecgml.calibration_warning": " | ".join(calibration.diagnosis)[:5000]}

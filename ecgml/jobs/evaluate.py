@@ -93,7 +93,8 @@ def run_evaluation(model: str, data: PrepareConfig, *, split: str = "test", expe
             **(extra_tags or {})}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    with open_run(experiment, tags=tags, nested=bool(parent_run_id)) as run:
+    run_name = f"evaluate {uri.removeprefix('models:/')} {data.data.source} {split}"
+    with open_run(experiment, run_name=run_name, tags=tags, nested=bool(parent_run_id)) as run:
         folder = runs_dir / run.info.run_id / "eval"
         folder.mkdir(parents=True, exist_ok=True)
         report = per_class_report(arrays.labels, probs, splits.classes)
