@@ -33,10 +33,12 @@ PRODUCTION_ALIAS = "production"
 DEFAULT_BACKBONE_URI = f"models:/{DEFAULT_BACKBONE_MODEL}@{PRODUCTION_ALIAS}"
 DEFAULT_CLASSIFIER_URI = f"models:/{DEFAULT_CLASSIFIER_MODEL}@{PRODUCTION_ALIAS}"
 
+#: Where training batches are cut (``ecgml.train.device_data``): ``auto`` (on a CUDA device when the
+#: splits fit), ``on`` (always), ``off`` (the host loader).
+DEVICE_DATA: tuple[str, ...] = ("auto", "on", "off")
+
 #: MLflow experiment of each command unless told otherwise.
 PRETRAIN_EXPERIMENT = "ecgml-pretrain"
-#: Where `ecgml pretrained register` logs the shipped backbones it registers (a model, no run).
-PRETRAINED_EXPERIMENT = "ecgml-pretrained"
 #: Where `ecgml pretrained register` logs the shipped backbones it registers (a model, no run).
 PRETRAINED_EXPERIMENT = "ecgml-pretrained"
 STANDALONE_EXPERIMENT = "ecgml-standalone"
@@ -45,3 +47,8 @@ CALIBRATE_EXPERIMENT = "ecgml-calibrate"
 EVALUATE_EXPERIMENT = "ecgml-evaluate"
 STUDY_EXPERIMENT = "ecgml-study"
 TUNE_EXPERIMENT = "ecgml-tune"
+
+#: Calibration maps ``ecgml calibrate`` fits on validation (:mod:`ecgml.evaluate.recalibration`), fewest
+#: parameters first; ``auto`` keeps the one with the lowest cross-validated validation NLL.
+CALIBRATION_METHODS: tuple[str, ...] = ("single", "per-class", "platt")
+DEFAULT_CALIBRATION_METHOD = "auto"
