@@ -213,8 +213,8 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"Comma list of {', '.join(MODES)} ('' with --tune: only the tuning figure).")
     parser.add_argument("--tune", action="store_true", help="Also time ecgml tune --workers 1 vs --workers N.")
-    parser.add_argument("--tune-trials", type=int, default=6)
-    parser.add_argument("--tune-epochs", type=int, default=2)
+    parser.add_argument("--tune-trials", type=int, default=12)
+    parser.add_argument("--tune-epochs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="Keep the work folder.")
     # the child's own options
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
