@@ -10,28 +10,26 @@ Bad input raises :class:`InvalidEcgInput` with a message that says what is wrong
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ecgml.data.leads import STANDARD_LEADS, MissingLeadError, lead_index
-from ecgml.data.signal import resample, standardize
 from ecgml.data.windows import aggregate_windows, to_input_domain, window_starts
+from ecgml.tracking.ecg_input import (
+    AMPLITUDE_BOUNDS_MV,
+    BOUNDS_FIELD,
+    MAX_SECONDS,
+    InvalidEcgInput,
+    parse_bounds,
+    prepare_record,
+    typical_amplitude,
+)
 
-#: Longest record accepted, in seconds: a guard against payloads that would exhaust memory.
-MAX_SECONDS = 600.0
-
-
-def typical_amplitude(x: np.ndarray) -> float:
-    """A record's size in its own units: the median, over the leads that move, of each lead's 1st-99th
-    percentile range. Percentiles ignore pacemaker spikes and clipped samples; the median over leads
-    ignores one detached electrode. 0.0 when every lead is constant."""
-    low, high = np.percentile(x, [1.0, 99.0], axis=-1)
-    spread = high - low
-    moving = spread[spread > 0]
-    return float(np.median(moving)) if moving.size else 0.0
+__all__ = ["AMPLITUDE_BOUNDS_MV", "MAX_SECONDS", "EcgClassifier", "InvalidEcgInput", "apply_temperatures",
+           "log_pyfunc", "make_python_model", "typical_amplitude"]
 
 
 def apply_temperatures(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
@@ -43,72 +41,55 @@ def apply_temperatures(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarra
     return apply_calibration(probs, temperatures)
 
 
-class InvalidEcgInput(ValueError):
-    """A request the model cannot score; the message is meant for the caller."""
-
-
 class EcgClassifier:
-    """Inference around a loaded weights folder (plain Python, so it is testable without MLflow)."""
+    """Inference around a loaded weights folder (plain Python, so it is testable without MLflow).
 
-    def __init__(self, weights_dir: str | Path, temperatures: np.ndarray | None = None) -> None:
+    ``amplitude_bounds`` replaces the unit check's :data:`AMPLITUDE_BOUNDS_MV` for every record (a
+    request row's own ``amplitude_bounds_mv`` still wins for that row).
+    """
+
+    def __init__(self, weights_dir: str | Path, temperatures: np.ndarray | None = None,
+                 amplitude_bounds: tuple[float, float] = AMPLITUDE_BOUNDS_MV) -> None:
         import torch
 
         from ecgml.tracking.weights import load_model
 
         self.model, self.metadata = load_model(weights_dir)
         self.temperatures = temperatures
+        self.amplitude_bounds = parse_bounds(amplitude_bounds, f"{weights_dir}: model_config")
         self._torch = torch
 
-    def _prepare(self, signal: Any, fs: Any, leads: Any, index: int) -> np.ndarray:
-        meta = self.metadata
-        try:
-            x = np.asarray(signal, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InvalidEcgInput(f"row {index}: signal is not a numeric [leads][samples] array") from None
-        if x.ndim != 2:
-            raise InvalidEcgInput(f"row {index}: signal must be 2-D [leads][samples], got shape {x.shape}")
-        names = list(leads) if leads is not None else list(STANDARD_LEADS[: x.shape[0]])
-        if len(names) != x.shape[0]:
-            raise InvalidEcgInput(f"row {index}: {x.shape[0]} signal rows but {len(names)} lead names")
-        try:
-            fs = float(fs)
-        except (TypeError, ValueError):
-            raise InvalidEcgInput(f"row {index}: fs {fs!r} is not a number") from None
-        if not 1 <= fs <= 10_000:
-            raise InvalidEcgInput(f"row {index}: sampling rate {fs} Hz is out of range")
-        if x.shape[1] / fs > MAX_SECONDS:
-            raise InvalidEcgInput(
-                f"row {index}: {x.shape[1] / fs:.0f} s is longer than the {MAX_SECONDS:.0f} s accepted")
-        if not np.isfinite(x).all():
-            raise InvalidEcgInput(f"row {index}: signal holds NaN or infinite values")
-        try:
-            x = x[lead_index(names, meta.leads, f"row {index}")]
-        except MissingLeadError as exc:
-            raise InvalidEcgInput(str(exc)) from None
-        x = resample(x, fs, meta.fs)
-        if x.shape[1] < meta.input_samples:
-            raise InvalidEcgInput(f"row {index}: {x.shape[1] / meta.fs:.2f} s is shorter than the model's "
-                                  f"{meta.input_samples / meta.fs:.2f} s input")
-        return standardize(x, np.asarray(meta.norm_mean, np.float32), np.asarray(meta.norm_std, np.float32))
-
-    def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        """``float[rows, classes]`` probabilities."""
+    def predict_record(self, signal: Any, fs: Any, leads: Any, where: str, bounds: Any = None) -> np.ndarray:
+        """``float[classes]`` for one record, checked by :func:`~ecgml.tracking.ecg_input.prepare_record`
+        (``where`` names it in a refusal: ``row 3`` or a file)."""
         torch = self._torch
         meta = self.metadata
         crop = meta.input_samples
-        out = np.zeros((len(rows), len(meta.classes)))
-        for i, row in enumerate(rows):
-            if "signal" not in row or "fs" not in row:
-                raise InvalidEcgInput(f"row {i}: needs 'signal' and 'fs' (and optionally 'leads')")
-            x = self._prepare(row["signal"], row["fs"], row.get("leads"), i)
-            starts = window_starts(x.shape[1], crop, max(1, crop // 2))
-            windows = to_input_domain(np.stack([x[:, s:s + crop] for s in starts]), meta.input_domain)
-            with torch.no_grad():
-                logits = self.model(torch.from_numpy(windows)).numpy()
-            probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-            out[i] = aggregate_windows(probs, np.zeros(len(starts), dtype=np.int64), 1, meta.aggregate)[0]  # type: ignore[arg-type]
+        x = prepare_record(signal, fs, None if leads is None else list(leads), meta, where,
+                           parse_bounds(bounds, where, self.amplitude_bounds))
+        starts = window_starts(x.shape[1], crop, max(1, crop // 2))
+        windows = to_input_domain(np.stack([x[:, s:s + crop] for s in starts]), meta.input_domain)
+        with torch.no_grad():
+            logits = self.model(torch.from_numpy(windows)).numpy()
+        probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        out = aggregate_windows(probs, np.zeros(len(starts), dtype=np.int64), 1, meta.aggregate)  # type: ignore[arg-type]
         if self.temperatures is not None:  # fitted on these same aggregated probabilities (ecgml calibrate)
             out = apply_temperatures(out, self.temperatures)
+        return np.asarray(out[0], dtype=np.float64)
+
+    def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """``float[rows, classes]`` probabilities; an empty request is refused, not answered with nothing."""
+        if not rows:
+            raise InvalidEcgInput("the request holds no records: send one row per ECG with 'signal' and 'fs' "
+                                  "(and optionally 'leads')")
+        out = np.zeros((len(rows), len(self.metadata.classes)))
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or "signal" not in row or "fs" not in row:
+                raise InvalidEcgInput(f"row {i}: needs 'signal' and 'fs' (and optionally 'leads')")
+            leads = row.get("leads")
+            if isinstance(leads, float) and np.isnan(leads):  # a DataFrame fills a column some rows lack
+                leads = None
+            out[i] = self.predict_record(row["signal"], row["fs"], leads, f"row {i}", row.get(BOUNDS_FIELD))
         return out
 
 
@@ -122,6 +103,33 @@ def _rows(model_input: Any) -> list[dict[str, Any]]:
     raise InvalidEcgInput(f"expected a DataFrame or records with 'signal' and 'fs', got {type(model_input).__name__}")
 
 
+@cache
+def _reason_first_error() -> type:
+    """An ``MlflowException`` whose message stays ecgml's reason: MLflow's scoring server rewrites the
+    message of any exception from ``predict`` to ``Failed to predict data '<the whole DataFrame>'. Error:
+    ...``, which buries the one line a caller needs under a dump of their own signal."""
+    from mlflow.exceptions import MlflowException
+
+    class EcgRequestError(MlflowException):
+        @property  # type: ignore[override]
+        def message(self) -> str:
+            return self._reason
+
+        @message.setter
+        def message(self, value: str) -> None:
+            if not hasattr(self, "_reason"):  # set once, by MlflowException.__init__
+                self._reason = value
+
+    return EcgRequestError
+
+
+def refusal(exc: InvalidEcgInput) -> Exception:
+    """The exception the scoring server turns into HTTP 400 whose message is ``exc``'s, first and alone."""
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return _reason_first_error()(str(exc), error_code=INVALID_PARAMETER_VALUE)
+
+
 def make_python_model() -> Any:
     """The ``mlflow.pyfunc.PythonModel`` subclass (built lazily so importing ecgml does not import MLflow)."""
     import mlflow.pyfunc
@@ -132,24 +140,24 @@ def make_python_model() -> Any:
             path = context.artifacts.get("temperatures")
             if path:
                 temperatures = np.load(path)
-            self.classifier = EcgClassifier(context.artifacts["weights"], temperatures)
+            config = context.model_config or {}
+            self.classifier = EcgClassifier(context.artifacts["weights"], temperatures,
+                                            config.get(BOUNDS_FIELD) or AMPLITUDE_BOUNDS_MV)
 
         # No type hints here on purpose: MLflow reads them as an input schema (and warns about ``Any``).
         def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
             try:
                 probs = self.classifier.predict_proba(_rows(model_input))
             except InvalidEcgInput as exc:  # the scoring server answers 400 with this message, no stack trace
-                from mlflow.exceptions import MlflowException
-                from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+                raise refusal(exc) from None
             return pd.DataFrame(probs, columns=list(self.classifier.metadata.classes))
 
     return EcgPyfunc()
 
 
 def log_pyfunc(weights_dir: Path, *, name: str = "model", temperatures: Path | None = None) -> Any:
-    """Log the classifier as a pyfunc model of the active run; returns MLflow's model info."""
+    """Log the classifier as a pyfunc model of the active run (or as a run-less logged model when none is
+    active); returns MLflow's model info."""
     import mlflow
 
     artifacts = {"weights": str(weights_dir)}

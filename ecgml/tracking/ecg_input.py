@@ -1,0 +1,149 @@
+"""What a served model accepts: one raw ECG record checked and turned into the model's input, or refused.
+
+The served pyfunc and ``ecgml predict`` both call :func:`prepare_record`, so a record is judged the same
+way over HTTP and from files. Each refusal is an :class:`InvalidEcgInput` whose message is one line that
+starts with where the record is (``row 3`` or a file) and says what to do.
+
+Units: a signal must be in millivolts. The rate (``fs``) cannot be checked (a 500 Hz record declared as
+250 Hz looks like a slow heart), but the amplitude can: :func:`typical_amplitude` of every real PTB-XL
+record (19,701 of them, ``benchmarks/amplitude_bounds.py``) and Georgia sample record lies between 0.24
+and 3.84 mV, so :data:`AMPLITUDE_BOUNDS_MV` refuses anything outside 0.03-15 mV, which catches volts
+(x 0.001), microvolts and raw ADC counts (x 1000, or x 200 at a 200/mV gain) with a margin of 3.9-8x
+on either side. A device whose records really lie outside can widen the bounds per request
+(``amplitude_bounds_mv``) or per loaded model (``model_config``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ecgml.data.leads import STANDARD_LEADS, MissingLeadError, lead_index
+from ecgml.data.signal import resample, standardize
+
+if TYPE_CHECKING:
+    from ecgml.tracking.weights import WeightMetadata
+
+#: Longest record accepted, in seconds: a guard against payloads that would exhaust memory.
+MAX_SECONDS = 600.0
+#: Accepted range of :func:`typical_amplitude`, in mV. Real records: 0.24-3.84 mV (PTB-XL, 19,701 records
+#: at 100 and 500 Hz; Georgia 0.46-1.40 mV), 99.98% of them within 0.31-3.47 mV.
+AMPLITUDE_BOUNDS_MV: tuple[float, float] = (0.03, 15.0)
+#: The range real records span, quoted in refusals so a caller can judge an override.
+REAL_RANGE_MV: tuple[float, float] = (0.24, 3.84)
+#: The request field (and ``model_config`` key) that replaces :data:`AMPLITUDE_BOUNDS_MV`.
+BOUNDS_FIELD = "amplitude_bounds_mv"
+
+
+class InvalidEcgInput(ValueError):
+    """A request the model cannot score; the message is meant for the caller."""
+
+
+def typical_amplitude(x: np.ndarray) -> float:
+    """A record's size in its own units: the median, over the leads that move, of each lead's 1st-99th
+    percentile range. Percentiles ignore pacemaker spikes and clipped samples; the median over leads
+    ignores one detached electrode. 0.0 when every lead is constant."""
+    low, high = np.percentile(x, [1.0, 99.0], axis=-1)
+    spread = high - low
+    moving = spread[spread > 0]
+    return float(np.median(moving)) if moving.size else 0.0
+
+
+def parse_bounds(value: Any, where: str, default: tuple[float, float] = AMPLITUDE_BOUNDS_MV) -> tuple[float, float]:
+    """An ``amplitude_bounds_mv`` override (``[low, high]`` in mV, 0 <= low < high); absent or null: default."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return default
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InvalidEcgInput(f"{where}: {BOUNDS_FIELD} must be [low, high] in mV, got {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
+        raise InvalidEcgInput(f"{where}: {BOUNDS_FIELD} must be [low, high] with 0 <= low < high, got {value!r}")
+    return low, high
+
+
+def unit_problem(amplitude: float, bounds: tuple[float, float]) -> str | None:
+    """Why a signal of this :func:`typical_amplitude` cannot be an ECG in mV (and what it looks like), or None."""
+    low, high = bounds
+    if low <= amplitude <= high:
+        return None
+    size = (f"signal amplitude {amplitude:.3g} (median over leads of the 1st-99th percentile range) is outside "
+            f"the {low:g}-{high:g} mV accepted")
+    override = (f"real ECGs measure {REAL_RANGE_MV[0]:g}-{REAL_RANGE_MV[1]:g} mV; if your device's really lie "
+                f"outside, send \"{BOUNDS_FIELD}\": [low, high]")
+    if amplitude == 0:
+        return "every lead is constant (a flat signal): not an ECG"
+    if amplitude < low:
+        if low <= amplitude * 1000 <= high:
+            return f"{size}: it looks like volts; multiply by 1000 to send millivolts ({override})"
+        return f"{size}, {low / amplitude:.0f} times too small: check the units and the gain ({override})"
+    if low <= amplitude / 1000 <= high:
+        return (f"{size}: it looks like microvolts or raw ADC counts at 1000 units/mV (PTB-XL's and Georgia's "
+                f"gain); divide by 1000, or subtract the baseline and divide by the gain in the record's header "
+                f"({override})")
+    return (f"{size}, {amplitude / high:.0f} times too large: it looks like raw ADC counts; subtract the baseline "
+            f"and divide by the gain (units per mV, the gain field of a WFDB header) ({override})")
+
+
+def _as_array(signal: Any, leads: Sequence[str] | None, where: str) -> tuple[np.ndarray, list[str]]:
+    try:
+        x = np.asarray(signal, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidEcgInput(f"{where}: signal is not a numeric [leads][samples] array") from None
+    if x.ndim != 2:
+        raise InvalidEcgInput(f"{where}: signal must be 2-D [leads][samples], got shape {x.shape}")
+    n_names = len(leads) if leads is not None else None
+    rows, columns = x.shape
+    transposed = (columns == n_names and rows != n_names) if n_names is not None else (
+        rows > len(STANDARD_LEADS) and columns <= len(STANDARD_LEADS))
+    if transposed:
+        raise InvalidEcgInput(f"{where}: signal looks transposed ({rows} x {columns}, [samples][leads]); send "
+                              f"[leads][samples], e.g. numpy's x.T.tolist()")
+    names = list(leads) if leads is not None else list(STANDARD_LEADS[:rows])
+    if len(names) != rows:
+        raise InvalidEcgInput(f"{where}: {rows} signal rows but {len(names)} lead names")
+    return x, names
+
+
+def _rate(fs: Any, meta: WeightMetadata, where: str) -> float:
+    try:
+        rate = float(fs)
+    except (TypeError, ValueError):
+        raise InvalidEcgInput(f"{where}: fs {fs!r} is not a number") from None
+    if not 1 <= rate <= 10_000:
+        raise InvalidEcgInput(f"{where}: sampling rate {rate:g} Hz is out of range (1-10000 Hz)")
+    if rate < meta.fs:
+        raise InvalidEcgInput(f"{where}: sampling rate {rate:g} Hz is below the model's {meta.fs} Hz; resampling "
+                              f"up cannot restore what the model reads: send the record at {meta.fs} Hz or more")
+    return rate
+
+
+def prepare_record(signal: Any, fs: Any, leads: Sequence[str] | None, meta: WeightMetadata, where: str,
+                   bounds: tuple[float, float] = AMPLITUDE_BOUNDS_MV) -> np.ndarray:
+    """Check one record and return it as the model reads it: its leads, its rate, standardised.
+
+    Checks, in order: a numeric 2-D array, not transposed, one name per row, a usable rate, at most
+    :data:`MAX_SECONDS`, finite values, the model's leads present, at least one input window long, and an
+    amplitude that can be millivolts (``bounds``).
+    """
+    x, names = _as_array(signal, leads, where)
+    rate = _rate(fs, meta, where)
+    if x.shape[1] / rate > MAX_SECONDS:
+        raise InvalidEcgInput(f"{where}: {x.shape[1] / rate:.0f} s is longer than the {MAX_SECONDS:.0f} s accepted")
+    if not np.isfinite(x).all():
+        raise InvalidEcgInput(f"{where}: signal holds NaN or infinite values")
+    try:
+        x = x[lead_index(names, meta.leads, where)]
+    except MissingLeadError as exc:
+        raise InvalidEcgInput(str(exc)) from None
+    x = resample(x, rate, meta.fs)
+    if x.shape[1] < meta.input_samples:
+        raise InvalidEcgInput(f"{where}: {x.shape[1] / meta.fs:.2f} s is shorter than the model's "
+                              f"{meta.input_samples / meta.fs:.2f} s input")
+    problem = unit_problem(typical_amplitude(x), bounds)
+    if problem:
+        raise InvalidEcgInput(f"{where}: {problem}")
+    return standardize(x, np.asarray(meta.norm_mean, np.float32), np.asarray(meta.norm_std, np.float32))

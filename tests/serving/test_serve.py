@@ -1,0 +1,117 @@
+"""A real ``mlflow models serve`` of a registered ecgml model: answers in mV, and every 400 starts with
+ecgml's one-line reason (not MLflow's "Failed to predict data '<DataFrame dump>'")."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serving.conftest import ecg as _ecg
+
+
+def _env(root: Path) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # uvicorn
+    return {**inherited, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "OMP_NUM_THREADS": "1",
+            "PYTHONWARNINGS": "ignore", "PATH": path}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def post(port: int, payload: object) -> tuple[int, dict]:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def serve(root: Path, uri: str) -> Iterator[int]:
+    """Start ``mlflow models serve -m uri`` in ``root``; yield its port once /ping answers; stop it."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
+         "-p", str(port), "-w", "1"], cwd=root, env=_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert server.poll() is None, server.stderr.read()[-3000:] if server.stderr else ""
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        else:
+            pytest.fail("the scoring server did not come up within 180 s")
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    import mlflow
+
+    root = tmp_path_factory.mktemp("serve")
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    mlflow.set_experiment("serve")
+    with mlflow.start_run():
+        info = mlflow.register_model(log_pyfunc_uri(weights), "tiny")
+    yield from serve(root, f"models:/tiny/{info.version}")
+
+
+def log_pyfunc_uri(weights: Path) -> str:
+    from ecgml.tracking.pyfunc import log_pyfunc
+
+    return str(log_pyfunc(weights).model_uri)
+
+
+@pytest.mark.slow
+def test_served_model_answers_in_mv_and_puts_its_reason_first(served: int) -> None:
+    status, body = post(served, {"dataframe_records": [{"signal": _ecg(500).tolist(), "fs": 500}]})
+    assert status == 200, body
+    assert set(body["predictions"][0]) == {"CD", "HYP", "MI", "NORM", "STTC"}
+
+    micro = {"signal": (_ecg() * 1000).tolist(), "fs": 100}
+    cases = [
+        ([micro], "row 0: signal amplitude", "looks like microvolts or raw ADC counts"),
+        ([{"signal": (_ecg() / 1000).tolist(), "fs": 100}], "row 0: signal amplitude", "looks like volts"),
+        ([{"signal": _ecg().T.tolist(), "fs": 100}], "row 0: signal looks transposed", "x.T.tolist()"),
+        ([], "the request holds no records", "'signal' and 'fs'"),
+        ([{"signal": _ecg(100, 1.0).tolist(), "fs": 100}], "row 0: 1.00 s is shorter", "2.50 s input"),
+        ([{"signal": _ecg()[:11].tolist(), "fs": 100}], "row 0: missing lead(s) V6", ""),
+        ([{"signal": _ecg(100).tolist(), "fs": 100}, micro], "row 1: signal amplitude", ""),
+    ]
+    for records, first, also in cases:
+        status, body = post(served, {"dataframe_records": records})
+        assert status == 400, (first, status, body)
+        assert body["message"].startswith(first), body["message"][:300]
+        assert also in body["message"] and "Failed to predict" not in body["message"]
+        assert "stack_trace" not in body and "\n" not in body["message"]
+
+    status, body = post(served, {"dataframe_records": [{**micro, "amplitude_bounds_mv": [100, 15000]}]})
+    assert status == 200, body  # the documented override for a device outside the bounds
+    nan = _ecg().tolist()
+    nan[2][5] = float("nan")
+    status, body = post(served, {"dataframe_records": [{"fs": 100, "signal": nan}]})  # JSON's NaN token
+    assert status == 400 and body["message"].startswith("row 0: signal holds NaN"), body
