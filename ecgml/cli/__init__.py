@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import click
 
-from ecgml.cli import data, experiments, jobs, registry, train, tune
+from ecgml.cli import data, experiments, jobs, predict, pretrained, registry, train, tune
 
 
 @click.group()
@@ -42,7 +42,7 @@ def quiet_known_library_noise() -> None:
 
 
 #: The order of ``ecgml --help`` is click's (alphabetical); this order only says where each command lives.
-for _module in (data, train, jobs, registry, experiments, tune):
+for _module in (data, train, jobs, registry, pretrained, predict, experiments, tune):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 del _module, _command

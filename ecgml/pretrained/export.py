@@ -34,7 +34,8 @@ def _weights_folder(source: str | Path, scratch: Path) -> Path:
     if path.name == STATE_FILE and path.is_file():
         return path.parent
     text = str(source)
-    from ecgml.tracking.registry import MODEL_URI_TAG, RegistryError, _client, download_weights, resolve
+    from ecgml.tracking.registry import MODEL_URI_TAG, RegistryError, download_weights, resolve
+    from ecgml.tracking.runs import tracking_client, tracking_uri
 
     if text.startswith("models:/"):
         try:
@@ -48,12 +49,13 @@ def _weights_folder(source: str | Path, scratch: Path) -> Path:
     import mlflow
 
     try:
-        run = _client().get_run(run_id)
+        run = tracking_client().get_run(run_id)
     except mlflow.exceptions.MlflowException:
         raise PretrainedError(f"{source}: neither a weights folder nor a run in the tracking store") from None
     uri = run.data.tags.get(MODEL_URI_TAG)
     if not uri:
         raise PretrainedError(f"run {run_id} logged no ecgml model (tag {MODEL_URI_TAG} missing)")
+    mlflow.set_tracking_uri(tracking_uri())
     local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(scratch)))
     for metadata in sorted(local.rglob(METADATA_FILE)):
         if (metadata.parent / STATE_FILE).is_file():

@@ -50,8 +50,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def list_shipped(root: Path = SHIPPED_DIR) -> list[ShippedModel]:
-    """Every shipped backbone, by name (cards are read, files are not hashed: see :func:`verify`)."""
+def list_shipped(root: Path | None = None) -> list[ShippedModel]:
+    """Every shipped backbone in ``root`` (default :data:`SHIPPED_DIR`), by name (cards are read, files are
+    not hashed: see :func:`verify`)."""
+    root = SHIPPED_DIR if root is None else root
     if not root.is_dir():
         return []
     found = []
@@ -64,9 +66,10 @@ def list_shipped(root: Path = SHIPPED_DIR) -> list[ShippedModel]:
     return found
 
 
-def find_shipped(name: str, root: Path = SHIPPED_DIR, *, task: str | None = None) -> ShippedModel:
+def find_shipped(name: str, root: Path | None = None, *, task: str | None = None) -> ShippedModel:
     """The shipped backbone ``name`` (not yet hashed: see :func:`verify`); ``task`` refuses one trained for
     another task."""
+    root = SHIPPED_DIR if root is None else root
     models = {m.name: m for m in list_shipped(root)}
     if name not in models:
         known = ", ".join(models) or "none (this ecgml ships no pretrained backbone)"
@@ -118,7 +121,7 @@ def float32_state(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def load_shipped(name: str, root: Path = SHIPPED_DIR, *, task: str | None = None
+def load_shipped(name: str, root: Path | None = None, *, task: str | None = None
                  ) -> tuple[nn.Module, WeightMetadata, ModelCard]:
     """The verified backbone in float32, in eval mode, with its metadata and card."""
     from ecgml.models import create_backbone

@@ -1,0 +1,181 @@
+"""Predict on anyone's records: WFDB (``.hea`` + ``.dat``) and Challenge (``.hea`` + ``.mat``) files and folders.
+
+Each record is read in millivolts with its own rate and lead names, then handed to the loaded model's
+:meth:`~ecgml.tracking.pyfunc.EcgClassifier.predict_record`, the very check and inference the served
+model runs, so a record ``ecgml predict`` accepts is one the server accepts. A record that cannot be read
+or is refused is listed with its reason and the others are still predicted. The CSV has one row per
+record: ``record_id, path, status, fs, seconds, problems`` and one probability column per class, named.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ecgml.data.formats import DataFormatError, read_header
+from ecgml.data.g12ec import G12EC_GAIN_CORRECTIONS
+from ecgml.data.leads import MissingLeadError
+from ecgml.data.records import load_signal
+from ecgml.data.signal import flat_leads
+from ecgml.io import atomic_write_text
+from ecgml.tracking.ecg_input import InvalidEcgInput
+
+#: The columns before the class probabilities.
+COLUMNS: tuple[str, ...] = ("record_id", "path", "status", "fs", "seconds", "problems")
+#: Lists shorter than this get no progress bar.
+PROGRESS_FROM = 20
+
+
+class PredictError(ValueError):
+    """A request ``ecgml predict`` cannot start on (no model, no record found); the message says why."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One record: its probabilities, or why it has none, plus what reading it noticed."""
+
+    record_id: str
+    path: str
+    status: str  # ok | refused | unreadable
+    fs: float | None = None
+    seconds: float | None = None
+    problems: tuple[str, ...] = ()
+    probabilities: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    out: Path
+    classes: tuple[str, ...]
+    outcomes: list[Outcome] = field(default_factory=list)
+    not_records: list[str] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    def lines(self, limit: int = 20) -> list[str]:
+        """The summary ``ecgml predict`` prints."""
+        failed = [o for o in self.outcomes if o.status != "ok"]
+        head = (f"predicted {self.count('ok')} of {len(self.outcomes)} record(s) -> {self.out} "
+                f"({self.count('refused')} refused, {self.count('unreadable')} unreadable)")
+        out = [head, *[f"  {o.status}: {o.path}: {o.problems[-1]}" for o in failed[:limit]]]
+        if len(failed) > limit:
+            out.append(f"  ... and {len(failed) - limit} more (see the CSV's problems column)")
+        out.extend(f"  skipped: {reason}" for reason in self.not_records[:limit])
+        return out
+
+
+def find_records(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """The headers of the records named: ``.hea``/``.dat``/``.mat`` files, record paths without an
+    extension, and folders (searched at any depth). Also returns what was not a record, with why."""
+    found: dict[Path, None] = {}
+    skipped = []
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            headers = sorted(path.rglob("*.hea"))
+            if not headers:
+                skipped.append(f"{path}: a folder with no .hea header at any depth")
+            found.update(dict.fromkeys(headers))
+        elif path.suffix in (".hea", ".dat", ".mat") and path.with_suffix(".hea").is_file():
+            found[path.with_suffix(".hea")] = None
+        elif Path(f"{path}.hea").is_file():
+            found[Path(f"{path}.hea")] = None
+        else:
+            skipped.append(f"{path}: no such record (expected a folder, a .hea/.dat/.mat file or a record path)")
+    return list(found), skipped
+
+
+def read_record(header_path: Path) -> tuple[np.ndarray, float, list[str], list[str]]:
+    """``float32[leads, samples]`` in mV in the file's lead order, its rate, its lead names, and the
+    problems noticed that did not stop the reading."""
+    header = read_header(header_path)
+    problems = []
+    corrections = {g: t for g, t in G12EC_GAIN_CORRECTIONS.items() if any(s.gain == g for s in header.signals)}
+    for declared, true in corrections.items():
+        problems.append(f"header declares a gain of {declared:g}/mV, read as {true:g}/mV (a known defect of "
+                        "the 2020 Georgia release)")
+    names = header.lead_names
+    x = load_signal(header_path.with_suffix(""), names, gain_corrections=corrections)
+    finite = np.isfinite(x)
+    flat = [n for n, is_flat in zip(names, flat_leads(np.where(finite, x, 0)), strict=True) if is_flat]
+    if flat:
+        problems.append(f"flat lead(s) {', '.join(flat)}")
+    return x, float(header.fs), names, problems
+
+
+def predict_files(classifier: Any, headers: Sequence[Path],
+                  progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None) -> list[Outcome]:
+    """Read and predict each record; failures become outcomes, never exceptions."""
+    outcomes = []
+    for header_path in progress(headers) if progress else headers:
+        record_id, where = header_path.stem, str(header_path.with_suffix(""))
+        try:
+            x, fs, names, problems = read_record(header_path)
+        except (DataFormatError, MissingLeadError, OSError, ValueError) as exc:
+            outcomes.append(Outcome(record_id, where, "unreadable", problems=(str(exc),)))
+            continue
+        seconds = x.shape[1] / fs if fs > 0 else None
+        try:
+            probs = classifier.predict_record(x, fs, names, where)
+        except InvalidEcgInput as exc:
+            outcomes.append(Outcome(record_id, where, "refused", fs, seconds, (*problems, str(exc))))
+            continue
+        outcomes.append(Outcome(record_id, where, "ok", fs, seconds, tuple(problems), tuple(map(float, probs))))
+    return outcomes
+
+
+def outcomes_frame(outcomes: Sequence[Outcome], classes: Sequence[str]) -> pd.DataFrame:
+    rows = []
+    for o in outcomes:
+        row: dict[str, Any] = {"record_id": o.record_id, "path": o.path, "status": o.status, "fs": o.fs,
+                               "seconds": None if o.seconds is None else round(o.seconds, 3),
+                               "problems": "; ".join(o.problems)}
+        row.update(zip(classes, o.probabilities or (None,) * len(classes), strict=True))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*COLUMNS, *classes])
+
+
+def load_classifier(model_uri: str) -> Any:
+    """The served object of a logged ecgml model (calibration included), loaded through MLflow."""
+    import mlflow
+
+    from ecgml.tracking.runs import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        loaded = mlflow.pyfunc.load_model(model_uri)
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise PredictError(f"{model_uri}: cannot load the model ({str(exc).splitlines()[0]})") from None
+    classifier = getattr(loaded.unwrap_python_model(), "classifier", None)
+    if classifier is None or not hasattr(classifier, "predict_record"):
+        raise PredictError(f"{model_uri}: not an ecgml classifier (logged by ecgml's pyfunc flavour)")
+    return classifier
+
+
+def predict(model_uri: str, paths: Sequence[str | Path], out: str | Path, *, progress: bool | None = None
+            ) -> PredictSummary:
+    """Predict every record under ``paths`` with ``model_uri`` and write the CSV to ``out`` (atomically).
+    ``progress``: a bar on long lists; by default only when stderr is a terminal."""
+    headers, skipped = find_records(paths)
+    if not headers:
+        raise PredictError("no record found in " + ", ".join(map(str, paths)) + (f": {skipped[0]}" if skipped else ""))
+    classifier = load_classifier(model_uri)
+    classes = tuple(classifier.metadata.classes)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show and len(headers) >= PROGRESS_FROM:
+        from tqdm import tqdm
+
+        def bar(items: Iterable[Path]) -> Iterable[Path]:
+            return tqdm(items, total=len(headers), desc="predict", unit="record")
+    outcomes = predict_files(classifier, headers, bar)
+    target = Path(out)
+    atomic_write_text(target, outcomes_frame(outcomes, classes).to_csv(index=False))
+    return PredictSummary(target, classes, outcomes, skipped)
