@@ -164,5 +164,8 @@ def log_pyfunc(weights_dir: Path, *, name: str = "model", temperatures: Path | N
     if temperatures is not None:
         artifacts["temperatures"] = str(temperatures)
     code = Path(__file__).with_name("pyfunc_model.py")  # models from code: nothing is unpickled on load
+    # The bounds are logged as model_config so a loader can override them: MLflow only lets load_model's
+    # model_config (or MLFLOW_PYFUNC_INFERENCE_CONFIG, e.g. for `mlflow models serve`) change logged keys.
     return mlflow.pyfunc.log_model(name=name, python_model=str(code), artifacts=artifacts,
+                                   model_config={BOUNDS_FIELD: list(AMPLITUDE_BOUNDS_MV)},
                                    pip_requirements=["ecgml", "torch>=2.4", "numpy", "pandas", "scipy"])
