@@ -111,7 +111,11 @@ def output_spread(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 def diagnose(val: PredictionSet, test: PredictionSet, method: str, reports: dict[str, dict[str, Any]],
              calibrated_test: np.ndarray) -> list[str]:
-    """Why a calibration failed or cannot help, in sentences a reader can act on (empty when nothing is wrong)."""
+    """Why a calibration failed or cannot help, in sentences a reader can act on (empty when nothing is wrong).
+
+    Each note starts with a fixed label and a colon (``near-constant outputs``, ``worse after calibration``,
+    ``near-constant calibrated outputs``), so a report can count them by kind.
+    """
     notes: list[str] = []
     spread = output_spread(val.probs, val.labels)
     if spread["logit_sd"] < NEAR_CONSTANT_LOGIT_SD:
@@ -125,12 +129,13 @@ def diagnose(val: PredictionSet, test: PredictionSet, method: str, reports: dict
     before = reports["test"]["before"]["macro_ece"]
     after = reports["test"][f"after_{method_key(method)}"]["macro_ece"]
     if after > before:
-        notes.append(f"calibration made the test macro ECE worse ({before:.4f} -> {after:.4f}): the map fitted on "
-                     f"{len(val.record_ids)} validation records does not carry over to test")
+        notes.append(f"worse after calibration: the test macro ECE rose from {before:.4f} to {after:.4f}; the map "
+                     f"fitted on {len(val.record_ids)} validation records does not carry over to test")
     calibrated_sd = float(np.median(np.asarray(calibrated_test).std(axis=0)))
     if calibrated_sd < 0.01:
-        notes.append(f"calibrated test probabilities are near-constant (median sd {calibrated_sd:.4f} across "
-                     "records): they state each class's prevalence, not a per-record risk")
+        notes.append(f"near-constant calibrated outputs: the calibrated test probabilities vary by a median sd of "
+                     f"{calibrated_sd:.4f} across records; they state each class's prevalence, not a per-record "
+                     "risk (the model's scores carry little information to rank records by)")
     return notes
 
 

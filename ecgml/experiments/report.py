@@ -439,7 +439,7 @@ _HOW_TO_READ = """## How to read this report
 - **Significant** (one rule for every table and sentence): the paired 95% interval's lower bound is above 0, still
   above 0 at the three decimals printed (a bound shown as +0.000 is not), and p < 0.05; a significant loss is the
   mirror image. At a setting, fine-tuning **beats** the best standalone family when the difference is significant
-  in every seed; it **is ahead ... but** when it is ahead in every seed and significant in some (likely, not shown);
+  in every seed; it **is ahead ... but** when it is ahead in every seed and significant in most (likely, not shown);
   otherwise there is **no consistent gap**. Each conclusion also counts the pairs against every family.
 - **PTB-XL pretraining** AUCs are on the PTB-XL test split, not on G12EC: they show what the backbone learned,
   not a comparison with the G12EC rows; plots draw them in a panel of their own.

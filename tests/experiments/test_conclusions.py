@@ -137,3 +137,5 @@ def test_verdict_table() -> None:
     assert verdict_of(3, 3, 0, 0) == "unclear"
     assert verdict_of(3, 0, 0, 2) == "leans standalone"
     assert verdict_of(3, 2, 2, 0) == "unclear"
+    assert verdict_of(3, 3, 1, 0) == "unclear"  # ahead everywhere, one significant seed: chance does that
+    assert verdict_of(3, 0, 0, 1) == "unclear"
