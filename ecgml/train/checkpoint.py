@@ -9,6 +9,7 @@ code; anything else is refused with a clear error.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from ecgml.io import atomic_write_stream
+from ecgml.train.distributed import DistContext, from_main
 
 CHECKPOINT_FORMAT = 1
 
@@ -34,11 +36,34 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`, refusing anything but plain data."""
+    return _parse(_read(Path(path)), Path(path))
+
+
+def load_checkpoint_everywhere(path: str | os.PathLike[str], ctx: DistContext) -> dict[str, Any]:
+    """The checkpoint rank 0 holds, on every rank: rank 0 reads the file (only its machine has it: no
+    shared file system is needed) and sends the bytes; each rank parses them as safely as a file."""
     path = Path(path)
+
+    def read() -> bytes:
+        data = _read(path)
+        _parse(data, path)  # a bad file fails on rank 0 with its own message, before anything is sent
+        return data
+
+    return _parse(from_main(read, ctx), path)
+
+
+def _read(path: Path) -> bytes:
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume from")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+
+
+def _parse(data: bytes, path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: refused: it holds objects other than tensors and plain data "
                               "(tampered, or not an ecgml checkpoint)") from exc

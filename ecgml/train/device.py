@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+import warnings
 
 import numpy as np
 import torch
@@ -11,20 +13,49 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` takes CUDA, then Apple's MPS, then the CPU; naming one that is absent is an error."""
+    """``auto`` takes CUDA, then Apple's MPS, then the CPU (and says so on stderr and as a warning: a
+    GPU job that silently trains on the CPU is days slower); naming one that is absent is an error.
+    ``cuda:N`` becomes the current device, so nothing (NCCL, cuDNN, the object collectives) opens a
+    context on GPU 0."""
     if name not in DEVICES and not name.startswith("cuda:"):
         raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} or cuda:N")
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", torch.cuda.current_device())
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
+        message = "device 'auto': torch sees no CUDA or MPS GPU; training on the CPU"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        sys.stderr.write(f"warning: {message}\n")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU")
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' asked for, but this machine has no usable Apple GPU")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+        torch.cuda.set_device(device)
+    return torch.device("cuda", torch.cuda.current_device()) if device.type == "cuda" else device
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast type training uses on ``device``, or None for fp32.
+
+    CUDA: bfloat16 from compute capability 8.0 (Ampere) on, float16 with a loss scaler below it:
+    ``torch.cuda.is_bf16_supported()`` is also true on GPUs that only emulate bfloat16 (T4, V100), slowly.
+    Other devices train in fp32 (CPU autocast is slower than fp32 for these convolutions).
+    """
+    if device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How a run's precision is logged: fp32, bf16-mixed or fp16-mixed."""
+    return {None: "fp32", torch.bfloat16: "bf16-mixed", torch.float16: "fp16-mixed"}[dtype]
 
 
 def configure_speedups(device: torch.device) -> None:
