@@ -25,6 +25,7 @@ from ecgml.data.formats import (
     to_physical,
     wfdb_checksum,
 )
+from ecgml.data.formats.wfdb import UNIT_SCALE as _UNIT_SCALE
 from ecgml.data.labels import label_matrix
 from ecgml.data.leads import STANDARD_LEADS, lead_index
 
@@ -218,9 +219,6 @@ def load_signal(
         baselines.append(spec.baseline)
     return to_physical(digital[rows], gains, baselines)
 
-
-#: Physical units a header may declare, and the factor that turns their ADC gain into units per mV.
-_UNIT_SCALE = {"mV": 1.0, "mv": 1.0, "uV": 1000.0, "uv": 1000.0}
 
 
 def labels_to_json(labels: Sequence[str]) -> str:

@@ -1,11 +1,10 @@
-"""Readers and writers of the on-disk formats the two datasets use: WFDB headers, format-16 ``.dat``
-signal files and MATLAB v4 ``.mat`` files.
+"""WFDB records: header text (``.hea``) and format-16 signal files (``.dat``), read and written.
 
 Why our own: ``wfdb.rdsamp`` costs milliseconds per record in pure-Python header handling, which
 dominates building a cache of 21,837 records, and it refuses the 2020 Georgia headers whose first line
-names ``E00009.mat``. These functions read both with NumPy, check every size against the header, and
-raise :class:`DataFormatError` naming the file and the problem. Tests prove them equal to
-``wfdb.rdsamp`` on the real sample records.
+names ``E00009.mat``. These functions check every size against the header and raise
+:class:`DataFormatError` naming the file and the problem. Tests prove them equal to ``wfdb.rdsamp`` on
+the real sample records.
 """
 
 from __future__ import annotations
@@ -13,28 +12,21 @@ from __future__ import annotations
 import math
 import os
 import re
-import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from ecgml.data.formats.errors import DataFormatError
 from ecgml.data.leads import canonical_lead_name
 from ecgml.io import atomic_write_bytes, atomic_write_text
 
 #: WFDB's "no sample" value for format 16; read back as NaN.
 INT16_NAN = -32768
-
-
-class DataFormatError(ValueError):
-    """A file does not hold what its format or header promises. The message names the file."""
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
+#: Physical units a header may declare, and the factor that turns their ADC gain into units per mV.
+UNIT_SCALE = {"mV": 1.0, "mv": 1.0, "uV": 1000.0, "uv": 1000.0}
 
 
 class SignalSpec(NamedTuple):
@@ -80,8 +72,8 @@ class WfdbHeader:
         return [canonical_lead_name(s.name) for s in self.signals]
 
 
-_FMT_RE = re.compile(r"^(?P<fmt>\d+)(?:x(?P<spf>\d+))?(?::(?P<skew>-?\d+))?(?:\+(?P<off>\d+))?$")
-_GAIN_RE = re.compile(r"^(?P<gain>[-+0-9.eE]+)(?:\((?P<base>-?\d+)\))?(?:/(?P<units>\S+))?$")
+FORMAT_FIELD_RE = re.compile(r"^(?P<fmt>\d+)(?:x(?P<spf>\d+))?(?::(?P<skew>-?\d+))?(?:\+(?P<off>\d+))?$")
+GAIN_FIELD_RE = re.compile(r"^(?P<gain>[-+0-9.eE]+)(?:\((?P<base>-?\d+)\))?(?:/(?P<units>\S+))?$")
 
 
 def _int(text: str, what: str, path: str) -> int:
@@ -141,14 +133,14 @@ def _parse_signal_line(line: str, path: str) -> SignalSpec:
     if fmt_text.isdigit():
         fmt, spf, offset = fmt_text, 1, 0
     else:
-        m = _FMT_RE.match(fmt_text)
+        m = FORMAT_FIELD_RE.match(fmt_text)
         if not m:
             raise DataFormatError(path, f"signal format {fmt_text!r} is not understood")
         fmt, spf, offset = m["fmt"], int(m["spf"] or 1), int(m["off"] or 0)
     adc_zero = _int(parts[4], "adc_zero", path) if len(parts) > 4 else 0
     gain, baseline, units, baseline_written = 200.0, adc_zero, "mV", False
     if len(parts) > 2:
-        g = _GAIN_RE.match(parts[2])
+        g = GAIN_FIELD_RE.match(parts[2])
         if not g:
             raise DataFormatError(path, f"gain field {parts[2]!r} is not understood")
         gain = float(g["gain"]) or 200.0  # WFDB: a zero gain means "uncalibrated, use 200"
@@ -248,61 +240,6 @@ def read_dat16(path: str | os.PathLike[str], header: WfdbHeader) -> np.ndarray:
     return data.reshape(header.n_samples, header.n_sig).T
 
 
-@dataclass(frozen=True)
-class MatV4:
-    """One matrix read from a MATLAB v4 file."""
-
-    name: str
-    data: np.ndarray  # shape (mrows, ncols), as MATLAB sees it
-
-
-_MAT_DTYPES = {0: "f8", 1: "f4", 2: "i4", 3: "i2", 4: "u2", 5: "u1"}
-
-
-def read_matv4(path: str | os.PathLike[str]) -> MatV4:
-    """Read the first matrix of a MATLAB v4 (Level 1.0) file, as the Challenge ``.mat`` files are."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataFormatError(path, "signal file not found") from None
-    if len(raw) < 20:
-        raise DataFormatError(path, f"truncated: {len(raw)} bytes, shorter than a MATLAB v4 header")
-    mopt = struct.unpack("<i", raw[:4])[0]
-    endian = "<"
-    if not 0 <= mopt < 5000:
-        mopt = struct.unpack(">i", raw[:4])[0]
-        endian = ">"
-    m, o, p, t = mopt // 1000, (mopt // 100) % 10, (mopt // 10) % 10, mopt % 10
-    if m not in (0, 1) or o != 0 or t != 0 or p not in _MAT_DTYPES:
-        raise DataFormatError(path, f"not a numeric MATLAB v4 matrix (type code {mopt})")
-    mrows, ncols, imagf, namlen = struct.unpack(f"{endian}4i", raw[4:20])
-    if mrows < 0 or ncols < 0 or namlen <= 0 or imagf not in (0, 1):
-        raise DataFormatError(path, "corrupt MATLAB v4 header")
-    name = raw[20:20 + namlen].split(b"\0", 1)[0].decode("latin-1")
-    dtype = np.dtype(_MAT_DTYPES[p]).newbyteorder(endian)
-    start = 20 + namlen
-    needed = start + mrows * ncols * dtype.itemsize
-    if len(raw) < needed:
-        raise DataFormatError(
-            path,
-            f"truncated: matrix {name!r} of {mrows} x {ncols} needs {needed} bytes, file has {len(raw)}",
-        )
-    flat = np.frombuffer(raw, dtype=dtype, count=mrows * ncols, offset=start)
-    return MatV4(name=name, data=flat.reshape(ncols, mrows).T)
-
-
-def write_matv4(path: str | os.PathLike[str], name: str, matrix: np.ndarray) -> None:
-    """Write one little-endian int16 or float64 matrix as a MATLAB v4 file, atomically."""
-    matrix = np.asarray(matrix)
-    p = {np.dtype("i2"): 3, np.dtype("f8"): 0}.get(matrix.dtype)
-    if p is None:
-        raise TypeError(f"MATLAB v4 writer takes int16 or float64, not {matrix.dtype}")
-    bname = name.encode("latin-1") + b"\0"
-    head = struct.pack("<5i", p * 10, matrix.shape[0], matrix.shape[1], 0, len(bname)) + bname
-    body = matrix.astype(matrix.dtype.newbyteorder("<")).tobytes(order="F")
-    atomic_write_bytes(path, head + body)
-
-
 def to_digital(signal_mv: np.ndarray, gain: float, baseline: int = 0) -> np.ndarray:
     """Millivolts -> int16 ADC units; NaN becomes WFDB's no-sample value, others clip to int16."""
     scaled = np.asarray(signal_mv, dtype=np.float64) * gain + baseline
@@ -382,48 +319,5 @@ def write_wfdb_record(
     header = build_header(record_name, f"{record_name}.dat", digital, fs, lead_names, gain,
                           comments=comments, unsigned_checksums=True)
     atomic_write_bytes(directory / f"{record_name}.dat", digital.T.astype("<i2").tobytes())
-    atomic_write_text(directory / f"{record_name}.hea", format_header(header))
-    return header
-
-
-def write_challenge_record(
-    directory: str | os.PathLike[str],
-    record_name: str,
-    signal_mv: np.ndarray,
-    fs: float,
-    lead_names: Sequence[str],
-    *,
-    comments: Sequence[str] = (),
-    dialect: str = "2021",
-    declared_gain: float | None = None,
-) -> WfdbHeader:
-    """Write a PhysioNet/CinC Challenge record: MATLAB v4 ``val`` (int16) plus a WFDB header.
-
-    ``dialect="2021"`` writes ``E07500 12 500 5000`` and ``16x1+24 1000.0(0)/mV``; ``"2020"`` writes
-    the first line naming ``E00009.mat`` and ``16+24 1000/mV``. ``declared_gain`` lets the 2020
-    release's defect (a header saying 4880/mV over data stored at 1000/mV) be reproduced.
-    """
-    if dialect not in ("2020", "2021"):
-        raise ValueError(f"dialect must be '2020' or '2021', not {dialect!r}")
-    directory = Path(directory)
-    gain = 1000.0
-    digital = to_digital(signal_mv, gain)
-    mat_name = f"{record_name}.mat"
-    header = build_header(
-        record_name if dialect == "2021" else mat_name,
-        mat_name,
-        digital,
-        fs,
-        lead_names,
-        gain,
-        fmt_text="16x1+24" if dialect == "2021" else "16+24",
-        byte_offset=24,
-        comments=comments,
-        baseline_written=dialect == "2021",
-        base_time_date="" if dialect == "2021" else "05-May-2020 14:50:55",
-    )
-    if declared_gain is not None:
-        header = replace(header, signals=tuple(s._replace(gain=declared_gain) for s in header.signals))
-    write_matv4(directory / mat_name, "val", digital)
     atomic_write_text(directory / f"{record_name}.hea", format_header(header))
     return header
