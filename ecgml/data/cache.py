@@ -26,7 +26,6 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,31 +33,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from ecgml.data.cache_rows import Job
+from ecgml.data.cache_rows import load_rows as _load_rows
+from ecgml.data.cache_store import touch_last_used
 from ecgml.data.formats import DataFormatError
-from ecgml.data.leads import MissingLeadError
-from ecgml.data.records import Dataset, load_signal
-from ecgml.data.signal import Preprocessing, RunningStats, flat_leads, implausible_amplitude, nan_to_zero
+from ecgml.data.records import Dataset
+from ecgml.data.signal import Preprocessing, RunningStats
 from ecgml.io import atomic_write_json, atomic_write_stream, named_os_errors
 
 #: 2: records with an implausible amplitude (a lying gain) are dropped; dropped records carry a kind.
 CACHE_FORMAT_VERSION = 2
 SIGNALS_FILE = "signals.f32"
 _CHUNK = 256
-
-
-@dataclass(frozen=True)
-class _Job:
-    """A slice of records one worker loads and writes straight into the memory map."""
-
-    signals_path: str
-    shape: tuple[int, int, int]
-    start: int
-    paths: tuple[str, ...]
-    source_fs: tuple[float, ...]
-    preprocessing: Preprocessing
-    gain_corrections: tuple[tuple[float, float], ...]
-    #: Which records of the slice belong to the training split (their statistics are accumulated).
-    train: tuple[bool, ...]
 
 
 def _directory_listing(folder: str) -> dict[str, tuple[int, int]]:
@@ -110,71 +96,6 @@ def cache_key(dataset: Dataset, preprocessing: Preprocessing) -> tuple[str, dict
     return hasher.hexdigest(), inputs
 
 
-class _Dropped(Exception):
-    """A record the cache leaves out, with the kind ``ecgml data stats`` counts it under."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def _load_rows(job: _Job) -> tuple[list[dict[str, object]], RunningStats]:
-    """Load, preprocess and write one slice; return per-record facts (or the kind and error that dropped
-    each) and the per-lead statistics of its training records.
-
-    Rows are assembled in memory and written with one ``pwrite`` per slice: faster than touching a
-    fresh memory map page by page, and the statistics are taken while the rows are hot.
-    """
-    corrections = dict(job.gain_corrections)
-    leads = job.preprocessing.leads
-    stats = RunningStats(len(leads))
-    block = np.zeros((len(job.paths), job.shape[1], job.shape[2]), dtype="<f4")
-    out: list[dict[str, object]] = []
-    for offset, (path, fs) in enumerate(zip(job.paths, job.source_fs, strict=True)):
-        try:
-            raw = load_signal(path, leads, gain_corrections=corrections)
-            raw, nan_count = nan_to_zero(raw)
-            flat = flat_leads(raw)
-            if flat.all():
-                raise _Dropped("flat_signal", f"{path}.hea: every lead is flat (no signal)")
-            wrong = implausible_amplitude(raw, ~flat)
-            if wrong:
-                raise _Dropped("implausible_amplitude", f"{path}.hea: {wrong}")
-            block[offset] = job.preprocessing.apply(raw, fs)
-        except _Dropped as exc:
-            out.append({"error": str(exc), "error_kind": exc.kind})
-            continue
-        except MissingLeadError as exc:
-            out.append({"error": str(exc), "error_kind": "missing_lead"})
-            continue
-        except (DataFormatError, OSError) as exc:
-            out.append({"error": str(exc), "error_kind": "unreadable_signal"})
-            continue
-        except ValueError as exc:  # preprocessing refused the signal (too short to filter, say)
-            out.append({"error": f"{path}.hea: {exc}", "error_kind": "bad_signal"})
-            continue
-        n_valid = min(round(raw.shape[-1] * job.preprocessing.fs / fs), job.preprocessing.n_samples)
-        if job.train[offset]:
-            stats.update(block[offset, :, :n_valid])
-        out.append({
-            "n_valid": n_valid,
-            "nan_count": nan_count,
-            "flat_leads": ",".join(name for name, f in zip(leads, flat, strict=True) if f),
-        })
-    row_bytes = job.shape[1] * job.shape[2] * 4
-    fd = os.open(job.signals_path, os.O_WRONLY)
-    try:
-        view = memoryview(block).cast("B")
-        written = 0
-        while written < len(view):
-            written += os.pwrite(fd, view[written:], job.start * row_bytes + written)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write {job.signals_path}: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    return out, stats
-
-
 @contextmanager
 def _file_lock(path: Path, waiting: str = "") -> Iterator[None]:
     """Hold an exclusive lock on ``path``; if another process holds it, say ``waiting`` and wait."""
@@ -214,6 +135,7 @@ class Cache:
         self.records = pd.read_csv(self.path / "records.csv", dtype={"record_id": str, "patient_id": str},
                                    keep_default_na=False)
         self.leads: tuple[str, ...] = tuple(json.loads((self.path / "leads.json").read_text()))
+        touch_last_used(self.path)
 
     @property
     def digest(self) -> str:
@@ -313,7 +235,7 @@ def _build_into(
     if not in_train.any():  # no training fold here: standardise with everything rather than nothing
         in_train[:] = True
     jobs = [
-        _Job(str(signals_path), shape, start,
+        Job(str(signals_path), shape, start,
              tuple(records["path"].iloc[start:start + _CHUNK]),
              tuple(float(f) for f in records["fs"].iloc[start:start + _CHUNK]),
              preprocessing, tuple(sorted(dataset.gain_corrections.items())),
