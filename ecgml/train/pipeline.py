@@ -100,9 +100,10 @@ class TrainConfig:
     def digest(self) -> str:
         """Hash of everything that changes the result (not where files go or what the run is called)."""
         doc = self.to_json()
-        # where batches are cut gives the same crops; speed settings, not results
+        # where batches are cut gives the same crops; speed settings, not results. The device too: an
+        # `auto` run that landed on a GPU and a `cuda` run are the same run, and may resume each other
         for volatile in ("run_name", "runs_dir", "num_workers", "device_data", "compile_model", "experiment",
-                         "register_as"):
+                         "register_as", "device"):
             doc.pop(volatile, None)
         doc["data"].pop("cache_dir", None)
         doc["data"].pop("workers", None)

@@ -117,3 +117,13 @@ def test_predictions_are_fp32_even_when_training_in_mixed_precision(
         assert trainer.precision == ("bf16-mixed" if amp else "fp32")
         probs.append(trainer.predict(trainer.val_data, "max"))
     np.testing.assert_array_equal(probs[0], probs[1])  # bf16 autocast would differ in the 3rd digit
+
+
+def test_the_device_does_not_enter_the_config_digest(tmp_path: Path) -> None:
+    from ecgml.config import DataConfig, PrepareConfig
+    from ecgml.train.pipeline import TrainConfig
+
+    data = PrepareConfig(DataConfig("ptbxl", tmp_path, task="superdiagnostic"), cache_dir=tmp_path)
+    digests = {TrainConfig(kind="pretrain", data=data, device=d).digest() for d in ("auto", "cuda", "cuda:1", "cpu")}
+    assert len(digests) == 1  # an auto run on a GPU and a cuda run resume each other
+    assert TrainConfig(kind="pretrain", data=data, seed=1).digest() not in digests
