@@ -10,17 +10,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecgml.data.g12ec import G12EC_FS
 from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, PTBXL_TASKS
 from ecgml.data.leads import resolve_leads
-from ecgml.data.ptbxl import PTBXL_FS
 from ecgml.data.records import SplitSpec
 from ecgml.data.signal import Preprocessing
+from ecgml.data.sources import DATASET_SOURCES, get_dataset_source, source_names
 from ecgml.defaults import DEFAULT_FS, DEFAULT_SPLITS
 
-SOURCES: tuple[str, ...] = ("ptbxl", "g12ec")
-#: The rates each source's files come at (Hz), as its reader states them.
-NATIVE_RATES: dict[str, tuple[int, ...]] = {"ptbxl": tuple(PTBXL_FS), "g12ec": (G12EC_FS,)}
+SOURCES: tuple[str, ...] = source_names()
+#: The rates each source's files come at (Hz), as its registry entry (``ecgml.data.sources``) states them.
+NATIVE_RATES: dict[str, tuple[int, ...]] = {name: s.native_rates for name, s in DATASET_SOURCES.items()}
 #: What trains in a run: ``full`` (everything), ``linear`` (the head only) or ``gradual`` (the head first,
 #: then one more parameter group from the top in each of equal epoch stages).
 STRATEGIES: tuple[str, ...] = ("full", "linear", "gradual")
@@ -55,8 +54,7 @@ class DataConfig:
             raise ValueError(f"unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
         if self.task not in PTBXL_TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(PTBXL_TASKS)}")
-        if self.source == "g12ec" and self.task != "shared18":
-            raise ValueError("G12EC is labelled on the shared classes only: use task 'shared18'")
+        get_dataset_source(self.source).check_task(self.task)
         if self.label_map not in LABEL_MAPS:
             raise ValueError(f"unknown label map {self.label_map!r}; choose one of {', '.join(LABEL_MAPS)}")
         SplitSpec.parse(self.splits)
@@ -68,8 +66,7 @@ class DataConfig:
     @property
     def native_fs(self) -> int:
         """The rate to read files at: the lowest the source ships at or above the cache rate (else its highest)."""
-        rates = sorted(NATIVE_RATES[self.source])
-        return next((rate for rate in rates if rate >= self.fs), rates[-1])
+        return get_dataset_source(self.source).native_fs(self.fs)
 
 
 @dataclass(frozen=True)

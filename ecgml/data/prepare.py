@@ -1,24 +1,65 @@
-"""Read a dataset by name and build (or reuse) its cache: what ``ecgml data prepare`` does."""
+"""Read a dataset by name and build (or reuse) its cache: what ``ecgml data prepare`` does.
+
+The configs come from above (``ecgml.config``); this module only needs their fields, so it names them
+in two protocols instead of importing the config layer.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
-from ecgml.config import DataConfig, PrepareConfig
 from ecgml.data.cache import Cache, build_cache
-from ecgml.data.g12ec import read_g12ec
-from ecgml.data.ptbxl import read_ptbxl
-from ecgml.data.records import Dataset
+from ecgml.data.records import Dataset, SplitSpec
+from ecgml.data.signal import Preprocessing
+from ecgml.data.sources import ReadRequest, get_dataset_source
 
 
-def read_dataset(config: DataConfig, *, progress: bool = False) -> Dataset:
-    """The :class:`Dataset` a config names, read at the dataset's native rate."""
-    if config.source == "ptbxl":
-        return read_ptbxl(config.root, fs=config.native_fs, task=config.task, label_map=config.label_map,
-                          splits=config.split_spec)
-    return read_g12ec(config.root, label_map=config.label_map, splits=config.split_spec,
-                      allow_foreign=config.allow_foreign, fold_seed=config.fold_seed,
-                      rebuild_folds=config.rebuild_folds, progress=progress)
+class DataRequest(Protocol):
+    """Which dataset to read and how to label and split it (``ecgml.config.DataConfig`` is one)."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def root(self) -> Path: ...
+    @property
+    def fs(self) -> int: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def label_map(self) -> str: ...
+    @property
+    def split_spec(self) -> SplitSpec: ...
+    @property
+    def allow_foreign(self) -> bool: ...
+    @property
+    def fold_seed(self) -> int: ...
+    @property
+    def rebuild_folds(self) -> bool: ...
+
+
+class PrepareRequest(Protocol):
+    """A dataset plus the preprocessing and place of its cache (``ecgml.config.PrepareConfig`` is one)."""
+
+    @property
+    def data(self) -> DataRequest: ...
+    @property
+    def preprocessing(self) -> Preprocessing: ...
+    @property
+    def cache_dir(self) -> str | os.PathLike[str]: ...
+    @property
+    def workers(self) -> int: ...
+
+
+def read_dataset(config: DataRequest, *, progress: bool = False) -> Dataset:
+    """The :class:`Dataset` a config names, read at the native rate that serves its cache rate."""
+    return get_dataset_source(config.source).read(ReadRequest(
+        root=Path(config.root), fs=config.fs, task=config.task, label_map=config.label_map,
+        splits=config.split_spec, allow_foreign=config.allow_foreign, fold_seed=config.fold_seed,
+        rebuild_folds=config.rebuild_folds, progress=progress,
+    ))
 
 
 @dataclass
@@ -27,7 +68,7 @@ class Prepared:
     cache: Cache
 
 
-def prepare(config: PrepareConfig, *, progress: bool = True) -> Prepared:
+def prepare(config: PrepareRequest, *, progress: bool = True) -> Prepared:
     """Read, cache and label one dataset; a second call with the same inputs reuses the cache."""
     dataset = read_dataset(config.data, progress=progress)
     if dataset.labelled().empty:
