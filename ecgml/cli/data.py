@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -94,7 +94,8 @@ def prepare_command(**options: Any) -> None:
     try:
         prepared = prepare(config)
     except (OSError, ValueError, KeyError) as exc:
-        fail(exc)
+        _fail_with_hint(exc)
+    _foreign_note(prepared.dataset.problems, config.data.allow_foreign)
     click.echo(f"cache ready: {prepared.cache.path} ({len(prepared.cache.records)} records, "
                f"shape {tuple(prepared.cache.signals.shape)})")
     log_to_mlflow_run({"config.json": to_jsonable(config)})
@@ -112,13 +113,91 @@ def stats_command(json_path: Path | None, **options: Any) -> None:
 
     config = prepare_config(**options)
     try:
-        stats = dataset_stats(prepare(config))
+        prepared = prepare(config)
+        stats = dataset_stats(prepared)
     except (OSError, ValueError, KeyError) as exc:
-        fail(exc)
+        _fail_with_hint(exc)
+    _foreign_note(prepared.dataset.problems, config.data.allow_foreign)
     click.echo(format_stats(stats))
     if json_path:
         atomic_write_json(json_path, stats)
     log_to_mlflow_run({"config.json": to_jsonable(config), f"stats_{config.data.source}.json": stats})
+
+
+_FOREIGN_HINT = "--allow-foreign lets records of other Challenge databases in (never for fine-tuning)"
+
+
+def _foreign_note(problems: list[Any], allowed: bool) -> None:
+    """Say how many foreign records were refused, and the flag that lets them in."""
+    refused = sum(p.kind == "foreign_record" for p in problems)
+    if refused and not allowed:
+        click.echo(f"{refused} record(s) of other databases refused; {_FOREIGN_HINT}")
+
+
+def _fail_with_hint(exc: Exception) -> NoReturn:
+    """``fail`` with the flag named when every record was refused as foreign."""
+    if "foreign_record" in str(exc):
+        raise click.ClickException(f"{exc}; {_FOREIGN_HINT}") from exc
+    fail(exc)
+
+
+@data_group.group("cache")
+def cache_group() -> None:
+    """The signal caches in a cache folder: list them, prune the ones not needed."""
+
+
+def _cache_dir_option(fn: Any) -> Any:
+    return click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                        help="[default: $ECGML_DATA/cache]")(fn)
+
+
+@cache_group.command("list")
+@_cache_dir_option
+def cache_list_command(cache_dir: Path | None) -> None:
+    """Each cache: dataset, rate, leads, records, size on disk, created, last used, tasks labelled on it."""
+    from ecgml.data.cache_store import format_table, list_caches
+
+    folder = cache_dir or default_data_dir() / "cache"
+    try:
+        click.echo(format_table(list_caches(folder)))
+    except (OSError, ValueError) as exc:
+        fail(exc)
+
+
+@cache_group.command("prune")
+@_cache_dir_option
+@click.option("--older-than", type=click.FloatRange(min=0), default=None, metavar="DAYS",
+              help="Caches not used for more than DAYS days (never used: counted from their creation).")
+@click.option("--unused", is_flag=True, help="Caches never opened since they were built.")
+@click.option("--all", "everything", is_flag=True, help="Every cache.")
+@click.option("--yes", is_flag=True, help="Delete; without it, only show what would go.")
+def cache_prune_command(cache_dir: Path | None, older_than: float | None, unused: bool, everything: bool,
+                        yes: bool) -> None:
+    """Remove caches by age, by disuse or all; a dry run unless --yes. A cache being built is kept."""
+    from datetime import timedelta
+
+    from ecgml.data.cache_store import format_size, list_caches, remove_cache, select_for_prune
+
+    folder = cache_dir or default_data_dir() / "cache"
+    try:
+        chosen = select_for_prune(list_caches(folder), unused=unused, everything=everything,
+                                  older_than=None if older_than is None else timedelta(days=older_than))
+    except (OSError, ValueError) as exc:
+        fail(exc)
+    freed = 0
+    for info in chosen:
+        if not yes:
+            click.echo(f"would remove {info.path} ({format_size(info.size_bytes)})")
+        elif remove_cache(info):
+            click.echo(f"removed {info.path} ({format_size(info.size_bytes)})")
+            freed += info.size_bytes
+        else:
+            click.echo(f"kept {info.path}: it is being built right now")
+    total = sum(i.size_bytes for i in chosen)
+    if not yes:
+        click.echo(f"{len(chosen)} cache(s), {format_size(total)}: dry run, nothing removed (--yes removes them)")
+    else:
+        click.echo(f"freed {format_size(freed)}")
 
 
 def log_to_mlflow_run(artifacts: dict[str, Any]) -> None:

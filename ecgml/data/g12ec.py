@@ -37,6 +37,9 @@ FOREIGN_PREFIXES: dict[str, str] = {
 }
 
 
+UNKNOWN_DATABASE = "an unknown database"
+
+
 def foreign_database(record_id: str) -> str | None:
     """Name of the non-Georgia database a record id belongs to, or None for a Georgia id."""
     if _GEORGIA_ID.match(record_id):
@@ -44,7 +47,14 @@ def foreign_database(record_id: str) -> str | None:
     for prefix, name in FOREIGN_PREFIXES.items():
         if record_id.startswith(prefix):
             return name
-    return "an unknown database"
+    return UNKNOWN_DATABASE
+
+
+def foreign_refusal(where: str, record_id: str, database: str) -> str:
+    """Why a foreign record is left out. No hint how to let it in: only some commands can (the CLI's data
+    commands say their ``--allow-foreign`` flag themselves)."""
+    what = f"a record of {database}" if database == UNKNOWN_DATABASE else f"a {database} record"
+    return f"{where}: id {record_id!r} is {what}, not Georgia; refused"
 
 
 def header_fields(header: WfdbHeader) -> dict[str, str]:
@@ -114,8 +124,7 @@ def read_g12ec(
         foreign = foreign_database(record_id)
         if foreign and not allow_foreign:
             problems.append(RecordProblem(record_id, where, "foreign_record",
-                                          f"{where}: id {record_id!r} is a {foreign} record, not Georgia; "
-                                          "refused (pass allow_foreign to include it)"))
+                                          foreign_refusal(where, record_id, foreign)))
             continue
         try:
             header = read_header(header_path)

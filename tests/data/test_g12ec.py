@@ -87,6 +87,22 @@ def test_foreign_records_are_refused_unless_asked(tmp_path: Path) -> None:
     assert (everything.records["source"] != "g12ec").sum() == 6
 
 
+def test_foreign_refusals_read_well_and_name_the_flag_only_where_there_is_one(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ecgml.cli import main
+
+    root = _tree(tmp_path, {"E00001": "164873001", "E00002": "426783006", "X0001": "164873001",
+                            "HR00001": "164873001"})
+    dataset = read_g12ec(root, folds_path=tmp_path / "f.csv")
+    refused = {p.record_id: p.message for p in dataset.problems if p.kind == "foreign_record"}
+    assert refused["X0001"].endswith("id 'X0001' is a record of an unknown database, not Georgia; refused")
+    assert all("allow_foreign" not in m and "a an " not in m for m in refused.values())
+    out = CliRunner().invoke(main, ["data", "prepare", "--source", "g12ec", "--root", str(root), "--fs", "100",
+                                    "--splits", "1-8/9/10", "--cache-dir", str(tmp_path / "cache")])
+    assert "2 record(s) of other databases refused; --allow-foreign lets" in out.output
+
+
 def test_duplicate_unknown_and_missing_dx(tmp_path: Path) -> None:
     root = _tree(tmp_path, {"E00001": "164873001,164873001, 270492004", "E00002": "999999999,164873001",
                             "E00003": "426783006"}, dialect="2020")
