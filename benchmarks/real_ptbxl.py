@@ -165,6 +165,17 @@ def run_task(args: argparse.Namespace, task: str, splits: str, with_test: bool) 
                       interval["low"], interval["high"], test_auc, reused)
 
 
+def reproduce_command(args: argparse.Namespace, task: str) -> str:
+    """The benchmark command that trains this task's runs again (same settings, so the same benchmark key)."""
+    backbone, kwargs = backbone_for(args, task)
+    words = ["python", "benchmarks/real_ptbxl.py", "--root", "PTBXL_ROOT", "--tasks", task,
+             "--backbone", backbone, "--backbone-kwargs", json.dumps(kwargs), "--epochs", str(args.epochs),
+             "--batch-size", str(args.batch_size), "--lr", f"{args.lr:g}", "--weight-decay", f"{args.weight_decay:g}",
+             "--patience", str(args.patience), "--aggregate", args.aggregate,
+             "--seeds", ",".join(map(str, args.seeds))]
+    return shlex.join(words)
+
+
 def export(args: argparse.Namespace, result: TaskResult, name: str, with_test: bool) -> Path:
     """Write the task's model as a shipped backbone (``ecgml/pretrained/models/<name>``) with its model card.
 
@@ -184,15 +195,17 @@ def export(args: argparse.Namespace, result: TaskResult, name: str, with_test: b
     if with_test:
         y_test, p_test = labels_and_probs([predictions(run_id, "test")])
         metrics["test_macro_auc"] = macro_auc(y_test, p_test)
-    commit = args.commit or run.data.tags.get("mlflow.source.git.commit") or run.data.tags.get("ecgml.git_commit")
+    # ecgml's own tag is the commit of the engine that trained (the benchmark script may be newer).
+    commit = args.commit or run.data.tags.get("git_commit") or run.data.tags.get("mlflow.source.git.commit")
     if not commit or commit == "unknown":
         raise SystemExit(f"run {run_id} does not record its commit; pass --commit")
     best, ran = result.epochs.split(", ")[0].split("/")
     training = {"epochs_run": int(ran), "best_epoch": int(best), "minutes_on_2_cpu_cores": round(result.minutes, 1),
                 "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
                 "schedule": "AdamW, one-cycle", "crop_s": 2.5, "mlflow_run_id": run_id,
-                "published_xresnet1d101_test_macro_auc": PUBLISHED[result.task]}
-    return export_pretrained(run_id, name, metrics=metrics, command=shlex.join([sys.executable, *sys.argv]),
+                "published_xresnet1d101_test_macro_auc": PUBLISHED[result.task],
+                "benchmark_script_commit": run.data.tags.get("mlflow.source.git.commit", "unknown")}
+    return export_pretrained(run_id, name, metrics=metrics, command=reproduce_command(args, result.task),
                              commit=commit, out_dir=args.export_dir, training=training, overwrite=True,
                              description=f"{model_label(*backbone_for(args, result.task))} trained on real PTB-XL "
                                          f"100 Hz records, task {result.task!r}, with benchmarks/real_ptbxl.py")

@@ -35,8 +35,6 @@ def _norm_and_mi(root: Path) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.real_sample
-@pytest.mark.xfail(strict=False, reason="until benchmarks/real_ptbxl.py exports the real backbones into "
-                   "ecgml/pretrained/models: then remove this mark")
 def test_shipped_backbones_rank_real_records_sensibly(real_ptbxl: Path, tmp_path: Path) -> None:
     shipped = list_shipped()
     assert shipped, "ecgml/pretrained/models ships no backbone"
