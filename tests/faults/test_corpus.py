@@ -266,7 +266,7 @@ def test_registry_errors_leave_registry_and_caches_intact(corpus: Corpus, prepar
 
     with pytest.raises(RegistryError, match="has no version 9"):
         _finetune(corpus, cache_dir, runs, "models:/bb/9")
-    with pytest.raises(RegistryError, match="registered model 'nothing' has no version 1"):
+    with pytest.raises(RegistryError, match="no registered model named 'nothing'; registered models: bb"):
         _finetune(corpus, cache_dir, runs, "models:/nothing/1")
     with pytest.raises(ValueError, match=r"models:/bb/1 does not fit the target data: it was trained at 100 Hz, the "
                                          r"target is prepared at 50 Hz \(pass --fs 100.*it expects leads I,II"):
