@@ -457,8 +457,9 @@ def write_report(collected: Collected, out_dir: Path, *, title: str = "ecgml stu
     body: list[str] = []
     summaries, paired_all, verdicts_all = [], [], []
     for view in sweep_views(collected):
-        log(f"sweep {view.sweep} ({view.protocol}): {view.runs['run_id'].nunique()} runs, "
-            f"{len(view.settings)} settings")
+        counts = run_counts(view.runs)
+        log(f"sweep {view.sweep} ({view.protocol}): {counts['g12ec']} G12EC training runs "
+            f"(+{counts['pretrain']} PTB-XL pretraining for reference), {len(view.settings)} settings")
         lines, summary, paired, verdicts = _sweep_section(ctx, view)
         body += lines
         summaries.append(summary)
