@@ -15,10 +15,13 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
+from scipy.special import expit
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    """The logistic function without overflow warnings (``scipy.special.expit``: a large negative logit
+    during a calibration fit is 0, not a RuntimeWarning in the user's log)."""
+    return expit(np.asarray(logits, dtype=np.float64))
 
 
 def logit(probs: np.ndarray, eps: float = 1e-7) -> np.ndarray:
