@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from ecgml.data.synth import generate_g12ec, generate_ptbxl
 from ecgml.evaluate.calibration import sigmoid
 from ecgml.jobs.calibrate import CalibrationError, PredictionSet, calibrate_predictions, read_predictions
 from ecgml.tracking.pyfunc import apply_temperatures
+from tests.servers import free_port, post_invocations
 
 ARGS = ["--epochs", "3", "--batch-size", "16", "--backbone", "xresnet1d18", "--backbone-kwargs",
         '{"width": 0.25, "layers": [1, 1]}', "--seed", "5"]
@@ -146,26 +146,10 @@ def test_evaluate_reproduces_the_training_runs_test_predictions(registered: Path
     assert wrong.returncode == 1 and "predicts 5 classes" in wrong.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _post(port: int, payload: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=payload,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_and_refuses_bad_requests(registered: Path) -> None:
     assert _ecgml(registered, "registry", "promote", "clf", "1", "--stage", "production").returncode == 0
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/clf@production", "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
@@ -183,7 +167,7 @@ def test_mlflow_models_serve_answers_and_refuses_bad_requests(registered: Path) 
             pytest.fail("the scoring server did not come up within 120 s")
 
         ok_row = {"signal": _signal(500, 10.0).tolist(), "fs": 500}
-        status, body = _post(port, json.dumps({"dataframe_records": [ok_row]}).encode())
+        status, body = post_invocations(port, json.dumps({"dataframe_records": [ok_row]}).encode())
         assert status == 200, body
         prediction = body["predictions"][0]
         assert all(0 <= v <= 1 for v in prediction.values())
@@ -196,11 +180,11 @@ def test_mlflow_models_serve_answers_and_refuses_bad_requests(registered: Path) 
         too_long = {"signal": np.zeros((12, 1000 * 700), dtype=np.float32).tolist(), "fs": 1000}
         for row, message in ((short, "shorter than the model's"), (eleven, "missing lead"),
                              (nan, "NaN"), (too_long, "longer than the 600 s accepted")):
-            status, body = _post(port, json.dumps({"dataframe_records": [row]}).encode())
+            status, body = post_invocations(port, json.dumps({"dataframe_records": [row]}).encode())
             assert status == 400, (message, status)
             assert message in body["message"] and "Traceback" not in json.dumps(body), body["message"][-500:]
             assert "stack_trace" not in body
-        status, body = _post(port, b"{not json")
+        status, body = post_invocations(port, b"{not json")
         assert 400 <= status < 500
     finally:
         server.terminate()

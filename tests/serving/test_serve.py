@@ -3,9 +3,7 @@ ecgml's one-line reason (not MLflow's "Failed to predict data '<DataFrame dump>'
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import free_port, post_invocations
 from tests.serving.conftest import ecg as _ecg
 
 
@@ -27,26 +26,9 @@ def _env(root: Path) -> dict[str, str]:
             "PYTHONWARNINGS": "ignore", "PATH": path}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def post(port: int, payload: object) -> tuple[int, dict]:
-    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=data,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 def serve(root: Path, uri: str) -> Iterator[int]:
     """Start ``mlflow models serve -m uri`` in ``root``; yield its port once /ping answers; stop it."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
          "-p", str(port), "-w", "1"], cwd=root, env=_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -88,7 +70,7 @@ def log_pyfunc_uri(weights: Path) -> str:
 
 @pytest.mark.slow
 def test_served_model_answers_in_mv_and_puts_its_reason_first(served: int) -> None:
-    status, body = post(served, {"dataframe_records": [{"signal": _ecg(500).tolist(), "fs": 500}]})
+    status, body = post_invocations(served, {"dataframe_records": [{"signal": _ecg(500).tolist(), "fs": 500}]})
     assert status == 200, body
     assert set(body["predictions"][0]) == {"CD", "HYP", "MI", "NORM", "STTC"}
 
@@ -103,15 +85,15 @@ def test_served_model_answers_in_mv_and_puts_its_reason_first(served: int) -> No
         ([{"signal": _ecg(100).tolist(), "fs": 100}, micro], "row 1: signal amplitude", ""),
     ]
     for records, first, also in cases:
-        status, body = post(served, {"dataframe_records": records})
+        status, body = post_invocations(served, {"dataframe_records": records})
         assert status == 400, (first, status, body)
         assert body["message"].startswith(first), body["message"][:300]
         assert also in body["message"] and "Failed to predict" not in body["message"]
         assert "stack_trace" not in body and "\n" not in body["message"]
 
-    status, body = post(served, {"dataframe_records": [{**micro, "amplitude_bounds_mv": [100, 15000]}]})
+    status, body = post_invocations(served, {"dataframe_records": [{**micro, "amplitude_bounds_mv": [100, 15000]}]})
     assert status == 200, body  # the documented override for a device outside the bounds
     nan = _ecg().tolist()
     nan[2][5] = float("nan")
-    status, body = post(served, {"dataframe_records": [{"fs": 100, "signal": nan}]})  # JSON's NaN token
+    status, body = post_invocations(served, {"dataframe_records": [{"fs": 100, "signal": nan}]})  # JSON's NaN token
     assert status == 400 and body["message"].startswith("row 0: signal holds NaN"), body
