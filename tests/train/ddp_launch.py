@@ -4,11 +4,12 @@ several "nodes" (one torchrun each, on 127.0.0.1) that share no folder."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "train" / "ddp_worker.py"
@@ -17,12 +18,6 @@ WORKER = REPO / "tests" / "train" / "ddp_worker.py"
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}
     return {**env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(extra or {})}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_one_machine(args: Sequence[str], *, nproc: int = 2, env: dict[str, str] | None = None,
