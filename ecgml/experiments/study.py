@@ -394,7 +394,7 @@ def _registered_backbone(run_id: str, job: Job) -> str:
 
 def _calibrate(run_id: str, run_name: str, study: StudyConfig, commit: str, tags: dict[str, str]) -> None:
     """Calibrate a training run in a child run of it: its results sit under the run they calibrate."""
-    from ecgml.jobs.calibrate import run_calibration
+    from ecgml.posttrain.calibrate import run_calibration
     from ecgml.tracking.run_names import calibration_run_name
 
     key = step_key("calibrate", {"run": run_id})

@@ -300,8 +300,8 @@ def _pretrain_and_register(config: MainConfig, roots: dict[str, Path], steps: _S
 def _finetune_calibrate_evaluate(config: MainConfig, roots: dict[str, Path], backbone_uri: str, steps: _Steps,
                                  say: Callable[[str], None]) -> str:
     from ecgml.experiments.study import finetune_config
-    from ecgml.jobs.calibrate import run_calibration
-    from ecgml.jobs.evaluate import run_evaluation
+    from ecgml.posttrain.calibrate import run_calibration
+    from ecgml.posttrain.evaluate import run_evaluation
     from ecgml.tracking.registry import version_of_run
 
     study = _study(config, roots, backbone_uri=backbone_uri)

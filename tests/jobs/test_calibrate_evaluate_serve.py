@@ -18,7 +18,7 @@ import pytest
 from ecgml.data.labels import DEFAULT_LABEL_MAP, load_label_map
 from ecgml.data.synth import generate_g12ec, generate_ptbxl
 from ecgml.evaluate.calibration import sigmoid
-from ecgml.jobs.calibrate import CalibrationError, PredictionSet, calibrate_predictions, read_predictions
+from ecgml.posttrain.calibrate import CalibrationError, PredictionSet, calibrate_predictions, read_predictions
 from ecgml.tracking.pyfunc import apply_temperatures
 from tests.servers import free_port, post_invocations
 
