@@ -15,7 +15,7 @@ from ecgml.experiments import schema
 def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
-    from ecgml.jobs.main import MainConfig, run_main
+    from ecgml.workflow.main import MainConfig, run_main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

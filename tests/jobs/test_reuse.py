@@ -40,8 +40,8 @@ def test_synthetic_fingerprint_is_its_generator_config(tmp_path: Path) -> None:
 def test_a_step_on_changed_data_runs_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
-    from ecgml.jobs.main import _Steps
     from ecgml.tracking.reuse import STEP_KEY
+    from ecgml.workflow.main import _Steps
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -74,7 +74,7 @@ def test_a_step_on_changed_data_runs_again(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_main_regenerates_a_tree_of_other_options_and_refuses_foreign_files(tmp_path: Path) -> None:
-    from ecgml.jobs.main import DataTreeError, _synthetic_tree
+    from ecgml.workflow.main import DataTreeError, _synthetic_tree
 
     root = tmp_path / "g12ec"
     said: list[str] = []
