@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -185,6 +186,31 @@ def _prepare(args: argparse.Namespace, work: Path) -> Path:
 _TUNE_FIXED = "backbone=xresnet1d18;width=0.5;crop_s=2.5;batch_size=64"
 
 
+def _timed_lines(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[tuple[float, str]], float]:
+    """Run ``cmd``; its exit code, every output line with the seconds since launch it arrived at, and the
+    total seconds."""
+    began = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1)
+    assert proc.stdout is not None
+    lines = [(time.perf_counter() - began, line.rstrip("\n")) for line in proc.stdout]
+    code = proc.wait()
+    return code, lines, time.perf_counter() - began
+
+
+def _start_up(lines: list[tuple[float, str]]) -> str:
+    """Where the start-up time went: when the study was ready, and when each worker started its first trial
+    (seconds since launch; workers are told apart by the ``host:pid`` of their trial lines)."""
+    ready = next((t for t, line in lines if line.startswith("study ")), float("nan"))
+    first: dict[str, float] = {}
+    for t, line in lines:
+        match = re.match(r"\[(\S+)\] trial \d+ started", line)
+        if match:
+            first.setdefault(match.group(1), t)
+    starts = ", ".join(f"{t:.1f}" for t in sorted(first.values()))
+    return f"study ready at {ready:.1f} s, first trial of each worker at {starts} s"
+
+
 def _tune(args: argparse.Namespace, work: Path, n: int) -> dict[int, float]:
     """Wall time of ``ecgml tune`` on the same fixed study with 1 and ``n`` workers."""
     seconds = {}
@@ -197,11 +223,11 @@ def _tune(args: argparse.Namespace, work: Path, n: int) -> dict[int, float]:
                "--root", str(args.tree), "--task", "superdiagnostic", "--cache-dir", str(args.cache),
                "--runs-dir", str(folder / "runs"), "--epochs", str(args.tune_epochs), "--pruner", "none",
                "--no-register", "--device", "cpu", "--space", _TUNE_FIXED]
-        began = time.perf_counter()
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=folder)
-        seconds[workers] = time.perf_counter() - began
-        if done.returncode != 0:
-            raise SystemExit(f"ecgml tune --workers {workers} failed:\n{(done.stdout + done.stderr)[-3000:]}")
+        code, lines, seconds[workers] = _timed_lines(cmd, env, folder)
+        if code != 0:
+            tail = "\n".join(line for _, line in lines)[-3000:]
+            raise SystemExit(f"ecgml tune --workers {workers} failed:\n{tail}")
+        print(f"--workers {workers}: {seconds[workers]:.1f} s; {_start_up(lines)}")
     return seconds
 
 

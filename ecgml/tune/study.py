@@ -1,13 +1,11 @@
 """A study from start to end: check everything, create (or resume) it with its parent run and exactly
 ``n_trials`` slots, run the workers (in this process, or ``--workers N`` processes), then record the best
-trial on the parent run and register its model.
+trial on the parent run and register its model. Several workers on one machine: :mod:`ecgml.tune.pool`.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ecgml.tracking.runs import tracking_client
 from ecgml.tune import logger
+from ecgml.tune.pool import WorkerPool
 from ecgml.tune.space import SpaceError
 from ecgml.tune.spec import StudyError, TuneSpec
 from ecgml.tune.storage import StudyStorage, open_storage, redact
@@ -258,52 +257,23 @@ def join(study_name: str, settings: RunSettings) -> tuple[optuna.Study, TuneSpec
     return study, spec
 
 
-def worker_command(study_name: str, index: int, settings: RunSettings) -> list[str]:
-    return [sys.executable, "-m", "ecgml.cli", "tune", "--join", "--study-name", study_name, "--workers", "1",
-            "--worker-index", str(index), "--heartbeat-interval", str(settings.heartbeat_interval),
-            "--grace-period", str(settings.grace_period or 2 * settings.heartbeat_interval),
-            "--max-retry", str(-1 if settings.max_retry is None else settings.max_retry)]
-
-
-def launch_workers(study_name: str, settings: RunSettings, echo: Echo) -> list[int]:
-    """``settings.workers`` processes on this study; waits for them; returns their exit codes."""
-    from ecgml.runtime.threads import child_budgets, child_env, process_budget
-    from ecgml.tracking.runs import tracking_uri
-
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-    env["ECGML_OPTUNA_STORAGE"] = settings.storage  # not on the command line, where `ps` shows passwords
-    env["MLFLOW_TRACKING_URI"] = tracking_uri()
-    shares = child_budgets(process_budget(), settings.workers, "tune workers")  # the workers split the cores
-    if shares[0].note:
-        echo(f"warning: {shares[0].note}")
-    procs = []
-    for index in range(settings.workers):
-        worker_env = child_env(env, shares[index])
-        if settings.gpus:
-            worker_env["CUDA_VISIBLE_DEVICES"] = settings.gpus[index % len(settings.gpus)]
-        procs.append(subprocess.Popen(worker_command(study_name, index, settings), env=worker_env))
-        echo(f"worker {index} started (pid {procs[-1].pid}, {shares[index].threads} thread(s)"
-             + (f", CUDA_VISIBLE_DEVICES={worker_env['CUDA_VISIBLE_DEVICES']}" if settings.gpus else "") + ")")
-    try:
-        return [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            p.wait()
-        raise
-
-
-def work(study: optuna.Study, spec: TuneSpec, settings: RunSettings, worker_index: int, echo: Echo) -> None:
-    """Run the study's trials: here (one worker) or in ``settings.workers`` processes."""
+def work(study: optuna.Study, spec: TuneSpec, settings: RunSettings, worker_index: int, echo: Echo,
+         pool: WorkerPool | None = None) -> None:
+    """Run the study's trials: here (one worker), or here as worker 0 and in ``settings.workers - 1`` new
+    processes (``pool``: already started while the study was set up; else started now)."""
     if settings.workers == 1:
         run_worker(settings.storage, study.study_name, worker_index=worker_index,
                    heartbeat_interval=settings.heartbeat_interval, grace_period=settings.grace_period,
                    max_retry=settings.max_retry, echo=echo)
         return
-    codes = launch_workers(study.study_name, settings, echo)
-    for index, code in enumerate(codes):
+    pool = pool or WorkerPool.start(settings, echo)
+    pool.release(study.study_name)
+    try:
+        pool.work_here(study.study_name, echo)
+    except BaseException:
+        pool.cancel()
+        raise
+    for index, code in pool.wait().items():
         if code != 0:
             echo(f"worker {index} exited with status {code}; its unfinished trial, if any, was given back to the "
                  "study by heartbeat")
@@ -342,7 +312,29 @@ def finish(study: optuna.Study, spec: TuneSpec, settings: RunSettings, echo: Ech
 
 def run_study(spec: TuneSpec | None, study_name: str | None, settings: RunSettings, *, resume_study: bool = False,
               n_trials: int | None = None, register_as: str | None = None, echo: Echo = print) -> TuneResult:
-    """``ecgml tune``: create or resume the study, run its workers, finish it."""
+    """``ecgml tune``: create or resume the study, run its workers, finish it.
+
+    With several workers the new worker processes start first and import while the study is set up here.
+    """
+    pool = WorkerPool.start(settings, echo) if settings.workers > 1 else None
+    try:
+        study, spec = _set_up(spec, study_name, settings, resume_study, n_trials, register_as, echo)
+    except BaseException:
+        if pool is not None:
+            pool.cancel()
+        raise
+    assert spec.parent_run_id is not None
+    try:
+        work(study, spec, settings, 0, echo, pool)
+    except BaseException:
+        logger.end_parent_run(spec.parent_run_id, "KILLED")
+        raise
+    return finish(study, spec, settings, echo)
+
+
+def _set_up(spec: TuneSpec | None, study_name: str | None, settings: RunSettings, resume_study: bool,
+            n_trials: int | None, register_as: str | None, echo: Echo) -> tuple[optuna.Study, TuneSpec]:
+    """The study created, or resumed, with its parent run and its slots."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
         if resume_study:
@@ -356,10 +348,4 @@ def run_study(spec: TuneSpec | None, study_name: str | None, settings: RunSettin
             study, spec = create(spec, name, settings)
             echo(f"study {name!r} in {redact(settings.storage)}: {spec.n_trials} trials over "
                  f"{', '.join(spec.space.searched)}; parent run {spec.parent_run_id}")
-    assert spec.parent_run_id is not None
-    try:
-        work(study, spec, settings, 0, echo)
-    except BaseException:
-        logger.end_parent_run(spec.parent_run_id, "KILLED")
-        raise
-    return finish(study, spec, settings, echo)
+    return study, spec

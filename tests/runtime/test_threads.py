@@ -176,28 +176,87 @@ def test_a_local_rank_applies_its_share_after_torch_is_loaded() -> None:
     assert got["source"].startswith("local DDP rank 1 of 2")
 
 
-def test_tune_launcher_gives_each_worker_its_share(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``ecgml tune --workers 3`` on 5 cores: the workers' environments carry 2 + 2 + 1 threads."""
+class _Started:
+    """A worker process that was started and exits at once."""
+
+    pid = 1
+    stdin = None
+
+    def wait(self) -> int:
+        return 0
+
+    def poll(self) -> int:
+        return 0
+
+
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> list[dict[str, str]]:
+    """The environments of the worker processes the tune launcher starts (none really starts); this process's
+    variables, applied budget and torch thread count are restored afterwards."""
     from ecgml.runtime import threads
-    from ecgml.tune import study
+    from ecgml.tune import pool
 
     envs: list[dict[str, str]] = []
 
-    class Finished:
-        pid = 1
-
-        def wait(self) -> int:
-            return 0
-
-    def popen(cmd: list[str], env: dict[str, str]) -> Finished:
+    def popen(cmd: list[str], env: dict[str, str], **kwargs: object) -> _Started:
+        assert cmd[:3] == [sys.executable, "-m", pool.ENTRY]
         envs.append(env)
-        return Finished()
+        return _Started()
 
-    monkeypatch.setattr(study.subprocess, "Popen", popen)
-    monkeypatch.setattr(threads, "_applied", plan_budget(cores=5, env=CLEAN))
+    monkeypatch.setattr(pool.subprocess, "Popen", popen)
+    monkeypatch.setattr(threads, "_applied", None)
+    for name in (*THREAD_ENV_VARS, ENV_THREADS, ENV_SOURCE, "OMP_WAIT_POLICY"):
+        monkeypatch.setenv(name, "1")  # recorded, so the variables the launcher exports are undone
+        monkeypatch.delenv(name)
+    if "torch" in sys.modules:
+        torch, before = sys.modules["torch"], sys.modules["torch"].get_num_threads()
+        request.addfinalizer(lambda: torch.set_num_threads(before))
+    return envs
+
+
+@pytest.mark.parametrize(("cores", "workers", "explicit", "expected", "warning"), [
+    (2, 1, None, [2], None),  # one process alone: all the cores, nothing started
+    (5, 3, None, [2, 2, 1], None),  # N workers divide the cores
+    (2, 2, None, [1, 1], None),
+    (2, 3, None, [1, 1, 1], "3 tune workers share 2 core(s): each runs 1 thread, 1.5x oversubscribed"),
+    (8, 2, 2, [2, 2], None),  # --threads 2: each worker runs 2
+    (4, 2, 3, [3, 3], "2 tune workers x 3 thread(s) (--threads 3) is more than the 4 core(s)"),
+])
+def test_tune_launcher_gives_each_worker_its_share(launched: list[dict[str, str]], monkeypatch: pytest.MonkeyPatch,
+                                                   cores: int, workers: int, explicit: int | None,
+                                                   expected: list[int], warning: str | None) -> None:
+    """``ecgml tune --workers N``: this process is worker 0 with the first share and starts N-1 processes with
+    the others; the shares add up to the machine unless the user set a count per process or there are more
+    workers than cores, which the launcher says."""
+    from ecgml.runtime import threads
+    from ecgml.tune import pool, study, worker
+
+    lead = threads.apply_budget(plan_budget(cores=cores, explicit=explicit, env=CLEAN), warn=None)
+    seen: list[tuple[int, str | None, int]] = []
+
+    def run_worker(storage: str, name: str, *, worker_index: int, **kwargs: object) -> None:
+        applied = threads.applied_budget()
+        assert applied is not None
+        seen.append((applied.threads, os.environ.get("OMP_NUM_THREADS"), worker_index))
+
+    monkeypatch.setattr(worker, "run_worker", run_worker)
     said: list[str] = []
-    codes = study.launch_workers("s", study.RunSettings(storage=str(Path("j.log")), workers=3), said.append)
-    assert codes == [0, 0, 0]
-    assert [e["ECGML_THREADS"] for e in envs] == [e["OMP_NUM_THREADS"] for e in envs] == ["2", "2", "1"]
-    assert all(e["ECGML_THREADS_SOURCE"].startswith("tune workers") for e in envs)
-    assert "2 thread(s)" in said[0]
+    settings = study.RunSettings(storage=str(Path("j.log")), workers=workers)
+    started = pool.WorkerPool.start(settings, said.append)
+    started.release("s")
+    started.work_here("s", said.append)
+    assert started.wait() == dict.fromkeys(range(1, workers), 0)
+    threads_of = [seen[0][0]] + [int(e["ECGML_THREADS"]) for e in launched]
+    assert threads_of == expected and seen == [(expected[0], str(expected[0]), 0)]
+    assert [e["OMP_NUM_THREADS"] for e in launched] == [str(n) for n in expected[1:]]
+    if explicit is None and workers <= cores:
+        assert sum(threads_of) == cores
+    if explicit is not None:
+        assert all(e["ECGML_THREADS_SOURCE"].startswith(f"--threads {explicit}, each of") for e in launched)
+    elif workers > 1:
+        assert all(e["ECGML_THREADS_SOURCE"].startswith("tune workers") for e in launched)
+    warned = [line for line in said if line.startswith("warning:")]
+    assert len(warned) == (1 if warning else 0) and all(str(warning) in line for line in warned)
+    started_lines = [line for line in said if line.startswith("worker ")]
+    assert len(started_lines) == workers and f"{os.getpid()}, {expected[0]} thread(s)" in started_lines[-1]
+    assert threads.applied_budget() == lead and os.environ["ECGML_THREADS"] == str(lead.threads)

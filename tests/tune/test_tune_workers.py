@@ -73,7 +73,8 @@ def _children(tracking: str, parent_run_id: str) -> dict[int, list[Any]]:
 
 
 def _wait_for_running_trial(storage: str, name: str, proc: subprocess.Popen[str], timeout: float = 240) -> Any:
-    """A trial that is RUNNING, has a worker and has reported at least one epoch (so its run exists)."""
+    """A trial that is RUNNING, has a worker other than ``proc`` (the launcher, worker 0, which also writes
+    the study's summary) and has reported at least one epoch (so its run exists)."""
     from optuna.trial import TrialState
 
     deadline = time.time() + timeout
@@ -83,7 +84,8 @@ def _wait_for_running_trial(storage: str, name: str, proc: subprocess.Popen[str]
         except KeyError:  # not created yet
             running = []
         for trial in running:
-            if trial.intermediate_values and "worker" in trial.user_attrs:
+            worker = trial.user_attrs.get("worker", "")
+            if trial.intermediate_values and worker and not worker.endswith(f":{proc.pid}"):
                 return trial
         time.sleep(0.2)
     out = proc.communicate()[0] if proc.poll() is not None else ""
@@ -187,6 +189,8 @@ def test_bad_input_fails_before_any_trial(workdir: Path) -> None:
     cases = [
         ([*TINY, "--storage", f"postgresql://u:pw@127.0.0.1:{free_port()}/optuna"], {}, "cannot be used"),
         ([*TINY, "--storage", str(journal)], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, "is unreachable"),
+        ([*TINY, "--storage", str(journal), "--workers", "2"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+         "is unreachable"),  # worker 1, started before the set-up, is stopped
         ([*TINY, "--storage", str(journal), "--space", "width=0.25", "--space", "lr=1e-3", "--space",
           "weight_decay=0", "--space", "dropout=0.1", "--space", "aggregate=max"], {}, "the search space is empty"),
         ([*TINY, "--storage", str(journal), "--space", "lr=1e-2:1e-3"], {}, "lr: range low 0.01 > high 0.001"),
