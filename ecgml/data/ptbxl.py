@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ast
 import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pandas as pd
 
-from ecgml.data.labels import DEFAULT_LABEL_MAP, PTBXL_TASKS, ScpStatements, load_label_map
+from ecgml.data.labels import DEFAULT_LABEL_MAP, PTBXL_TASKS, LabelMap, ScpStatements, load_label_map
 from ecgml.data.records import Dataset, RecordProblem, SplitSpec, summarize_problems
 
 PTBXL_FS = (100, 500)
@@ -96,91 +98,18 @@ def read_ptbxl(
     stay in the table (``Dataset.labelled()`` drops them), so one signal cache serves every task.
     """
     root = Path(root)
-    if fs not in PTBXL_FS:
-        raise ValueError(f"PTB-XL comes at {PTBXL_FS} Hz, not {fs} Hz; resample after reading")
-    if task not in PTBXL_TASKS:
-        raise ValueError(f"unknown PTB-XL task {task!r}; choose one of {', '.join(PTBXL_TASKS)}")
-    database = root / "ptbxl_database.csv"
-    if not database.is_file():
-        raise FileNotFoundError(f"{database}: not found; is {root} a PTB-XL tree?")
-    meta = pd.read_csv(database, dtype={"filename_lr": str, "filename_hr": str})
-    missing = [c for c in REQUIRED_COLUMNS if c not in meta.columns]
-    if missing:
-        raise ValueError(f"{database}: missing column(s) {', '.join(missing)}")
+    _check_rate_and_task(fs, task)
+    database, meta = _read_database(root)
     statements = ScpStatements.read(root / "scp_statements.csv")
-    lmap = load_label_map(label_map)
-    filename_column = _FILENAME_COLUMN[fs]
-    known_statements = set(statements.table.index)
-
-    problems: list[RecordProblem] = []
-    rows: list[dict[str, object]] = []
-    seen: set[str] = set()
-    for rec in meta.to_dict("records"):
-        try:
-            record_id = str(int(rec["ecg_id"]))
-        except (TypeError, ValueError):
-            problems.append(RecordProblem(str(rec["ecg_id"]), str(database), "bad_ecg_id",
-                                          f"{database}: ecg_id {rec['ecg_id']!r} is not a record number"))
-            continue
-        if record_id in seen:
-            problems.append(RecordProblem(record_id, str(database), "duplicate_record",
-                                          f"{database}: ecg_id {record_id} appears more than once; the later "
-                                          "row is ignored", dropped=False))  # the record itself stays
-            continue
-        seen.add(record_id)
-        unsafe = unsafe_relative_path(rec[filename_column])
-        if unsafe:
-            kind = "missing_file" if unsafe == "is empty" else "unsafe_path"
-            problems.append(RecordProblem(record_id, str(database), kind,
-                                          f"{database}: ecg_id {record_id}: {filename_column} "
-                                          f"{rec[filename_column]!r} {unsafe}; refused"))
-            continue
-        record_path = root / str(rec[filename_column])
-        try:
-            codes = parse_scp_codes(rec["scp_codes"])
-        except ScpCodesError as exc:
-            problems.append(RecordProblem(record_id, str(database), "bad_scp_codes",
-                                          f"{database}: ecg_id {record_id}: {exc}"))
-            continue
-        unknown = sorted(set(codes) - known_statements)
-        if unknown:
-            problems.append(RecordProblem(
-                record_id, str(database), "unknown_scp_statement",
-                f"{database}: ecg_id {record_id}: statement(s) {', '.join(unknown)} are not in "
-                f"{statements.path}; ignored", dropped=False))
-        try:
-            fold = int(rec["strat_fold"])
-        except (TypeError, ValueError):
-            problems.append(RecordProblem(record_id, str(database), "bad_fold",
-                                          f"{database}: ecg_id {record_id}: strat_fold "
-                                          f"{rec['strat_fold']!r} is not a fold number"))
-            continue
-        labels = lmap.from_scp(codes) if task == "shared18" else statements.labels(task, codes)
-        row: dict[str, object] = {
-            "record_id": record_id,
-            "patient_id": _patient_id(rec["patient_id"]),
-            "path": str(record_path),
-            "fs": fs,
-            "n_samples": fs * PTBXL_SECONDS,
-            "labels": labels,
-            "fold": fold,
-            "source": "ptbxl",
-            "codes": codes,
-        }
-        row.update({c: rec.get(c) for c in METADATA_COLUMNS if c in rec})
-        rows.append(row)
-
+    context = _RowContext(root=root, database=database, fs=fs, task=task, statements=statements,
+                          lmap=load_label_map(label_map), known_statements=frozenset(statements.table.index))
+    rows, problems = _table_rows(meta, context)
     table = pd.DataFrame(rows)
     if table.empty:
         raise ValueError(f"{database}: no usable record ({summarize_problems(problems)})")
     if check_files:
-        present = table["path"].map(lambda p: os.path.isfile(f"{p}.hea"))
-        for rec in table.loc[~present, ["record_id", "path"]].itertuples():
-            problems.append(RecordProblem(rec.record_id, f"{rec.path}.hea", "missing_file",
-                                          f"{rec.path}.hea: record listed in {database.name} "
-                                          f"but not found"))
-        table = table.loc[present].reset_index(drop=True)
-    classes = lmap.classes if task == "shared18" else statements.task_classes(task)
+        table = _drop_missing_files(table, database, problems)
+    classes = context.lmap.classes if task == "shared18" else statements.task_classes(task)
     return Dataset(
         source="ptbxl",
         root=root,
@@ -193,6 +122,141 @@ def read_ptbxl(
         problems=problems,
         splits=splits or SplitSpec(),
     )
+
+
+def _check_rate_and_task(fs: int, task: str) -> None:
+    """Refuse a rate PTB-XL does not ship at, or a task it has no labels for, before reading anything."""
+    if fs not in PTBXL_FS:
+        raise ValueError(f"PTB-XL comes at {PTBXL_FS} Hz, not {fs} Hz; resample after reading")
+    if task not in PTBXL_TASKS:
+        raise ValueError(f"unknown PTB-XL task {task!r}; choose one of {', '.join(PTBXL_TASKS)}")
+
+
+def _read_database(root: Path) -> tuple[Path, pd.DataFrame]:
+    """``ptbxl_database.csv`` and its rows, refused when absent or missing a column the reader needs."""
+    database = root / "ptbxl_database.csv"
+    if not database.is_file():
+        raise FileNotFoundError(f"{database}: not found; is {root} a PTB-XL tree?")
+    meta = pd.read_csv(database, dtype={"filename_lr": str, "filename_hr": str})
+    missing = [c for c in REQUIRED_COLUMNS if c not in meta.columns]
+    if missing:
+        raise ValueError(f"{database}: missing column(s) {', '.join(missing)}")
+    return database, meta
+
+
+@dataclass(frozen=True)
+class _RowContext:
+    """What turning one metadata row into a table row needs: the tree, the rate and the task's labels."""
+
+    root: Path
+    database: Path
+    fs: int
+    task: str
+    statements: ScpStatements
+    lmap: LabelMap
+    known_statements: frozenset[str]
+
+    @property
+    def filename_column(self) -> str:
+        return _FILENAME_COLUMN[self.fs]
+
+    def problem(self, record_id: str, kind: str, message: str, *, dropped: bool = True) -> RecordProblem:
+        """A problem of one metadata row, its message prefixed with the table it was found in."""
+        return RecordProblem(record_id, str(self.database), kind, f"{self.database}: {message}", dropped=dropped)
+
+
+def _table_rows(meta: pd.DataFrame, context: _RowContext) -> tuple[list[dict[str, object]], list[RecordProblem]]:
+    """One table row per usable metadata row, in order, and the problems of the rows left out or amended."""
+    problems: list[RecordProblem] = []
+    rows: list[dict[str, object]] = []
+    seen: set[str] = set()
+    for rec in meta.to_dict("records"):
+        record_id = _record_id(rec, seen, context, problems)
+        if record_id is None:
+            continue
+        row = _record_row(rec, record_id, context, problems)
+        if row is not None:
+            rows.append(row)
+    return rows, problems
+
+
+def _record_id(rec: dict[str, Any], seen: set[str], context: _RowContext,
+               problems: list[RecordProblem]) -> str | None:
+    """The row's record id, or None for an id that is not a number or was seen before (first row wins)."""
+    try:
+        record_id = str(int(rec["ecg_id"]))
+    except (TypeError, ValueError):
+        problems.append(context.problem(str(rec["ecg_id"]), "bad_ecg_id",
+                                        f"ecg_id {rec['ecg_id']!r} is not a record number"))
+        return None
+    if record_id in seen:
+        problems.append(context.problem(record_id, "duplicate_record", f"ecg_id {record_id} appears more than "
+                                        "once; the later row is ignored", dropped=False))  # the record stays
+        return None
+    seen.add(record_id)
+    return record_id
+
+
+def _record_row(rec: dict[str, Any], record_id: str, context: _RowContext,
+                problems: list[RecordProblem]) -> dict[str, object] | None:
+    """The table row of one record, or None (with a problem) for an unsafe path, bad codes or a bad fold."""
+    column = context.filename_column
+    unsafe = unsafe_relative_path(rec[column])
+    if unsafe:
+        kind = "missing_file" if unsafe == "is empty" else "unsafe_path"
+        problems.append(context.problem(record_id, kind, f"ecg_id {record_id}: {column} {rec[column]!r} "
+                                        f"{unsafe}; refused"))
+        return None
+    codes = _scp_codes(rec, record_id, context, problems)
+    if codes is None:
+        return None
+    try:
+        fold = int(rec["strat_fold"])
+    except (TypeError, ValueError):
+        problems.append(context.problem(record_id, "bad_fold", f"ecg_id {record_id}: strat_fold "
+                                        f"{rec['strat_fold']!r} is not a fold number"))
+        return None
+    task, fs = context.task, context.fs
+    row: dict[str, object] = {
+        "record_id": record_id,
+        "patient_id": _patient_id(rec["patient_id"]),
+        "path": str(context.root / str(rec[column])),
+        "fs": fs,
+        "n_samples": fs * PTBXL_SECONDS,
+        "labels": context.lmap.from_scp(codes) if task == "shared18" else context.statements.labels(task, codes),
+        "fold": fold,
+        "source": "ptbxl",
+        "codes": codes,
+    }
+    row.update({c: rec.get(c) for c in METADATA_COLUMNS if c in rec})
+    return row
+
+
+def _scp_codes(rec: dict[str, Any], record_id: str, context: _RowContext,
+               problems: list[RecordProblem]) -> dict[str, float] | None:
+    """The row's statements, or None when unparseable; statements unknown to ``scp_statements.csv`` are
+    reported and kept (they map to no label)."""
+    try:
+        codes = parse_scp_codes(rec["scp_codes"])
+    except ScpCodesError as exc:
+        problems.append(context.problem(record_id, "bad_scp_codes", f"ecg_id {record_id}: {exc}"))
+        return None
+    unknown = sorted(set(codes) - context.known_statements)
+    if unknown:
+        problems.append(context.problem(
+            record_id, "unknown_scp_statement",
+            f"ecg_id {record_id}: statement(s) {', '.join(unknown)} are not in {context.statements.path}; ignored",
+            dropped=False))
+    return codes
+
+
+def _drop_missing_files(table: pd.DataFrame, database: Path, problems: list[RecordProblem]) -> pd.DataFrame:
+    """Leave out the records whose header file is absent (a table of one release over another's signals)."""
+    present = table["path"].map(lambda p: os.path.isfile(f"{p}.hea"))
+    for rec in table.loc[~present, ["record_id", "path"]].itertuples():
+        problems.append(RecordProblem(rec.record_id, f"{rec.path}.hea", "missing_file",
+                                      f"{rec.path}.hea: record listed in {database.name} but not found"))
+    return table.loc[present].reset_index(drop=True)
 
 
 def _patient_id(value: object) -> str:
