@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -113,69 +114,18 @@ def read_g12ec(
     rows: list[dict[str, object]] = []
     seen: dict[str, str] = {}
     for header_path in tqdm(headers, desc="reading G12EC headers", unit="rec", disable=not progress):
-        record_id = header_path.stem
-        where = str(header_path)
-        if record_id in seen:  # the same id twice in one tree: labels and cache rows would be ambiguous
-            problems.append(RecordProblem(record_id, where, "duplicate_record",
-                                          f"{where}: record id {record_id!r} is already taken by {seen[record_id]}; "
-                                          "this copy is ignored", dropped=False))  # the record stays
+        found = _usable_header(header_path, seen, allow_foreign, problems)
+        if found is None:
             continue
-        seen[record_id] = where
-        foreign = foreign_database(record_id)
-        if foreign and not allow_foreign:
-            problems.append(RecordProblem(record_id, where, "foreign_record",
-                                          foreign_refusal(where, record_id, foreign)))
-            continue
-        try:
-            header = read_header(header_path)
-        except DataFormatError as exc:
-            problems.append(RecordProblem(record_id, where, "bad_header", str(exc)))
-            continue
-        file_name = header.signals[0].file_name
-        if Path(file_name).name != file_name or file_name in (".", ".."):
-            problems.append(RecordProblem(record_id, where, "unsafe_path",
-                                          f"{where}: signal file name {file_name!r} is a path, not a file "
-                                          "beside the header; refused"))
-            continue
-        signal_file = header_path.parent / file_name
-        if not signal_file.is_file():
-            problems.append(RecordProblem(record_id, where, "missing_file",
-                                          f"{signal_file}: signal file named in {where} not found"))
-            continue
+        header, foreign = found
         fields = header_fields(header)
         if "Dx" not in fields:
-            problems.append(RecordProblem(record_id, where, "missing_dx", f"{where}: no Dx line"))
+            problems.append(RecordProblem(header_path.stem, str(header_path), "missing_dx",
+                                          f"{header_path}: no Dx line"))
             continue
-        codes, duplicates = parse_dx(fields["Dx"])
-        if duplicates:
-            problems.append(RecordProblem(record_id, where, "duplicate_codes",
-                                          f"{where}: duplicate Dx code(s) {', '.join(duplicates)} dropped",
-                                          dropped=False))
-        unknown = [c for c in codes if c not in vocabulary]
-        if unknown:
-            problems.append(RecordProblem(record_id, where, "unknown_snomed",
-                                          f"{where}: unknown SNOMED CT code(s) {', '.join(unknown)} "
-                                          "ignored", dropped=False))
-        gains = {s.gain for s in header.signals}
-        if gains & set(G12EC_GAIN_CORRECTIONS):
-            problems.append(RecordProblem(record_id, where, "gain_corrected",
-                                          f"{where}: declares {sorted(gains)}/mV, a known defect of the "
-                                          "2020 release; read at 1000/mV", dropped=False))
-        rows.append({
-            "record_id": record_id,
-            "patient_id": record_id,  # G12EC publishes no patient ids
-            "path": str(header_path.with_suffix("")),
-            "fs": int(header.fs),
-            "n_samples": header.n_samples,
-            "labels": lmap.from_snomed(c for c in codes if c in vocabulary),
-            "fold": 0,
-            "source": "g12ec" if foreign is None else f"foreign:{foreign}",
-            "codes": tuple(codes),
-            "age": _age(fields.get("Age")),
-            "sex": fields.get("Sex", "Unknown"),
-            "header_dialect": "2020" if header.record_name.endswith(".mat") else "2021",
-            "declared_gain": max(gains),
-        })
+        codes = _dx_codes(header_path, fields["Dx"], vocabulary, problems)
+        labels = lmap.from_snomed(c for c in codes if c in vocabulary)
+        rows.append(_record_row(header_path, header, fields, codes, foreign, labels, problems))
     if not rows:
         raise ValueError(f"{root}: no usable G12EC record among {len(headers)} header(s)"
                          + (f" ({summarize_problems(problems)})" if problems else ""))
@@ -198,3 +148,83 @@ def read_g12ec(
         splits=splits or SplitSpec(),
         gain_corrections=dict(G12EC_GAIN_CORRECTIONS),
     )
+
+
+def _usable_header(header_path: Path, seen: dict[str, str], allow_foreign: bool,
+                   problems: list[RecordProblem]) -> tuple[WfdbHeader, str | None] | None:
+    """The header of a record that may be read and its foreign database (None: Georgia), or None (with a
+    problem) for a second copy of an id, a refused foreign record, an unreadable header or a signal file
+    that is not a file beside the header."""
+    record_id = header_path.stem
+    where = str(header_path)
+    if record_id in seen:  # the same id twice in one tree: labels and cache rows would be ambiguous
+        problems.append(RecordProblem(record_id, where, "duplicate_record",
+                                      f"{where}: record id {record_id!r} is already taken by {seen[record_id]}; "
+                                      "this copy is ignored", dropped=False))  # the record stays
+        return None
+    seen[record_id] = where
+    foreign = foreign_database(record_id)
+    if foreign and not allow_foreign:
+        problems.append(RecordProblem(record_id, where, "foreign_record", foreign_refusal(where, record_id, foreign)))
+        return None
+    try:
+        header = read_header(header_path)
+    except DataFormatError as exc:
+        problems.append(RecordProblem(record_id, where, "bad_header", str(exc)))
+        return None
+    file_name = header.signals[0].file_name
+    if Path(file_name).name != file_name or file_name in (".", ".."):
+        problems.append(RecordProblem(record_id, where, "unsafe_path",
+                                      f"{where}: signal file name {file_name!r} is a path, not a file "
+                                      "beside the header; refused"))
+        return None
+    signal_file = header_path.parent / file_name
+    if not signal_file.is_file():
+        problems.append(RecordProblem(record_id, where, "missing_file",
+                                      f"{signal_file}: signal file named in {where} not found"))
+        return None
+    return header, foreign
+
+
+def _dx_codes(header_path: Path, dx: str, vocabulary: Mapping[str, object],
+              problems: list[RecordProblem]) -> list[str]:
+    """The record's SNOMED codes in order; duplicates are dropped and unknown codes reported (both kept as
+    problems that leave the record in)."""
+    record_id, where = header_path.stem, str(header_path)
+    codes, duplicates = parse_dx(dx)
+    if duplicates:
+        problems.append(RecordProblem(record_id, where, "duplicate_codes",
+                                      f"{where}: duplicate Dx code(s) {', '.join(duplicates)} dropped",
+                                      dropped=False))
+    unknown = [c for c in codes if c not in vocabulary]
+    if unknown:
+        problems.append(RecordProblem(record_id, where, "unknown_snomed",
+                                      f"{where}: unknown SNOMED CT code(s) {', '.join(unknown)} "
+                                      "ignored", dropped=False))
+    return codes
+
+
+def _record_row(header_path: Path, header: WfdbHeader, fields: Mapping[str, str], codes: list[str],
+                foreign: str | None, labels: tuple[str, ...], problems: list[RecordProblem]) -> dict[str, object]:
+    """The table row of one record (fold 0 until the folds are assigned); a known gain defect is noted."""
+    record_id, where = header_path.stem, str(header_path)
+    gains = {s.gain for s in header.signals}
+    if gains & set(G12EC_GAIN_CORRECTIONS):
+        problems.append(RecordProblem(record_id, where, "gain_corrected",
+                                      f"{where}: declares {sorted(gains)}/mV, a known defect of the "
+                                      "2020 release; read at 1000/mV", dropped=False))
+    return {
+        "record_id": record_id,
+        "patient_id": record_id,  # G12EC publishes no patient ids
+        "path": str(header_path.with_suffix("")),
+        "fs": int(header.fs),
+        "n_samples": header.n_samples,
+        "labels": labels,
+        "fold": 0,
+        "source": "g12ec" if foreign is None else f"foreign:{foreign}",
+        "codes": tuple(codes),
+        "age": _age(fields.get("Age")),
+        "sex": fields.get("Sex", "Unknown"),
+        "header_dialect": "2020" if header.record_name.endswith(".mat") else "2021",
+        "declared_gain": max(gains),
+    }
