@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from ecgml.data.download.catalogue import RECEIPT_NAME
 from ecgml.data.labels import DEFAULT_LABEL_MAP, PTBXL_TASKS, LabelMap, ScpStatements, load_label_map
 from ecgml.data.records import Dataset, RecordProblem, SplitSpec, summarize_problems
 
@@ -74,7 +75,7 @@ def read_version(root: Path) -> str:
         path = root / name
         if path.is_file():
             return path.read_text(encoding="utf-8").strip() or "unknown"
-    receipt = root / "DOWNLOAD.json"
+    receipt = root / RECEIPT_NAME
     if receipt.is_file():
         import json
 
