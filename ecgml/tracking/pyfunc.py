@@ -29,7 +29,7 @@ from ecgml.tracking.ecg_input import (
 )
 
 __all__ = ["AMPLITUDE_BOUNDS_MV", "MAX_SECONDS", "EcgClassifier", "InvalidEcgInput", "apply_temperatures",
-           "log_pyfunc", "make_python_model", "typical_amplitude"]
+           "example_request", "log_pyfunc", "make_python_model", "model_signature", "typical_amplitude"]
 
 
 def apply_temperatures(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
@@ -155,10 +155,56 @@ def make_python_model() -> Any:
     return EcgPyfunc()
 
 
+#: The request columns the served model reads (``amplitude_bounds_mv``: :data:`BOUNDS_FIELD`).
+REQUEST_COLUMNS: tuple[str, ...] = ("signal", "fs", "leads", BOUNDS_FIELD)
+
+
+def model_signature(classes: tuple[str, ...] | list[str]) -> Any:
+    """The logged signature: the request columns in, one probability column per class out, named.
+
+    Why every input column is ``Any`` and optional: MLflow enforces a signature before ``predict`` runs and
+    answers a mismatch with its own ``Failed to enforce schema of data '<the whole DataFrame>'``. Typed
+    columns (``Array(Array(double))``) would refuse an integer ``amplitude_bounds_mv``, a row without
+    ``leads`` beside one with them, and every malformed signal that way; ecgml checks each column itself
+    (:func:`~ecgml.tracking.ecg_input.prepare_record`) and says what is wrong in one line. The input
+    example shows the shapes and units.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
+
+    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in REQUEST_COLUMNS])
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec(DataType.double, str(c)) for c in classes]))
+
+
+def example_request(weights_dir: Path) -> pd.DataFrame:
+    """One ready request: a synthetic normal ECG as long as the model's input window, at its rate, written
+    as a PTB-XL WFDB record (16-bit, 1000 units/mV, PTB-XL's lead spellings) and read back through the
+    project's reader, so the example has exactly the form of a real record (µV resolution, mV, the 12
+    standard leads by name). Built here, so it exists wherever a model is logged, real data or not."""
+    import tempfile
+
+    from ecgml.data.formats import write_wfdb_record
+    from ecgml.data.leads import STANDARD_LEADS
+    from ecgml.data.records import load_signal
+    from ecgml.data.synth import simulate
+    from ecgml.data.synth.writers import PTBXL_LEAD_NAMES
+    from ecgml.tracking.weights import read_metadata
+
+    meta = read_metadata(weights_dir)
+    ecg = simulate(["NORM"], seed=0, fs=float(meta.fs), seconds=meta.input_samples / meta.fs)
+    with tempfile.TemporaryDirectory(prefix="ecgml-example-") as folder:
+        write_wfdb_record(folder, "example", ecg.signal, meta.fs, PTBXL_LEAD_NAMES)
+        signal = load_signal(Path(folder) / "example", STANDARD_LEADS)
+    return pd.DataFrame([{"signal": np.round(signal.astype(np.float64), 3).tolist(), "fs": meta.fs,
+                          "leads": list(STANDARD_LEADS)}])
+
+
 def log_pyfunc(weights_dir: Path, *, name: str = "model", temperatures: Path | None = None) -> Any:
     """Log the classifier as a pyfunc model of the active run (or as a run-less logged model when none is
-    active); returns MLflow's model info."""
+    active), with its signature and a one-record input example; returns MLflow's model info."""
     import mlflow
+
+    from ecgml.tracking.weights import read_metadata
 
     artifacts = {"weights": str(weights_dir)}
     if temperatures is not None:
@@ -168,4 +214,6 @@ def log_pyfunc(weights_dir: Path, *, name: str = "model", temperatures: Path | N
     # model_config (or MLFLOW_PYFUNC_INFERENCE_CONFIG, e.g. for `mlflow models serve`) change logged keys.
     return mlflow.pyfunc.log_model(name=name, python_model=str(code), artifacts=artifacts,
                                    model_config={BOUNDS_FIELD: list(AMPLITUDE_BOUNDS_MV)},
+                                   signature=model_signature(read_metadata(weights_dir).classes),
+                                   input_example=example_request(weights_dir),
                                    pip_requirements=["ecgml", "torch>=2.4", "numpy", "pandas", "scipy"])

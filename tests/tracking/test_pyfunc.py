@@ -80,3 +80,32 @@ def test_logged_model_loads_through_mlflow(weights: Path, tmp_path: Path, monkey
     assert list(frame.columns) == ["LVH", "NDT"]
     np.testing.assert_allclose(frame.to_numpy(), EcgClassifier(weights).predict_proba(
         [{"signal": _signal(500).tolist(), "fs": 500}]), atol=1e-6)
+
+
+def test_logged_model_has_a_signature_and_a_ready_example(weights: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's model page shows the request columns, the class columns and an example request that works."""
+    import json
+
+    import mlflow
+    from mlflow.models import Model
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    with mlflow.start_run():
+        info = log_pyfunc(weights)
+    meta = Model.load(info.model_uri)
+    assert meta.signature.inputs.input_names() == ["signal", "fs", "leads", "amplitude_bounds_mv"]
+    assert meta.signature.outputs.input_names() == ["LVH", "NDT"]
+    example = meta.load_input_example(mlflow.artifacts.download_artifacts(info.model_uri))
+    assert len(example) == 1 and example["fs"][0] == 100 and example["leads"][0] == list(STANDARD_LEADS)
+    signal = np.asarray(example["signal"][0])
+    assert signal.shape == (12, 250)  # the model's input window at its own rate
+    np.testing.assert_array_equal(signal, np.round(signal, 3))  # read from 16-bit WFDB at 1000 units/mV
+    frame = mlflow.pyfunc.load_model(info.model_uri).predict(example)
+    assert frame.shape == (1, 2) and list(frame.columns) == ["LVH", "NDT"]
+    assert ((frame.to_numpy() > 0) & (frame.to_numpy() < 1)).all()
+    # The ready request MLflow shows on the model page is that same record, in the scoring server's format.
+    served = json.loads(Path(mlflow.artifacts.download_artifacts(info.model_uri), "serving_input_example.json")
+                        .read_text())
+    assert served["dataframe_split"]["columns"] == ["signal", "fs", "leads"]
