@@ -393,14 +393,14 @@ def _registered_backbone(run_id: str, job: Job) -> str:
 
 
 def _calibrate(run_id: str, run_name: str, study: StudyConfig, commit: str, tags: dict[str, str]) -> None:
-    """Calibrate a training run in a child run of it: its results sit under the run they calibrate."""
-    from ecgml.posttrain.calibrate import run_calibration
+    """Calibrate a training run in a nested child run of it: its results sit under the run they calibrate."""
+    from ecgml.posttrain.calibrate import calibrate_in_child
     from ecgml.tracking.run_names import calibration_run_name
 
     key = step_key("calibrate", {"run": run_id})
-    get_or_run(study.experiment, key, commit, lambda: run_calibration(
-        f"runs:/{run_id}", experiment=study.experiment, runs_dir=study.runs_dir, parent_run_id=run_id,
-        extra_tags={**tags, STEP_KEY: key}, run_name=calibration_run_name(run_name)).run_id)
+    get_or_run(study.experiment, key, commit, lambda: calibrate_in_child(
+        f"runs:/{run_id}", runs_dir=study.runs_dir, extra_tags={**tags, STEP_KEY: key},
+        run_name=calibration_run_name(run_name)).run_id)
 
 
 def parse_values(name: str, text: str | None) -> tuple[Any, ...] | None:

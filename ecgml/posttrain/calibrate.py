@@ -14,8 +14,11 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +37,7 @@ from ecgml.evaluate.recalibration import (
 from ecgml.io import atomic_write_text
 
 __all__ = ["METHOD_CHOICES", "Calibration", "CalibrationError", "CalibrationOutcome", "PredictionSet",
-           "calibrate_predictions", "read_predictions", "run_calibration"]
+           "calibrate_in_child", "calibrate_predictions", "read_predictions", "run_calibration"]
 
 
 @dataclass(frozen=True)
@@ -59,26 +62,25 @@ def _source_predictions(run_id: str, folder: Path) -> tuple[PredictionSet, Predi
     return out[0], out[1]
 
 
-def run_calibration(model: str, *, method: str = DEFAULT_METHOD, register_as: str | None = None, experiment: str =
-                    CALIBRATE_EXPERIMENT, runs_dir: Path, n_bins: int = 10, parent_run_id: str | None = None,
-                    extra_tags: dict[str, str] | None = None, run_name: str | None = None) -> CalibrationOutcome:
-    """Calibrate ``model`` (``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``runs:/RUN_ID``) in a tracked run.
+@dataclass(frozen=True)
+class _Fitted:
+    """A calibration fitted before any run exists: what it calibrates (``info`` for a registered version) and how."""
 
-    A registered model gets a new version (of ``register_as``, default its own name) whose pyfunc applies
-    the temperatures; a plain run (a sweep's standalone model) is only measured.
-    """
-    import mlflow
+    model: str
+    method: str
+    n_bins: int
+    source_run: str
+    info: Any | None
+    lineage: dict[str, str]
+    val: PredictionSet
+    test: PredictionSet
+    calibration: Calibration
 
-    from ecgml.evaluate.figures import plot_reliability
-    from ecgml.tracking.pyfunc import log_pyfunc
-    from ecgml.tracking.registry import (
-        MODEL_URI_TAG,
-        download_weights,
-        register_run_model,
-        resolve_with_fallback,
-    )
-    from ecgml.tracking.runs import check_tracking_uri, git_commit, open_run
-    from ecgml.train.pipeline import labelled_predictions
+
+def _fit(model: str, method: str, n_bins: int) -> _Fitted:
+    """Resolve ``model`` to the training run that logged it and fit on that run's validation predictions."""
+    from ecgml.tracking.registry import resolve_with_fallback
+    from ecgml.tracking.runs import check_tracking_uri
 
     check_tracking_uri()
     if method not in METHOD_CHOICES:
@@ -86,7 +88,7 @@ def run_calibration(model: str, *, method: str = DEFAULT_METHOD, register_as: st
     info = None
     if model.startswith("runs:/"):
         source_run = model.removeprefix("runs:/").strip("/").split("/")[0]
-        lineage = {}
+        lineage: dict[str, str] = {}
     else:
         info, warning = resolve_with_fallback(model)
         if warning:
@@ -99,50 +101,136 @@ def run_calibration(model: str, *, method: str = DEFAULT_METHOD, register_as: st
                                    f"{info.tags.get('ecgml.calibrated_from')}); calibrate its source version")
         lineage = {k: v for k, v in info.tags.items()
                    if not k.startswith(("metric.", "ecgml.promotion", "ecgml.archived", "ecgml.source_run_id"))}
-    tags = {"ecgml.kind": "calibrate", "ecgml.calibrated_run_id": source_run, "git_commit": git_commit(
-        Path(__file__).resolve().parent), **({"ecgml.calibrated_version": f"models:/{info.name}/{info.version}"}
-                                             if info else {}), **(extra_tags or {})}
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
     with tempfile.TemporaryDirectory() as fetched:  # fail before a run exists when there is nothing to calibrate
         val, test = _source_predictions(source_run, Path(fetched))
-    calibration = calibrate_predictions(val, test, method, n_bins)
+    return _Fitted(model, method, n_bins, source_run, info, lineage, val, test,
+                   calibrate_predictions(val, test, method, n_bins))
+
+
+def run_calibration(model: str, *, method: str = DEFAULT_METHOD, register_as: str | None = None, experiment: str =
+                    CALIBRATE_EXPERIMENT, runs_dir: Path, n_bins: int = 10, parent_run_id: str | None = None,
+                    extra_tags: dict[str, str] | None = None, run_name: str | None = None) -> CalibrationOutcome:
+    """Calibrate ``model`` (``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` or ``runs:/RUN_ID``) in a tracked run.
+
+    A registered model gets a new version (of ``register_as``, default its own name) whose pyfunc applies
+    the temperatures; a plain run (a sweep's standalone model) is only measured. With ``parent_run_id`` the
+    run is a child of that run, whichever run is active; :func:`calibrate_in_child` nests it under the run it
+    calibrates.
+    """
+    return _record(_fit(model, method, n_bins), experiment=experiment, runs_dir=runs_dir, register_as=register_as,
+                   parent_run_id=parent_run_id, extra_tags=extra_tags, run_name=run_name)
+
+
+def calibrate_in_child(model: str, *, runs_dir: Path, method: str = DEFAULT_METHOD, register_as: str | None = None,
+                       n_bins: int = 10, extra_tags: dict[str, str] | None = None, run_name: str | None = None
+                       ) -> CalibrationOutcome:
+    """Calibrate ``model`` in a nested child run of the training run that logged it, in that run's experiment.
+
+    Calibration results belong to the run they calibrate: the study's sweeps and ``ecgml main`` both
+    calibrate this way, so in the MLflow UI a calibration sits under its training run, not beside it.
+    """
+    from ecgml.tracking.runs import tracking_client
+
+    fitted = _fit(model, method, n_bins)
+    client = tracking_client()
+    experiment = client.get_experiment(client.get_run(fitted.source_run).info.experiment_id).name
+    return _record(fitted, experiment=experiment, runs_dir=runs_dir, register_as=register_as,
+                   parent_run_id=fitted.source_run, extra_tags=extra_tags, run_name=run_name)
+
+
+@contextmanager
+def _calibration_run(experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None
+                     ) -> Iterator[Any]:
+    """A new run for a calibration; with ``parent_run_id``, a child of that run even when another run is active.
+
+    MLflow's ``start_run(nested=True)`` makes a run the child of the *active* run (a sweep, the main run) and
+    overwrites a ``mlflow.parentRunId`` tag; the run a calibration belongs under has ended by then. So that child is
+    created with its parent tag through the client and then resumed as the active run.
+    """
+    import mlflow
+    from mlflow.tracking.context.registry import resolve_tags
+
+    from ecgml.tracking.runs import open_run, tracking_client, tracking_uri
+
+    if not parent_run_id:
+        with open_run(experiment, run_name=run_name, tags=tags) as run:
+            yield run
+        return
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    created = tracking_client().create_run(experiment_id, run_name=run_name,
+                                           tags=resolve_tags({**tags, "mlflow.parentRunId": parent_run_id}))
+    with open_run(experiment, run_id=created.info.run_id, run_name=run_name, nested=True) as run:
+        yield run
+
+
+def _record(fitted: _Fitted, *, experiment: str, runs_dir: Path, register_as: str | None, parent_run_id: str | None,
+            extra_tags: dict[str, str] | None, run_name: str | None) -> CalibrationOutcome:
+    """The calibration's run: params, metrics, artifacts and, for a registered version, a new calibrated version."""
+    import mlflow
+
+    from ecgml.tracking.runs import git_commit, tracking_client
+
+    info, calibration = fitted.info, fitted.calibration
+    tags = {"ecgml.kind": "calibrate", "ecgml.calibrated_run_id": fitted.source_run,
+            "git_commit": git_commit(Path(__file__).resolve().parent),
+            **({"ecgml.calibrated_version": f"models:/{info.name}/{info.version}"} if info else {}),
+            **(extra_tags or {})}
     if run_name is None:
         from ecgml.tracking.run_names import calibration_run_name
 
-        run_name = calibration_run_name(mlflow.MlflowClient().get_run(source_run).info.run_name or source_run)
-    with open_run(experiment, run_name=run_name, tags=tags, nested=bool(parent_run_id)) as run:
+        run_name = calibration_run_name(tracking_client().get_run(fitted.source_run).info.run_name or fitted.source_run)
+    with _calibration_run(experiment, run_name, tags, parent_run_id) as run:
         work = runs_dir / run.info.run_id
         mlflow.set_tags({"ecgml.calibration_method": calibration.method,
                          **({"ecgml.calibration_warning": " | ".join(calibration.diagnosis)[:5000]}
                             if calibration.diagnosis else {})})
-        mlflow.log_params({"method": method, "chosen": calibration.method, "n_bins": n_bins, "source": model,
-                           "n_val": len(val.record_ids),
-                           "n_test": len(test.record_ids)})
+        mlflow.log_params({"method": fitted.method, "chosen": calibration.method, "n_bins": fitted.n_bins,
+                           "source": fitted.model, "n_val": len(fitted.val.record_ids),
+                           "n_test": len(fitted.test.record_ids)})
         mlflow.log_metrics(calibration.metrics())
-        out = work / "calibration"
-        out.mkdir(parents=True, exist_ok=True)
-        after = apply_calibration(test.probs, calibration.chosen)
-        plot_reliability(test.labels, test.probs, after, test.classes, out / "reliability_test.png", n_bins)
-        calibrated = labelled_predictions(pd.DataFrame({"record_id": list(test.record_ids)}), test.classes,
-                                          test.labels, after)
-        calibrated.to_csv(out / "predictions_test_calibrated.csv", index=False)
-        np.save(out / "temperatures.npy", calibration.chosen)
-        atomic_write_text(out / "calibration.json", json.dumps(calibration.document(), indent=2))
+        out = _write_artifacts(fitted, work / "calibration")
         mlflow.log_artifacts(str(out), artifact_path="calibration")
         registered = None
         if info is not None:
-            weights = work / "weights"
-            shutil.copytree(download_weights(info), weights, dirs_exist_ok=True)
-            model_info = log_pyfunc(weights, temperatures=out / "temperatures.npy")
-            mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)
-            name = register_as or info.name
-            version_tags = {**lineage, "ecgml.calibrated_from": f"models:/{info.name}/{info.version}",
-                            "ecgml.temperatures": json.dumps(np.round(calibration.chosen, 4).tolist()),
-                            "ecgml.calibration_method": calibration.method,
-                            **{f"metric.{k}": f"{v:.6f}" for k, v in calibration.metrics().items()
-                               if k.startswith("test_macro_ece") or k.startswith("test_macro_brier")}}
-            version = register_run_model(name, run.info.run_id, model_info.model_uri, version_tags)
-            registered = f"models:/{name}/{version}"
+            registered = _register(fitted, run.info.run_id, work, out, register_as or info.name)
             mlflow.set_tag("ecgml.registered_as", registered)
         return CalibrationOutcome(run.info.run_id, calibration, registered)
+
+
+def _write_artifacts(fitted: _Fitted, out: Path) -> Path:
+    """Reliability diagram, calibrated test predictions, the chosen map and ``calibration.json`` under ``out``."""
+    from ecgml.evaluate.figures import plot_reliability
+    from ecgml.train.pipeline import labelled_predictions
+
+    test, calibration = fitted.test, fitted.calibration
+    out.mkdir(parents=True, exist_ok=True)
+    after = apply_calibration(test.probs, calibration.chosen)
+    plot_reliability(test.labels, test.probs, after, test.classes, out / "reliability_test.png", fitted.n_bins)
+    calibrated = labelled_predictions(pd.DataFrame({"record_id": list(test.record_ids)}), test.classes,
+                                      test.labels, after)
+    calibrated.to_csv(out / "predictions_test_calibrated.csv", index=False)
+    np.save(out / "temperatures.npy", calibration.chosen)
+    atomic_write_text(out / "calibration.json", json.dumps(calibration.document(), indent=2))
+    return out
+
+
+def _register(fitted: _Fitted, run_id: str, work: Path, out: Path, name: str) -> str:
+    """Log the source version's weights with the chosen map as a pyfunc and register it as a version of ``name``."""
+    import mlflow
+
+    from ecgml.tracking.pyfunc import log_pyfunc
+    from ecgml.tracking.registry import MODEL_URI_TAG, download_weights, register_run_model
+
+    info, calibration = fitted.info, fitted.calibration
+    weights = work / "weights"
+    shutil.copytree(download_weights(info), weights, dirs_exist_ok=True)
+    model_info = log_pyfunc(weights, temperatures=out / "temperatures.npy")
+    mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)
+    version_tags = {**fitted.lineage, "ecgml.calibrated_from": f"models:/{info.name}/{info.version}",
+                    "ecgml.temperatures": json.dumps(np.round(calibration.chosen, 4).tolist()),
+                    "ecgml.calibration_method": calibration.method,
+                    **{f"metric.{k}": f"{v:.6f}" for k, v in calibration.metrics().items()
+                       if k.startswith("test_macro_ece") or k.startswith("test_macro_brier")}}
+    version = register_run_model(name, run_id, model_info.model_uri, version_tags)
+    return f"models:/{name}/{version}"

@@ -1,6 +1,7 @@
 """The main job (``ecgml main``, ``mlflow run .``): a compact version of the whole study on synthetic data.
 
-One parent run (``ecgml.kind = main``) with a child run per step:
+One parent run (``ecgml.kind = main``) with a child run per step (the calibration a child of the fine-tuning run
+it calibrates, the sweep's runs children of the sweep run):
 
 1. data      synthetic PTB-XL- and G12EC-shaped trees (kept if present), their caches and statistics
 2. pretrain  the backbone on PTB-XL
@@ -88,7 +89,8 @@ MAIN_STEPS = ("data", "pretrain", "register", "finetune", "calibrate", "promote"
 
 
 class _Steps:
-    """Runs (or reuses) each step as a child run of the main run and remembers which run served it."""
+    """Runs (or reuses) each step as a child run of the main run (the calibration under the fine-tuning run it
+    calibrates) and remembers which run served it."""
 
     def __init__(self, experiment: str, parent: str, commit: str, say: Callable[[str], None]) -> None:
         self.experiment, self.parent, self.commit, self.say = experiment, parent, commit, say
@@ -300,7 +302,7 @@ def _pretrain_and_register(config: MainConfig, roots: dict[str, Path], steps: _S
 def _finetune_calibrate_evaluate(config: MainConfig, roots: dict[str, Path], backbone_uri: str, steps: _Steps,
                                  say: Callable[[str], None]) -> str:
     from ecgml.experiments.study import finetune_config
-    from ecgml.posttrain.calibrate import run_calibration
+    from ecgml.posttrain.calibrate import calibrate_in_child
     from ecgml.posttrain.evaluate import run_evaluation
     from ecgml.tracking.registry import version_of_run
 
@@ -315,8 +317,8 @@ def _finetune_calibrate_evaluate(config: MainConfig, roots: dict[str, Path], bac
 
     steps.begin("calibrate", source)
     def calibrate(key: str) -> str:
-        outcome = run_calibration(source, experiment=config.experiment, runs_dir=config.data_dir / "runs",
-                                  parent_run_id=steps.parent, extra_tags={STEP_KEY: key})
+        # a nested child of the fine-tuning run it calibrates (as in the sweeps), not a sibling of it
+        outcome = calibrate_in_child(source, runs_dir=config.data_dir / "runs", extra_tags={STEP_KEY: key})
         say(f"calibrate: {outcome.calibration.summary()}; registered {outcome.registered}")
         for note in outcome.calibration.diagnosis:
             say(f"calibrate: warning: {note}")

@@ -125,6 +125,31 @@ def test_calibrate_registers_a_version_that_applies_its_temperatures(registered:
     assert [r.info.status for r in runs] == ["FINISHED"]  # refused requests left no run behind
 
 
+def test_a_calibration_is_a_nested_child_of_the_run_it_calibrates(registered: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under another active run (a sweep, the main run) the calibration still nests under its training run."""
+    import mlflow
+
+    from ecgml.posttrain.calibrate import calibrate_in_child
+    from ecgml.tracking.runs import open_run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{registered / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    client = _client(registered)
+    trained = client.get_run(client.get_model_version("clf", "1").run_id)
+    with open_run("elsewhere", run_name="outer", system_metrics=False) as outer:
+        outcome = calibrate_in_child(f"runs:/{trained.info.run_id}", runs_dir=tmp_path, extra_tags={"probe": "1"})
+        assert mlflow.active_run().info.run_id == outer.info.run_id  # the outer run is active again
+    run = client.get_run(outcome.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == trained.info.run_id != outer.info.run_id
+    assert run.info.experiment_id == trained.info.experiment_id  # the UI nests runs within one experiment
+    assert run.info.status == "FINISHED" and run.info.run_name == f"calibrate {trained.info.run_name}"
+    assert run.data.tags["probe"] == "1" and run.data.tags["ecgml.calibrated_run_id"] == trained.info.run_id
+    assert "mlflow.user" in run.data.tags  # context tags, as a run started by mlflow.start_run has them
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "calibration")} >= {
+        "calibration/calibration.json", "calibration/temperatures.npy"}
+
+
 def test_evaluate_reproduces_the_training_runs_test_predictions(registered: Path) -> None:
     client = _client(registered)
     done = _ecgml(registered, "evaluate", "--model", "models:/clf/1", "--bootstrap", "50")

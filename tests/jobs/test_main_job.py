@@ -40,7 +40,12 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
     children = {r.info.run_id: r for r in client.search_runs(
         [client.get_experiment_by_name("ecgml-study").experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{first.run_id}'")}
-    assert set(first.steps.values()) <= set(children)  # every step a direct child of the main run
+    # every step a direct child of the main run but the calibration, a nested child of the run it calibrates
+    assert {run_id for step, run_id in first.steps.items() if step != "calibrate"} <= set(children)
+    assert first.steps["calibrate"] not in children
+    calibration = client.get_run(first.steps["calibrate"])
+    assert calibration.data.tags["mlflow.parentRunId"] == first.steps["finetune"]
+    assert calibration.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in children.values())
     production = client.get_model_version_by_alias("ecgml-g12ec-classifier", "production")
     assert production.tags["ecgml.calibrated_from"] == "models:/ecgml-g12ec-classifier/1"
@@ -50,7 +55,11 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
     sweep_children = client.search_runs([evaluated.info.experiment_id],
                                         filter_string=f"tags.mlflow.parentRunId = '{first.steps['sweep']}'")
     kinds = sorted(r.data.tags[schema.KIND] for r in sweep_children)
-    assert kinds == ["calibrate"] * 4 + ["finetune"] * 2 + ["standalone"] * 2
+    assert kinds == ["finetune"] * 2 + ["standalone"] * 2
+    calibrations = client.search_runs([evaluated.info.experiment_id], filter_string=(
+        f"tags.`{schema.KIND}` = 'calibrate' and tags.`{schema.SWEEP}` = 'fraction'"))
+    assert sorted(r.data.tags["mlflow.parentRunId"] for r in calibrations) == sorted(
+        r.data.tags[schema.CALIBRATED_RUN] for r in calibrations) == sorted(r.info.run_id for r in sweep_children)
     assert any("report:" in line for line in said) and any("mlflow ui --backend-store-uri" in line for line in said)
 
     second = run_main(config, say=said.append)

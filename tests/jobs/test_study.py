@@ -92,19 +92,24 @@ def test_a_tiny_fraction_sweep_runs_and_is_reused(trees: Path, tmp_path: Path, m
     children = client.search_runs([client.get_experiment_by_name("ecgml-study").experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{sweep_id}'")
     kinds = sorted(r.data.tags[schema.KIND] for r in children)
-    assert kinds == ["calibrate"] * 4 + ["finetune"] * 2 + ["pretrain"] + ["standalone"] * 2
-    for run in children:
+    assert kinds == ["finetune"] * 2 + ["pretrain"] + ["standalone"] * 2
+    # each calibration is a nested child of the run it calibrates, not a sibling of it
+    calibrations = client.search_runs([client.get_experiment_by_name("ecgml-study").experiment_id],
+                                      filter_string=f"tags.`{schema.KIND}` = 'calibrate'")
+    for run in [*children, *calibrations]:
         assert run.info.status == "FINISHED"
         assert run.data.tags[schema.SWEEP] == "calibration" and run.data.tags[schema.SEED] == "0"
     finetune = [r for r in children if r.data.tags[schema.KIND] == "finetune"]
     assert {json.loads(r.data.tags[schema.SETTING])["g12ec_fraction"] for r in finetune} == {1.0, 0.5}
     assert all(r.data.tags["ecgml.backbone_version"] == "models:/ecgml-study-backbone/1" for r in finetune)
-    calibrations = [r for r in children if r.data.tags[schema.KIND] == "calibrate"]
-    assert {r.data.tags[schema.CALIBRATED_RUN] for r in calibrations} == {
-        r.info.run_id for r in children if r.data.tags[schema.KIND] in ("finetune", "standalone")}
+    trained = sorted(r.info.run_id for r in children if r.data.tags[schema.KIND] in ("finetune", "standalone"))
+    assert sorted(r.data.tags[schema.CALIBRATED_RUN] for r in calibrations) == trained
+    assert sorted(r.data.tags["mlflow.parentRunId"] for r in calibrations) == trained
 
     again_id, again = study_module.run_sweep("calibration", config, (1.0, 0.5), say=lines.append)
     assert all(r.reused for r in again) and again_id != sweep_id
     assert [r.run_id for r in again] == [r.run_id for r in results]
     assert len(client.search_model_versions("name = 'ecgml-study-backbone'")) == 1
+    assert len(client.search_runs([client.get_experiment_by_name("ecgml-study").experiment_id],
+                                  filter_string=f"tags.`{schema.KIND}` = 'calibrate'")) == 4  # reused too
 
