@@ -149,6 +149,7 @@ def run_main(config: MainConfig, *, say: Callable[[str], None] = _say) -> MainOu
         # Under `mlflow run` the main run is the one it started, in its experiment: the children follow it
         # there, since the UI nests runs within one experiment only.
         config = replace(config, experiment=mlflow.get_experiment(run.info.experiment_id).name)
+        _describe(config, run.info.run_id)
         steps = _Steps(config.experiment, run.info.run_id, commit, say)
         mlflow.log_params({"ptbxl_records": config.ptbxl_records, "g12ec_records": config.g12ec_records,
                            "fractions": ",".join(map(str, config.fractions)), "seeds": ",".join(map(str, config.seeds)),
@@ -169,6 +170,23 @@ def run_main(config: MainConfig, *, say: Callable[[str], None] = _say) -> MainOu
             f"experiment {config.experiment!r})")
         say(f"main run {run.info.run_id} finished in {seconds / 60:.1f} min ({len(steps.reused)} steps reused)")
         return MainOutcome(run.info.run_id, steps.runs, report, steps.reused, seconds)
+
+
+def _describe(config: MainConfig, run_id: str) -> None:
+    """The main run's description in the MLflow UI: what its children are and how to compare them."""
+    from ecgml.tracking.runs import set_description
+
+    fractions, seeds = ", ".join(map(str, config.fractions)), ", ".join(map(str, config.seeds))
+    set_description(
+        f"The compact study (`ecgml main`) on synthetic data: one child run per step (data, pretrain, register, "
+        f"finetune with its calibration nested under it, promote, evaluate, sweep, report). Tags `ecgml.step.<step>` "
+        f"and `main.json` name the run that served each step; a reused step's run stays under the main run that "
+        f"first ran it. The `sweep` child compares fine-tuned {config.backbone} with standalone "
+        f"{', '.join(config.standalone_backbones)} at G12EC fractions {fractions}, seeds {seeds}: each training run "
+        "is its child, with its calibration nested under it; its `comparison/comparison.png` plots test macro AUC "
+        "against fraction per model. In the runs table, `tags.`ecgml.sweep` = 'fraction' and tags.`ecgml.kind` != "
+        "'calibrate'` lists the sweep's training runs (compare them by `params.arm`, `params.family`, "
+        "`params.fraction`, `params.seed`); the `report` child holds the Markdown report.", run_id=run_id)
 
 
 def _data_step(config: MainConfig, steps: _Steps, say: Callable[[str], None]) -> dict[str, Path]:

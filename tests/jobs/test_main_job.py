@@ -47,6 +47,9 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
     assert calibration.data.tags["mlflow.parentRunId"] == first.steps["finetune"]
     assert calibration.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" for r in children.values())
+    main_run = client.get_run(first.run_id)
+    assert "one child run per step" in main_run.data.tags["mlflow.note.content"]  # its description in the UI
+    assert "`params.arm`" in main_run.data.tags["mlflow.note.content"]
     production = client.get_model_version_by_alias("ecgml-g12ec-classifier", "production")
     assert production.tags["ecgml.calibrated_from"] == "models:/ecgml-g12ec-classifier/1"
     assert client.get_model_version_by_alias("ecgml-ptbxl-backbone", "production").run_id == first.steps["pretrain"]
