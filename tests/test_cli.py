@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ecgml.cli import main
@@ -61,3 +62,23 @@ def test_a_task_without_labels_is_refused(tmp_path: Path) -> None:
     code, out = _run("data", "prepare", "--source", "ptbxl", "--root", str(root), "--task", "form",
                      "--cache-dir", str(tmp_path / "cache"))
     assert code == 1 and "no record has a label in task 'form'" in out
+
+
+#: Every command that takes ``--backbone-kwargs``, with the arguments it needs before its options.
+BACKBONE_KWARGS_COMMANDS = (("pretrain",), ("train-standalone",), ("finetune",), ("tune",),
+                            ("experiment", "fraction"))
+
+
+@pytest.mark.parametrize("command", BACKBONE_KWARGS_COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize(("value", "problem"), [("width=0.5", "is not JSON"),
+                                                ('[{"width": 0.5}]', "is a JSON array, not an object")],
+                         ids=["not-json", "json-list"])
+def test_bad_backbone_kwargs_is_a_usage_error_before_anything_is_created(
+        command: tuple[str, ...], value: str, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the tune journal and a default mlruns/ would land here
+    monkeypatch.setenv("ECGML_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    code, out = _run(*command, "--backbone-kwargs", value)
+    assert code == 2, out
+    assert f"Invalid value for '--backbone-kwargs': {value!r} {problem}" in out
+    assert list(tmp_path.iterdir()) == []

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ecgml.cli.options import FS_CHOICES, fail, int_list, name_list
+from ecgml.cli.options import FS_CHOICES, backbone_kwargs_option, fail, int_list, name_list
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY, STRATEGIES, default_data_dir
 from ecgml.data.labels import PTBXL_TASKS
 from ecgml.defaults import DEFAULT_BACKBONE, DEFAULT_FS, STANDALONE_BACKBONES, STUDY_EXPERIMENT
@@ -26,7 +26,7 @@ from ecgml.experiments.schema import PROTOCOLS, SWEEPS
 @click.option("--g12ec-root", default=None, help="G12EC root [default: the synthetic tree].")
 @click.option("--fs", type=FS_CHOICES, default=str(DEFAULT_FS), show_default=True)
 @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Pretrained and fine-tuned backbone.")
-@click.option("--backbone-kwargs", default="{}", show_default=True)
+@backbone_kwargs_option()
 @click.option("--standalone", default=",".join(STANDALONE_BACKBONES), show_default=True)
 @click.option("--backbone-uri", default=None,
               help="Fine-tune this registered backbone where the sweep does not vary pretraining.")
@@ -43,10 +43,10 @@ from ecgml.experiments.schema import PROTOCOLS, SWEEPS
 @click.option("--report-dir", type=click.Path(path_type=Path), default=None,
               help="Also write the report of this sweep here.")
 def experiment_command(name: str, values: str | None, protocol: str, seeds: str, ptbxl_root: str | None,
-                       g12ec_root: str | None, fs: str, backbone: str, backbone_kwargs: str, standalone: str,
-                       backbone_uri: str | None, pretrain_task: str, pretrain_epochs: int, epochs: int,
-                       batch_size: int, lr: float, strategy: str, calibrate_all: bool, experiment: str, device: str,
-                       report_dir: Path | None) -> None:
+                       g12ec_root: str | None, fs: str, backbone: str, backbone_kwargs: dict[str, Any],
+                       standalone: str, backbone_uri: str | None, pretrain_task: str, pretrain_epochs: int,
+                       epochs: int, batch_size: int, lr: float, strategy: str, calibrate_all: bool, experiment: str,
+                       device: str, report_dir: Path | None) -> None:
     """Run one sweep of the study: a parent run with a child run per setting, arm and seed."""
     from ecgml.experiments.study import StudyConfig, check_values, parse_values, run_sweep
     from ecgml.models import get_backbone_entry
@@ -54,9 +54,6 @@ def experiment_command(name: str, values: str | None, protocol: str, seeds: str,
     from ecgml.tracking.runs import TrackingError
 
     try:
-        kwargs = json.loads(backbone_kwargs)
-        if not isinstance(kwargs, dict):
-            raise ValueError(f"--backbone-kwargs {backbone_kwargs!r} is not a JSON object")
         families = name_list(standalone)
         for model_name in (backbone, *families):
             get_backbone_entry(model_name)
@@ -67,7 +64,7 @@ def experiment_command(name: str, values: str | None, protocol: str, seeds: str,
         study = StudyConfig(protocol=protocol, seeds=int_list(seeds, "seed"),
                             ptbxl_root=Path(ptbxl_root) if ptbxl_root else None,
                             g12ec_root=Path(g12ec_root) if g12ec_root else None, fs=int(fs), backbone=backbone,
-                            backbone_kwargs=kwargs, standalone_backbones=families, pretrain_task=pretrain_task,
+                            backbone_kwargs=backbone_kwargs, standalone_backbones=families, pretrain_task=pretrain_task,
                             pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, lr=lr,
                             strategy=strategy, backbone_uri=backbone_uri, experiment=experiment,
                             runs_dir=data_dir / "runs", cache_dir=data_dir / "cache", device=device,

@@ -6,6 +6,7 @@ options of a dataset and of a training run. ``ecgml tune`` reuses the same facto
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -77,7 +78,30 @@ def backbone_option(help: str | None = None) -> Decorator:
 
 
 def backbone_kwargs_option(help: str | None = None) -> Decorator:
-    return click.option("--backbone-kwargs", default="{}", show_default=True, help=help)
+    """``--backbone-kwargs``: a JSON object, handed to the command as a dict (see :func:`backbone_kwargs`)."""
+    return click.option("--backbone-kwargs", default="{}", show_default=True, callback=backbone_kwargs, help=help)
+
+
+def backbone_kwargs(ctx: click.Context | None, param: click.Parameter | None, value: str) -> dict[str, Any]:
+    """The parsed ``--backbone-kwargs``. Checked while the command line is parsed, so a bad value is a usage
+    error (exit 2) naming the option, the value and the problem before anything is read or created."""
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not JSON ({exc}); give a JSON object, e.g. "
+                                 '\'{"width": 0.5}\'', ctx=ctx, param=param) from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"{value!r} is a JSON {_json_kind(parsed)}, not an object; give a JSON "
+                                 'object, e.g. \'{"width": 0.5}\'', ctx=ctx, param=param)
+    return parsed
+
+
+def _json_kind(value: object) -> str:
+    """What JSON calls the type of a parsed value (``[1]`` is an array, ``null`` is null)."""
+    if value is None:
+        return "null"
+    kinds = ((bool, "boolean"), (int | float, "number"), (str, "string"), (list, "array"))
+    return next(name for kind, name in kinds if isinstance(value, kind))
 
 
 def crop_s_option(help: str | None = None) -> Decorator:

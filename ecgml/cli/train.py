@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -19,24 +18,18 @@ from ecgml.defaults import (
 
 
 def train_config(kind: str, source: str, options: dict[str, Any]) -> Any:
-    """The :class:`~ecgml.train.pipeline.TrainConfig` of :func:`train_options`' values."""
+    """The :class:`~ecgml.train.pipeline.TrainConfig` of :func:`train_options`' values (``backbone_kwargs``
+    already a dict: :func:`~ecgml.cli.options.backbone_kwargs` parsed it)."""
+    from ecgml.models import get_backbone_entry
     from ecgml.train.loop import OptimConfig
     from ecgml.train.pipeline import ModelConfig, TrainConfig
-
-    try:
-        backbone_kwargs = json.loads(options["backbone_kwargs"])
-        if not isinstance(backbone_kwargs, dict):
-            raise ValueError
-    except ValueError:
-        raise click.BadParameter(f"--backbone-kwargs {options['backbone_kwargs']!r} is not a JSON object") from None
-    from ecgml.models import get_backbone_entry
 
     try:
         get_backbone_entry(options["backbone"])
         data = prepare_config(source, options["root"], options["fs"], options["task"], options["label_map"],
                               options["splits"], options["leads"], 10.0, None, options["cache_dir"], 1, False)
         return TrainConfig(
-            kind=kind, data=data, model=ModelConfig(options["backbone"], backbone_kwargs),
+            kind=kind, data=data, model=ModelConfig(options["backbone"], options["backbone_kwargs"]),
             optim=OptimConfig(epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
                               weight_decay=options["weight_decay"], patience=options["patience"],
                               aggregate=options["aggregate"], strategy=options["strategy"]),

@@ -59,20 +59,13 @@ def _base_config(stage: str, seed: int, o: dict[str, Any]) -> Any:
 
     source = "ptbxl" if stage == "pretrain" else "g12ec"
     try:
-        kwargs = json.loads(o["backbone_kwargs"])
-        if not isinstance(kwargs, dict):
-            raise ValueError
-    except ValueError:
-        raise click.BadParameter(f"{o['backbone_kwargs']!r} is not a JSON object",
-                                 param_hint="--backbone-kwargs") from None
-    try:
         root = Path(o["root"]) if o["root"] else default_data_dir() / "synthetic" / source
         task = o["task"] or ("all" if stage == "pretrain" else "shared18")
         data = DataConfig(source=source, root=root, fs=int(o["fs"]), task=task, label_map=o["label_map"],
                           splits=o["splits"])
         prepare = PrepareConfig(data=data, leads=o["leads"], cache_dir=o["cache_dir"] or default_data_dir() / "cache")
         return TrainConfig(
-            kind=stage, data=prepare, model=ModelConfig(backbone=DEFAULT_BACKBONE, kwargs=kwargs),
+            kind=stage, data=prepare, model=ModelConfig(backbone=DEFAULT_BACKBONE, kwargs=o["backbone_kwargs"]),
             optim=OptimConfig(epochs=o["epochs"], patience=o["patience"]), crop_s=o["crop_s"],
             fraction=o["fraction"], seed=seed, device=o["device"], num_workers=o["num_workers"],
             experiment=o["experiment"], runs_dir=o["runs_dir"] or default_data_dir() / "runs",
