@@ -4,8 +4,8 @@ report that reads them back.
 A sweep is one parent run (``ecgml.kind = sweep``) in the study experiment; each setting x arm x seed is a
 child training run (``mlflow.parentRunId`` = the sweep's run) carrying the tags below, the usual training
 metrics (``test_macro_auc`` with ``test_macro_auc_low/high``, ``best_val_macro_auc``), ``metrics.json``
-(with ``test_per_class_auc``) and ``eval/predictions_test.csv``. Calibration children
-(``ecgml.kind = calibrate``) point at the training run they calibrated with :data:`CALIBRATED_RUN`.
+(with ``test_per_class_auc``) and ``eval/predictions_test.csv``. Calibration runs (``ecgml.kind = calibrate``)
+are nested children of the training run they calibrated, which they also name with :data:`CALIBRATED_RUN`.
 """
 
 from __future__ import annotations
