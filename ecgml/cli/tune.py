@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from ecgml.cli.options import (
+    Decorator,
     backbone_kwargs_option,
     cache_dir_option,
     crop_s_option,
@@ -79,58 +80,77 @@ _SPACE_HELP = "Narrow the search space: NAME=LOW:HIGH[:log], NAME=A,B,C or NAME=
     "Parameters: " + ", ".join(f"{n} ({'/'.join(p.stages)})" for n, p in PARAMETERS.items()) + "."
 
 
+def _study_options() -> Decorator:
+    """The study's own options: its storage and name, the space, how trials are sampled, pruned, retried
+    and registered."""
+    return stack([
+        click.option("--stage", type=click.Choice(STAGES), default="pretrain",
+                     help="Tune pretraining on PTB-XL or fine-tuning a registered backbone on G12EC."),
+        click.option("--n-trials", type=click.IntRange(1), default=None,
+                     help="Trials in the study [new study: 20; --resume: the study's own, or a larger total]."),
+        click.option("--workers", type=click.IntRange(1), default=1, help="Worker processes on this machine."),
+        click.option("--storage", envvar="ECGML_OPTUNA_STORAGE", default=DEFAULT_STORAGE,
+                     help="A journal file (one machine) or a SQLAlchemy URL, e.g. postgresql://user:pw@host/db "
+                          "(several machines) [env: ECGML_OPTUNA_STORAGE]."),
+        click.option("--study-name", default=None, help="[default: ecgml-STAGE-DATE-TIME; --resume: the newest study]"),
+        click.option("--resume", is_flag=True, help="Continue an existing study (its stored space and config)."),
+        click.option("--join", is_flag=True,
+                     help="Only work on an existing study (another machine); no summary, no registration."),
+        click.option("--space", "space_texts", multiple=True, metavar="NAME=SPEC", help=_SPACE_HELP),
+        click.option("--pruner", type=click.Choice(PRUNERS), default="median",
+                     help="Prune from per-epoch validation macro AUC."),
+        click.option("--pruner-startup-trials", type=click.IntRange(0), default=3,
+                     help="Median: trials before pruning."),
+        click.option("--pruner-warmup-epochs", type=click.IntRange(0), default=1,
+                     help="Median: epochs before pruning."),
+        click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe"),
+        click.option("--seed", type=int, default=0, help="Seed of the sampler and of every trial's training."),
+        click.option("--tag", "tag_texts", multiple=True, metavar="KEY=VALUE",
+                     help="Study tag, copied onto the parent run and every trial run; repeatable (or ';'-separated)."),
+        click.option("--register-as", default=None,
+                     help="Register the best trial's model under this name ('' = the default) [pretrain: "
+                          f"{DEFAULT_BACKBONE_MODEL}, finetune: {DEFAULT_CLASSIFIER_MODEL}; --resume: the study's "
+                          "own]."),
+        click.option("--no-register", is_flag=True,
+                     help="Do not register the best trial's model (kept by --resume)."),
+        click.option("--heartbeat-interval", type=click.IntRange(1), default=30,
+                     help="Seconds between trial heartbeats."),
+        click.option("--grace-period", type=click.IntRange(2), default=None,
+                     help="Seconds without a heartbeat before a trial is failed and retried [2 x interval]."),
+        click.option("--max-retry", type=click.IntRange(-1), default=3,
+                     help="Retries of a trial whose worker died (-1: no limit)."),
+        click.option("--gpus", default=None,
+                     help="Comma list of GPU ids, one per worker in turn (CUDA_VISIBLE_DEVICES)."),
+        click.option("--worker-index", type=click.IntRange(0), default=None, hidden=True),
+    ])
+
+
+def _training_options() -> Decorator:
+    """What every trial's training run starts from: :mod:`ecgml.cli.options`' factories, tune's defaults."""
+    return stack([
+        root_option(),
+        fs_option(),
+        click.option("--task", default=None, help="[pretrain: all, finetune: shared18]"),
+        label_map_option(),
+        splits_option(),
+        leads_option(),
+        fraction_option(),
+        epochs_option(10),
+        patience_option(),
+        backbone_kwargs_option("JSON arguments every trial's backbone gets."),
+        click.option("--backbone-uri", default=DEFAULT_BACKBONE_URI, help="Finetune: the backbone."),
+        crop_s_option("Finetune: the backbone's input length (pretrain tunes it)."),
+        device_option(),
+        num_workers_option(),
+        experiment_option(TUNE_EXPERIMENT),
+        cache_dir_option(),
+        runs_dir_option(),
+    ])
+
+
 @click.command("tune", context_settings={"show_default": True})
-@click.option("--stage", type=click.Choice(STAGES), default="pretrain",
-              help="Tune pretraining on PTB-XL or fine-tuning a registered backbone on G12EC.")
-@click.option("--n-trials", type=click.IntRange(1), default=None,
-              help="Trials in the study [new study: 20; --resume: the study's own, or a larger total].")
-@click.option("--workers", type=click.IntRange(1), default=1, help="Worker processes on this machine.")
-@click.option("--storage", envvar="ECGML_OPTUNA_STORAGE", default=DEFAULT_STORAGE,
-              help="A journal file (one machine) or a SQLAlchemy URL, e.g. postgresql://user:pw@host/db "
-                   "(several machines) [env: ECGML_OPTUNA_STORAGE].")
-@click.option("--study-name", default=None, help="[default: ecgml-STAGE-DATE-TIME; --resume: the newest study]")
-@click.option("--resume", is_flag=True, help="Continue an existing study (its stored space and config).")
-@click.option("--join", is_flag=True, help="Only work on an existing study (another machine); no summary, "
-                                           "no registration.")
-@click.option("--space", "space_texts", multiple=True, metavar="NAME=SPEC", help=_SPACE_HELP)
-@click.option("--pruner", type=click.Choice(PRUNERS), default="median",
-              help="Prune from per-epoch validation macro AUC.")
-@click.option("--pruner-startup-trials", type=click.IntRange(0), default=3, help="Median: trials before pruning.")
-@click.option("--pruner-warmup-epochs", type=click.IntRange(0), default=1, help="Median: epochs before pruning.")
-@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe")
-@click.option("--seed", type=int, default=0, help="Seed of the sampler and of every trial's training.")
-@click.option("--tag", "tag_texts", multiple=True, metavar="KEY=VALUE",
-              help="Study tag, copied onto the parent run and every trial run; repeatable (or ';'-separated).")
-@click.option("--register-as", default=None,
-              help="Register the best trial's model under this name ('' = the default) [pretrain: "
-                   f"{DEFAULT_BACKBONE_MODEL}, finetune: {DEFAULT_CLASSIFIER_MODEL}; --resume: the study's own].")
-@click.option("--no-register", is_flag=True, help="Do not register the best trial's model (kept by --resume).")
-@click.option("--heartbeat-interval", type=click.IntRange(1), default=30, help="Seconds between trial heartbeats.")
-@click.option("--grace-period", type=click.IntRange(2), default=None,
-              help="Seconds without a heartbeat before a trial is failed and retried [2 x interval].")
-@click.option("--max-retry", type=click.IntRange(-1), default=3, help="Retries of a trial whose worker died "
-                                                                       "(-1: no limit).")
-@click.option("--gpus", default=None, help="Comma list of GPU ids, one per worker in turn (CUDA_VISIBLE_DEVICES).")
-@click.option("--worker-index", type=click.IntRange(0), default=None, hidden=True)
-@stack([
-    root_option(),
-    fs_option(),
-    click.option("--task", default=None, help="[pretrain: all, finetune: shared18]"),
-    label_map_option(),
-    splits_option(),
-    leads_option(),
-    fraction_option(),
-    epochs_option(10),
-    patience_option(),
-    backbone_kwargs_option("JSON arguments every trial's backbone gets."),
-    click.option("--backbone-uri", default=DEFAULT_BACKBONE_URI, help="Finetune: the backbone."),
-    crop_s_option("Finetune: the backbone's input length (pretrain tunes it)."),
-    device_option(),
-    num_workers_option(),
-    experiment_option(TUNE_EXPERIMENT),
-    cache_dir_option(),
-    runs_dir_option(),
-])
+@_study_options()
+@_training_options()
 def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, study_name: str | None, resume: bool,
                  join: bool, space_texts: tuple[str, ...], pruner: str, pruner_startup_trials: int,
                  pruner_warmup_epochs: int, sampler: str, seed: int, tag_texts: tuple[str, ...],
@@ -142,18 +162,13 @@ def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, s
     """
     from ecgml.tracking.registry import RegistryError
     from ecgml.tracking.runs import TrackingError
-    from ecgml.tune.space import SearchSpace, SpaceError, parse_overrides
-    from ecgml.tune.spec import StudyError, TuneSpec
+    from ecgml.tune.space import SpaceError
+    from ecgml.tune.spec import StudyError
     from ecgml.tune.storage import StorageError
     from ecgml.tune.study import RunSettings, run_study, work
     from ecgml.tune.study import join as join_study
 
-    if resume and join:
-        raise click.UsageError("--resume and --join exclude each other")
-    if (resume or join) and any(t.strip(" ;") for t in space_texts):
-        raise click.UsageError("a study's search space is fixed when it is created; --space cannot change it")
-    if join and not study_name:
-        raise click.UsageError("--join needs --study-name")
+    _check_mode(resume, join, space_texts, study_name)
     settings = RunSettings(storage=storage, workers=workers, heartbeat_interval=heartbeat_interval,
                            grace_period=grace_period, max_retry=None if max_retry == -1 else max_retry,
                            gpus=tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else (),
@@ -166,18 +181,45 @@ def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, s
             return
         spec = None
         if not resume:
-            space = SearchSpace.default(stage).narrowed(parse_overrides(space_texts))  # type: ignore[arg-type]
-            default_name = DEFAULT_BACKBONE_MODEL if stage == "pretrain" else DEFAULT_CLASSIFIER_MODEL
-            spec = TuneSpec(stage=stage, space=space, base=_base_config(stage, seed, options),  # type: ignore[arg-type]
-                            n_trials=n_trials or 20, pruner=pruner, pruner_startup_trials=pruner_startup_trials,  # type: ignore[arg-type]
-                            pruner_warmup_epochs=pruner_warmup_epochs, sampler=sampler, seed=seed,
-                            tags=pairs(tag_texts, "--tag"),
-                            register_as="" if no_register else register_as or default_name)
-            _echo("search space:\n" + space.describe())
+            spec = _new_spec(stage, space_texts, n_trials, pruner, pruner_startup_trials, pruner_warmup_epochs,
+                             sampler, seed, tag_texts, register_as, no_register, options)
+            _echo("search space:\n" + spec.space.describe())
         result = run_study(spec, study_name, settings, resume_study=resume, n_trials=n_trials, echo=_echo,
                            register_as="" if no_register else register_as or None)
     except (SpaceError, StudyError, StorageError, TrackingError, RegistryError, OSError) as exc:
         fail(exc)
+    _report(result)
+
+
+def _check_mode(resume: bool, join: bool, space_texts: tuple[str, ...], study_name: str | None) -> None:
+    """Refuse combinations of --resume, --join and --space that cannot mean anything, before any work."""
+    if resume and join:
+        raise click.UsageError("--resume and --join exclude each other")
+    if (resume or join) and any(t.strip(" ;") for t in space_texts):
+        raise click.UsageError("a study's search space is fixed when it is created; --space cannot change it")
+    if join and not study_name:
+        raise click.UsageError("--join needs --study-name")
+
+
+def _new_spec(stage: str, space_texts: tuple[str, ...], n_trials: int | None, pruner: str, pruner_startup_trials: int,
+              pruner_warmup_epochs: int, sampler: str, seed: int, tag_texts: tuple[str, ...],
+              register_as: str | None, no_register: bool, options: dict[str, Any]) -> Any:
+    """The :class:`~ecgml.tune.spec.TuneSpec` of a new study; it registers its best model under
+    ``register_as`` (None or '': the stage's default name), or nowhere with ``no_register``."""
+    from ecgml.tune.space import SearchSpace, parse_overrides
+    from ecgml.tune.spec import TuneSpec
+
+    space = SearchSpace.default(stage).narrowed(parse_overrides(space_texts))  # type: ignore[arg-type]
+    default_name = DEFAULT_BACKBONE_MODEL if stage == "pretrain" else DEFAULT_CLASSIFIER_MODEL
+    return TuneSpec(stage=stage, space=space, base=_base_config(stage, seed, options),  # type: ignore[arg-type]
+                    n_trials=n_trials or 20, pruner=pruner, pruner_startup_trials=pruner_startup_trials,  # type: ignore[arg-type]
+                    pruner_warmup_epochs=pruner_warmup_epochs, sampler=sampler, seed=seed,
+                    tags=pairs(tag_texts, "--tag"),
+                    register_as="" if no_register else register_as or default_name)
+
+
+def _report(result: Any) -> None:
+    """Print the study's outcome; trials left unfinished (every worker stopped) end the command with an error."""
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
     _echo(f"study {result.study_name}: {counts}; parent run {result.parent_run_id}")
     if result.best_number is not None:
