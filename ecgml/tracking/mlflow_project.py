@@ -5,17 +5,24 @@ command line or else in ``Default``. Typed as the README shows it (``mlflow run 
 fraction=0.1``), a run landed in ``Default``, and when the environment could not be built the run stayed
 RUNNING forever. MLflow asks its ``mlflow.default_experiment_provider`` plugins for the experiment when
 none was given; this one answers only inside ``mlflow run`` on an ecgml project, with the step's own
-experiment (``ecgml-finetune``, ``ecgml-study``, ...), and makes sure the run it is about to get is not
-left RUNNING if the launcher exits before the entry point has finished it (marked FAILED, with a tag that
-says why). ``--experiment-name``/``--experiment-id`` and ``MLFLOW_EXPERIMENT_NAME``/``_ID`` still win.
+experiment (``ecgml-finetune``, ``ecgml-study``, ...). ``--experiment-name``/``--experiment-id`` and
+``MLFLOW_EXPERIMENT_NAME``/``_ID`` still win, and MLflow then never asks a provider.
+
+Whichever way the experiment was chosen, the run the launcher created is not left RUNNING when the
+launcher exits before the entry point has finished it (marked FAILED, with a tag that says why). MLflow
+offers no hook between creating that run and building the environment, so the provider, which MLflow
+instantiates once when it is imported, registers that check at exit when (and only when) the process is
+the ``mlflow run`` command itself (:func:`launcher_args`).
 
 Registered in ``pyproject.toml``; loaded by MLflow in every process that imports it, so importing this
-module must stay cheap and free of side effects.
+module must stay cheap and free of side effects, and constructing the provider outside ``mlflow run``
+does nothing.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,11 +59,26 @@ _CLOCK_SKEW_MS = 5_000
 
 
 def project_step(params: dict[str, Any]) -> str | None:
-    """The entry point of an ``mlflow run`` on a local ecgml project (None for anything else)."""
-    uri = params.get("uri")
-    if not isinstance(uri, str) or params.get("experiment_name") or params.get("experiment_id"):
+    """The entry point of an ``mlflow run`` on a local ecgml project that names no experiment (None for
+    anything else): the launches whose experiment this plugin chooses."""
+    if params.get("experiment_name") or params.get("experiment_id"):
         return None
-    mlproject = Path(uri) / "MLproject"
+    return _ecgml_entry(params)
+
+
+def launched_step(params: dict[str, Any], cwd: str | None = None) -> str | None:
+    """The entry point of a synchronous (local backend) ``mlflow run`` on a local ecgml project, whatever
+    its experiment (None for anything else; a relative ``uri`` is read from ``cwd``)."""
+    if (params.get("backend") or "local") != "local":
+        return None  # other backends return while their run is legitimately RUNNING
+    return _ecgml_entry(params, cwd)
+
+
+def _ecgml_entry(params: dict[str, Any], cwd: str | None = None) -> str | None:
+    uri = params.get("uri")
+    if not isinstance(uri, str):
+        return None
+    mlproject = Path(cwd or ".") / uri / "MLproject"
     try:
         text = mlproject.read_text(encoding="utf-8")
     except OSError:
@@ -66,6 +88,17 @@ def project_step(params: dict[str, Any]) -> str | None:
         return None
     entry = params.get("entry_point") or "main"
     return entry if entry in STEP_EXPERIMENTS else None
+
+
+def launcher_args(argv: list[str]) -> list[str] | None:
+    """The arguments after ``run`` when ``argv`` is the ``mlflow run`` command (``mlflow run ...`` or
+    ``python -m mlflow run ...``), else None."""
+    if len(argv) < 2 or argv[1] != "run":
+        return None
+    program = Path(argv[0])
+    if program.name == "mlflow" or (program.name == "__main__.py" and program.parent.name == "mlflow"):
+        return list(argv[2:])
+    return None
 
 
 def _launch_params() -> dict[str, Any] | None:
@@ -80,12 +113,38 @@ def _launch_params() -> dict[str, Any] | None:
     return dict(ctx.params)
 
 
+def parse_launch(args: list[str]) -> dict[str, Any] | None:
+    """``mlflow run``'s own parse of ``args`` (its options' environment variables included, so
+    ``MLFLOW_EXPERIMENT_NAME``/``_ID`` count); None when MLflow's command cannot be loaded."""
+    try:
+        from mlflow.cli import run as run_command
+
+        return dict(run_command.make_context("run", list(args), resilient_parsing=True).params)
+    except Exception:  # the launcher is exiting: never mask its own error
+        return None
+
+
+def launch_experiment(params: dict[str, Any], step: str) -> str | None:
+    """The experiment the launch created its run in: ``--experiment-id``, else ``--experiment-name`` (or
+    their variables), else the step's own experiment; None when it does not exist (no run was created)."""
+    import mlflow
+
+    if params.get("experiment_id"):
+        return str(params["experiment_id"])
+    found = mlflow.MlflowClient().get_experiment_by_name(params.get("experiment_name") or STEP_EXPERIMENTS[step])
+    return None if found is None else str(found.experiment_id)
+
+
 class ProjectExperimentProvider:
-    """MLflow ``default_experiment_provider``: the step's experiment for ``mlflow run`` on ecgml."""
+    """MLflow ``default_experiment_provider``: the step's experiment for ``mlflow run`` on ecgml, and, in
+    the ``mlflow run`` process only, the exit check that fails the launch's unfinished run."""
 
     def __init__(self) -> None:
         self._step: str | None = None
-        self._watched: set[str] = set()
+        self._experiment_id: str | None = None
+        args = launcher_args(sys.argv)
+        if args is not None:
+            atexit.register(self.at_launcher_exit, args, os.getcwd(), int(time.time() * 1000))
 
     def in_context(self) -> bool:
         params = _launch_params()
@@ -100,12 +159,27 @@ class ProjectExperimentProvider:
         client = mlflow.MlflowClient()
         found = client.get_experiment_by_name(name)
         experiment_id = found.experiment_id if found is not None else client.create_experiment(name)
+        if found is None:
+            from ecgml.tracking.runs import describe_experiment
+
+            describe_experiment(experiment_id)
         sys.stderr.write(f"ecgml: `mlflow run -e {step}` logs into experiment {name!r} "
                          "(--experiment-name chooses another)\n")
-        if experiment_id not in self._watched:
-            self._watched.add(experiment_id)
-            atexit.register(fail_unfinished_launch, experiment_id, step, int(time.time() * 1000))
+        self._experiment_id = str(experiment_id)
         return str(experiment_id)
+
+    def at_launcher_exit(self, args: list[str], cwd: str, since_ms: int) -> str | None:
+        """At the ``mlflow run`` launcher's exit: fail its run if it is still RUNNING (returns its id)."""
+        params = parse_launch(args)
+        step = launched_step(params, cwd) if params is not None else None
+        if params is None or step is None:
+            return None
+        try:
+            experiment_id = self._experiment_id or launch_experiment(params, step)
+        except Exception as exc:  # the launcher is exiting anyway: say it, never mask its own error
+            sys.stderr.write(f"ecgml: could not check the run `mlflow run` left behind ({exc})\n")
+            return None
+        return None if experiment_id is None else fail_unfinished_launch(experiment_id, step, since_ms)
 
 
 def fail_unfinished_launch(experiment_id: str, step: str, since_ms: int) -> str | None:

@@ -15,7 +15,19 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY
-from ecgml.defaults import DEFAULT_FS
+from ecgml.defaults import (
+    CALIBRATE_EXPERIMENT,
+    DEFAULT_BACKBONE_MODEL,
+    DEFAULT_CLASSIFIER_MODEL,
+    DEFAULT_FS,
+    EVALUATE_EXPERIMENT,
+    FINETUNE_EXPERIMENT,
+    PRETRAIN_EXPERIMENT,
+    PRETRAINED_EXPERIMENT,
+    STANDALONE_EXPERIMENT,
+    STUDY_EXPERIMENT,
+    TUNE_EXPERIMENT,
+)
 
 
 def _num(value: float) -> str:
@@ -123,3 +135,76 @@ def training_params(config: Any, *, family: str, lineage: Mapping[str, str] | No
     for key, value in (extras or {}).items():
         params["ptbxl_fraction" if key == "ptbxl" else key] = value
     return params
+
+
+#: The experiment of the data steps (``ecgml data ...`` under ``mlflow run``).
+DATA_EXPERIMENT = "ecgml"
+#: The experiment of ``benchmarks/real_ptbxl.py``.
+BENCHMARK_EXPERIMENT = "ecgml-benchmark-ptbxl"
+
+_TRAINING_PARAMS = ("`arm`, `family`, `backbone`, `strategy`, `fraction`, `fs`, `leads`, `input_domain`, `seed`, "
+                    "`lr`, `weight_decay`, `epochs`, `crop_s`, `label_map`")
+
+#: What each step experiment holds and how to compare its runs: MLflow shows it above the runs table.
+EXPERIMENT_DESCRIPTIONS: dict[str, str] = {
+    PRETRAIN_EXPERIMENT: (
+        "PTB-XL pretraining runs (`ecgml pretrain`), one per backbone, task, rate, lead set and seed, named "
+        "`pretrain <backbone> <task> <fs>Hz`. `ecgml register` registers the best finished run by "
+        f"`best_val_macro_auc` as **{DEFAULT_BACKBONE_MODEL}**. The params that differ between runs are "
+        f"{_TRAINING_PARAMS}, `ptbxl_fraction` and `task`. Compare one task's backbones with e.g. "
+        "`params.task = 'superdiagnostic' and params.fs = '100'`, sorted by `metrics.best_val_macro_auc`."),
+    PRETRAINED_EXPERIMENT: (
+        "The PTB-XL backbones shipped with ecgml (`ecgml pretrained register`): logged models without a "
+        f"training run, registered as versions of **{DEFAULT_BACKBONE_MODEL}**. See the *Models* tab; each "
+        "version's description and tags say which benchmark run produced it and its validation AUC."),
+    STANDALONE_EXPERIMENT: (
+        "G12EC classifiers trained from scratch (`ecgml train-standalone`): the baseline arm, one run per "
+        "backbone, fraction of G12EC and seed, named `standalone <backbone> f=<fraction> s=<seed>`. The params "
+        f"that differ are {_TRAINING_PARAMS}. Compare families at one fraction with e.g. "
+        "`params.fraction = '0.25'` (columns `params.family`, `metrics.test_macro_auc`), and against "
+        f"fine-tuning by the same fraction and seed in **{FINETUNE_EXPERIMENT}**."),
+    FINETUNE_EXPERIMENT: (
+        "G12EC classifiers fine-tuned from a registered PTB-XL backbone (`ecgml finetune`, `mlflow run . -e "
+        "finetune`), one run per fraction of G12EC, strategy and seed, named `finetune <backbone> "
+        f"f=<fraction> s=<seed>`; each registers a version of **{DEFAULT_CLASSIFIER_MODEL}**. The params that "
+        f"differ are {_TRAINING_PARAMS} and `backbone_version` (the backbone it started from). Compare with "
+        "e.g. `params.fraction = '0.1' and params.strategy = 'gradual'`, or one backbone's runs with "
+        f"`params.backbone_version = 'models:/{DEFAULT_BACKBONE_MODEL}/1'`; sort by `metrics.test_macro_auc`."),
+    CALIBRATE_EXPERIMENT: (
+        "Calibrations of registered classifiers (`ecgml calibrate --model ...`), named `calibrate <the "
+        "calibrated run's name>`: each fits one temperature, per-class temperatures and Platt scaling on "
+        "validation, keeps one (`params.chosen`) and registers a calibrated version. Compare "
+        "`metrics.test_macro_ece_before` with `metrics.test_macro_ece_after` (and Brier); calibrations "
+        "with a warning: `` tags.`ecgml.calibration_warning` LIKE '%' ``. AUC is unchanged by design."),
+    EVALUATE_EXPERIMENT: (
+        "Evaluations of registered versions as served (`ecgml evaluate --model models:/...`), one run per "
+        "version and split, calibration included: macro AUC with its bootstrap interval "
+        "(`test_macro_auc_low`/`_high`), AUPRC, Fmax, ECE, Brier. The version is `params.model`; compare "
+        f"versions with e.g. `params.model LIKE 'models:/{DEFAULT_CLASSIFIER_MODEL}/%'`, sorted by "
+        "`metrics.test_macro_auc`."),
+    TUNE_EXPERIMENT: (
+        "Optuna hyper-parameter searches (`ecgml tune`): one parent run per study (`` tags.`ecgml.kind` = "
+        "'tune' ``, its `trial_value` metric plotted per trial number) and one child training run per "
+        "trial, whose params are the sampled values. Compare one study's trials with "
+        "`` tags.`optuna.study_name` = '<study>' ``, sorted by `metrics.best_val_macro_auc`; pruned trials "
+        "are KILLED, failed ones FAILED."),
+    STUDY_EXPERIMENT: (
+        "The ecgml study (`ecgml main`, `ecgml experiment ...`, `mlflow run .`): a `main` run, one parent "
+        "run per sweep (`` tags.`ecgml.kind` = 'sweep' ``, with `comparison/comparison.png` of test macro AUC "
+        "per setting and arm), its children one per setting, arm and seed, named after them; a calibration "
+        "is a child of the run it calibrates. Compare e.g. `params.arm = 'finetune' and params.fraction = "
+        "'0.025'`, or one sweep's training runs with `` tags.`ecgml.sweep` = 'fraction' and "
+        "tags.`ecgml.kind` != 'calibrate' ``."),
+    DATA_EXPERIMENT: (
+        "Data steps run by `mlflow run . -e synth|download|prepare|stats`: each run holds the JSON summary "
+        "of what it built or checked (records, problems, cache digest). Nothing here is a model."),
+    BENCHMARK_EXPERIMENT: (
+        "The PTB-XL benchmark on real records (`benchmarks/real_ptbxl.py`): one pretraining run per task, "
+        "backbone and seed. Compare a task's models with `params.task = 'all'`, sorted by "
+        "`metrics.best_val_macro_auc` (fold 9, the fold that selects the epoch)."),
+}
+
+
+def experiment_description(name: str) -> str | None:
+    """The description of an experiment ecgml creates (None for a name it does not know: a user's own)."""
+    return EXPERIMENT_DESCRIPTIONS.get(name)

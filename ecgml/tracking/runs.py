@@ -274,6 +274,7 @@ def open_run(
 ) -> Iterator[Any]:
     """Start a run (or resume ``run_id``, or adopt the run ``mlflow run`` started) and end it cleanly.
 
+    A step experiment ecgml knows gets its description (:func:`describe_experiment`) unless it has one.
     A run that raises is marked FAILED; a KeyboardInterrupt marks it KILLED. Either way what was
     already logged stays. After :class:`TrackingUnavailable` the store is not called again: the run is
     left RUNNING there (as after ``kill -9``), which is what ``--resume`` continues.
@@ -295,6 +296,7 @@ def open_run(
             os.environ["MLFLOW_RUN_ID"] = adopted
     status: str | None = "FINISHED"
     try:
+        describe_experiment(run.info.experiment_id)
         yield run
     except TrackingUnavailable:
         status = None
@@ -393,17 +395,39 @@ def _same_value(a: str, b: str) -> bool:
         return a.lower() == b.lower()
 
 
+#: The tag MLflow's UI shows as a run's or an experiment's description.
+NOTE_TAG = "mlflow.note.content"
+
+
 def set_description(text: str, *, run_id: str | None = None, experiment: str | None = None) -> None:
-    """Give a run or an experiment the description MLflow's UI shows above it (``mlflow.note.content``)."""
+    """Give a run or an experiment the description MLflow's UI shows above it (``mlflow.note.content``);
+    an experiment's description is never written over (a user's, or an earlier ecgml one)."""
     import mlflow
 
     client = mlflow.MlflowClient()
     if experiment is not None:
         found = client.get_experiment_by_name(experiment)
-        if found is not None and not (found.tags or {}).get("mlflow.note.content"):
-            client.set_experiment_tag(found.experiment_id, "mlflow.note.content", text)
+        if found is not None and not (found.tags or {}).get(NOTE_TAG):
+            client.set_experiment_tag(found.experiment_id, NOTE_TAG, text)
     if run_id is not None:
-        client.set_tag(run_id, "mlflow.note.content", text)
+        client.set_tag(run_id, NOTE_TAG, text)
+
+
+def describe_experiment(experiment_id: str) -> bool:
+    """Give a step experiment (``ecgml-finetune``, ...: :data:`~ecgml.tracking.run_names.EXPERIMENT_DESCRIPTIONS`)
+    its description, saying what its runs are and how to compare them, unless it already has one (a user's
+    text is never replaced). Returns whether it wrote one."""
+    import mlflow
+
+    from ecgml.tracking.run_names import experiment_description
+
+    client = mlflow.MlflowClient()
+    found = client.get_experiment(experiment_id)
+    text = experiment_description(found.name)
+    if text is None or (found.tags or {}).get(NOTE_TAG):
+        return False
+    client.set_experiment_tag(experiment_id, NOTE_TAG, text)
+    return True
 
 
 def run_link(run_id: str, uri: str | None = None) -> str:

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from ecgml.data.synth import generate_g12ec, generate_ptbxl
-from ecgml.tracking.mlflow_project import STEP_EXPERIMENTS, UNSTARTED_TAG, fail_unfinished_launch, project_step
+from ecgml.tracking.mlflow_project import (
+    STEP_EXPERIMENTS,
+    UNSTARTED_TAG,
+    ProjectExperimentProvider,
+    fail_unfinished_launch,
+    launcher_args,
+    project_step,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -97,6 +104,77 @@ def test_the_launchers_own_unfinished_run_is_failed_and_no_other(tmp_path: Path,
     for run in (other_step, later):
         assert client.get_run(run.info.run_id).info.status == "RUNNING"
     assert client.get_run(done.info.run_id).info.status == "FINISHED"
+
+
+def test_only_the_mlflow_run_process_checks_its_run_at_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert launcher_args(["/venv/bin/mlflow", "run", ".", "-e", "finetune"]) == [".", "-e", "finetune"]
+    assert launcher_args(["/venv/lib/site-packages/mlflow/__main__.py", "run", "."]) == ["."]
+    for argv in (["/venv/bin/mlflow", "models", "serve"], ["/venv/bin/pytest", "run"], ["/venv/bin/mlflow"],
+                 ["/x/ecgml/__main__.py", "run"]):
+        assert launcher_args(argv) is None, argv
+    registered: list[tuple] = []
+    monkeypatch.setattr("atexit.register", lambda *a: registered.append(a))
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/pytest", "-q"])
+    ProjectExperimentProvider()
+    assert registered == []  # MLflow constructs the provider in every process that imports it
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/mlflow", "run", ".", "--experiment-name", "mine"])
+    provider = ProjectExperimentProvider()
+    assert [r[:3] for r in registered] == [(provider.at_launcher_exit, [".", "--experiment-name", "mine"],
+                                            os.getcwd())]
+
+
+@pytest.mark.parametrize("chosen", ["--experiment-name", "--experiment-id", "MLFLOW_EXPERIMENT_NAME",
+                                    "MLFLOW_EXPERIMENT_ID", "step"])
+def test_the_exit_check_finds_the_launch_whichever_way_the_experiment_was_chosen(
+        chosen: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+    from mlflow.projects.utils import _get_user
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    client = mlflow.MlflowClient()
+    name = "ecgml-finetune" if chosen == "step" else "mine"
+    experiment = client.create_experiment(name)
+    args = [".", "-e", "finetune", "-P", "fraction=0.1"]
+    if chosen.startswith("--"):
+        args += [chosen, name if chosen == "--experiment-name" else experiment]
+    elif chosen != "step":
+        monkeypatch.setenv(chosen, name if chosen.endswith("NAME") else experiment)
+    since = int(time.time() * 1000)
+    run = client.create_run(experiment, tags={"mlflow.project.entryPoint": "finetune", "mlflow.user": _get_user()})
+    provider = ProjectExperimentProvider()
+    assert provider.at_launcher_exit([*args, "--backend", "kubernetes"], str(ROOT), since) is None  # may run on
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"
+    assert provider.at_launcher_exit(args, str(tmp_path), since) is None  # not an ecgml project
+    assert provider.at_launcher_exit(args, str(ROOT), since) == run.info.run_id
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
+    assert UNSTARTED_TAG in client.get_run(run.info.run_id).data.tags
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chosen", ["--experiment-name", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"])
+def test_a_failed_launch_into_a_chosen_experiment_leaves_no_run_running(chosen: str, tmp_path: Path) -> None:
+    """The launches MLflow never asks the plugin about: the experiment came from the command line or the
+    environment."""
+    import mlflow
+
+    project = _checkout(tmp_path / "clone")
+    no_pyenv = os.pathsep.join([str(VENV_BIN), "/usr/local/bin", "/usr/bin", "/bin"])  # MLflow needs pyenv
+    env = {**_shell_env(tmp_path, no_pyenv), "MLFLOW_ENV_ROOT": str(tmp_path / "envs")}
+    command = ["mlflow", "run", ".", "-e", "finetune", "-P", "fraction=0.1"]
+    if chosen == "--experiment-name":
+        command += ["--experiment-name", "mine"]
+    elif chosen == "MLFLOW_EXPERIMENT_NAME":
+        env[chosen] = "mine"
+    else:
+        env[chosen] = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment("mine")
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    (run,) = _runs(tmp_path, "mine")
+    assert run.info.status == "FAILED" and UNSTARTED_TAG in run.data.tags, done.stderr[-2000:]
+    assert "never reached its entry point; marked FAILED" in done.stderr
+    assert not _runs(tmp_path, "ecgml-finetune") and not _runs(tmp_path, "Default")
 
 
 @pytest.mark.slow

@@ -27,3 +27,61 @@ def test_children_of_an_adopted_run_are_new_runs(tmp_path: Path, monkeypatch: py
     for run_id, kind in ((child.info.run_id, "data"), (second.info.run_id, "pretrain")):
         run = client.get_run(run_id)
         assert run.data.tags["ecgml.kind"] == kind and run.data.tags["mlflow.parentRunId"] == started.info.run_id
+
+
+def test_step_experiments_get_a_description_and_a_users_is_kept(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from ecgml.defaults import (
+        CALIBRATE_EXPERIMENT,
+        EVALUATE_EXPERIMENT,
+        FINETUNE_EXPERIMENT,
+        PRETRAIN_EXPERIMENT,
+        PRETRAINED_EXPERIMENT,
+        STANDALONE_EXPERIMENT,
+        STUDY_EXPERIMENT,
+        TUNE_EXPERIMENT,
+    )
+    from ecgml.tracking.mlflow_project import STEP_EXPERIMENTS
+    from ecgml.tracking.run_names import EXPERIMENT_DESCRIPTIONS
+    from ecgml.tracking.runs import NOTE_TAG
+
+    steps = {PRETRAIN_EXPERIMENT, PRETRAINED_EXPERIMENT, STANDALONE_EXPERIMENT, FINETUNE_EXPERIMENT,
+             CALIBRATE_EXPERIMENT, EVALUATE_EXPERIMENT, STUDY_EXPERIMENT, TUNE_EXPERIMENT}
+    assert steps | set(STEP_EXPERIMENTS.values()) <= set(EXPERIMENT_DESCRIPTIONS)
+    assert "params.fraction = '0.1'" in EXPERIMENT_DESCRIPTIONS[FINETUNE_EXPERIMENT]  # how to compare
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    client.create_experiment(STANDALONE_EXPERIMENT, tags={NOTE_TAG: "my baselines"})
+    for name in (FINETUNE_EXPERIMENT, STANDALONE_EXPERIMENT, "mine"):
+        with open_run(name, system_metrics=False):
+            pass
+    assert client.get_experiment_by_name(FINETUNE_EXPERIMENT).tags[NOTE_TAG] == EXPERIMENT_DESCRIPTIONS[
+        FINETUNE_EXPERIMENT]
+    assert client.get_experiment_by_name(STANDALONE_EXPERIMENT).tags[NOTE_TAG] == "my baselines"
+    assert NOTE_TAG not in client.get_experiment_by_name("mine").tags  # ecgml does not know what it holds
+    # A description the user writes after ecgml's stays too.
+    finetune = client.get_experiment_by_name(FINETUNE_EXPERIMENT).experiment_id
+    client.set_experiment_tag(finetune, NOTE_TAG, "edited")
+    with open_run(FINETUNE_EXPERIMENT, system_metrics=False):
+        pass
+    assert client.get_experiment(finetune).tags[NOTE_TAG] == "edited"
+
+
+def test_the_experiment_mlflow_run_creates_for_a_step_is_described(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from ecgml.tracking.mlflow_project import ProjectExperimentProvider
+    from ecgml.tracking.run_names import EXPERIMENT_DESCRIPTIONS
+    from ecgml.tracking.runs import NOTE_TAG
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    provider = ProjectExperimentProvider()
+    provider._step = "calibrate"  # what in_context found for `mlflow run . -e calibrate`
+    experiment = provider.get_experiment_id()
+    assert mlflow.MlflowClient().get_experiment(experiment).tags[NOTE_TAG] == EXPERIMENT_DESCRIPTIONS[
+        "ecgml-calibrate"]
