@@ -22,7 +22,12 @@ Whole-run samples/s counts every second of a run (imports, MLflow, evaluation) a
 trained. Each process logs to its own SQLite store (copied from one initialised store), so the figure
 measures how the processes share the cores, not how SQLite serialises writers.
 
-``--tune`` also times ``ecgml tune`` on a fixed small study with ``--workers 1`` and ``--workers N``.
+``--tune`` also times ``ecgml tune`` on a fixed small study with ``--workers 1`` and ``--workers N``, and says
+when the study was ready and when each worker started its first trial (where the start-up time goes).
+
+``--wait-policy PASSIVE|ACTIVE`` sets ``OMP_WAIT_POLICY`` explicitly in every training child, whatever the
+mode says (ACTIVE: OpenMP threads spin while they wait; PASSIVE: they sleep), to measure the policy alone
+and side by side on a quiet machine; without it each mode sets the policy it names.
 
 Run it without a thread-limiting environment (the script drops OMP_NUM_THREADS and friends from the
 children's environment: the budget must set them itself), and say what else ran on the machine:
@@ -74,7 +79,8 @@ MODES = {
 def _child(args: argparse.Namespace) -> None:
     """One whole training run, as ``ecgml pretrain`` does it; prints its samples and epoch seconds."""
     budget = apply_budget(plan_budget(cores=available_cores()))  # what the ecgml command does first
-    if args.wait == "default":  # before torch loads OpenMP: its own spin-then-sleep waiting
+    if args.wait == "default":  # before torch loads OpenMP: its own spin-then-sleep waiting (the budget's
+        # policy, or one the parent set with --wait-policy, is kept by "keep")
         os.environ.pop("OMP_WAIT_POLICY", None)
     from ecgml.config import DataConfig, PrepareConfig
     from ecgml.train.loop import OptimConfig
@@ -107,6 +113,7 @@ class RunResult:
     wall_s: float
     threads: int
     source: str
+    wait: str
 
 
 @dataclass
@@ -147,9 +154,12 @@ def _group(mode: str, n: int, work: Path, template: Path, args: argparse.Namespa
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(template, folder / "mlflow.db")
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+        if args.wait_policy:
+            env["OMP_WAIT_POLICY"] = args.wait_policy
+        wait = "keep" if args.wait_policy else "default" if mode in ("old", "shared-spin") else "passive"
         cmd = [sys.executable, __file__, "--child", "--root", str(args.tree), "--cache-dir", str(args.cache),
                "--runs-dir", str(folder / "runs"), "--epochs", str(args.epochs), "--tag", f"{mode}-{n}-{i}",
-               "--wait", "default" if mode in ("old", "shared-spin") else "passive"]
+               "--wait", wait]
         procs.append((time.perf_counter(), subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
                                                              stderr=subprocess.PIPE, text=True)))
     runs = []
@@ -160,7 +170,7 @@ def _group(mode: str, n: int, work: Path, template: Path, args: argparse.Namespa
             raise SystemExit(f"a {mode} run failed ({proc.returncode}):\n{err[-3000:]}")
         line = next(x for x in out.splitlines() if x.startswith("RESULT "))
         doc = json.loads(line.removeprefix("RESULT "))
-        runs.append(RunResult(doc["samples"], doc["epoch_s"], wall, doc["threads"], doc["source"]))
+        runs.append(RunResult(doc["samples"], doc["epoch_s"], wall, doc["threads"], doc["source"], doc["wait"]))
     return GroupResult(runs, time.perf_counter() - began)
 
 
@@ -231,6 +241,19 @@ def _tune(args: argparse.Namespace, work: Path, n: int) -> dict[int, float]:
     return seconds
 
 
+def _alone(modes: list[str], work: Path, template: Path, args: argparse.Namespace,
+           cores: int) -> dict[str, GroupResult]:
+    """One process by itself, per waiting policy the chosen modes need (the reference of their ratios)."""
+    alone: dict[str, GroupResult] = {}
+    for wait, mode in (("default", "old"), ("passive", "independent")):
+        if any(m in modes for m in ((mode, "shared-spin") if wait == "default" else (mode, "shared"))):
+            alone[wait] = _group(mode, 1, work, template, args, cores)
+            r = alone[wait].runs[0]
+            print(f"one process alone (OMP_WAIT_POLICY {r.wait}, {r.threads} threads): {alone[wait].whole:7.1f} "
+                  f"samples/s whole run ({r.wall_s:.1f} s), {alone[wait].epochs:7.1f} samples/s in epochs")
+    return alone
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, default=2, help="Processes run at once [2].")
@@ -241,12 +264,14 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="Also time ecgml tune --workers 1 vs --workers N.")
     parser.add_argument("--tune-trials", type=int, default=12)
     parser.add_argument("--tune-epochs", type=int, default=3)
+    parser.add_argument("--wait-policy", choices=("PASSIVE", "ACTIVE"), default=None,
+                        help="OMP_WAIT_POLICY set in every training child, overriding the modes' own [unset].")
     parser.add_argument("--keep", action="store_true", help="Keep the work folder.")
     # the child's own options
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("--root", "--cache-dir", "--runs-dir", "--tag"):
         parser.add_argument(name, help=argparse.SUPPRESS)
-    parser.add_argument("--wait", choices=("passive", "default"), default="passive", help=argparse.SUPPRESS)
+    parser.add_argument("--wait", choices=("passive", "default", "keep"), default="passive", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures as they come, into a log too
     if args.child:
@@ -261,6 +286,8 @@ def main() -> None:
     print(f"{cores} core(s) usable; {args.processes} processes at once; {BACKBONE}, {args.records} synthetic "
           f"records, {args.epochs} epochs per run" + (f"; dropped from the children's environment: {outside}"
                                                       if outside else ""))
+    if args.wait_policy:
+        print(f"OMP_WAIT_POLICY={args.wait_policy} set in every training child (--wait-policy), whatever the mode")
     try:
         load = os.getloadavg()
         print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -269,13 +296,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ecgml-concurrency-"))
     try:
         template = _prepare(args, work)
-        alone: dict[str, GroupResult] = {}  # one process by itself, per waiting policy
-        for wait, mode in (("default", "old"), ("passive", "independent")):
-            if any(m in modes for m in ((mode, "shared-spin") if wait == "default" else (mode, "shared"))):
-                alone[wait] = _group(mode, 1, work, template, args, cores)
-                r = alone[wait].runs[0]
-                print(f"one process alone ({wait} waiting, {r.threads} threads): {alone[wait].whole:7.1f} samples/s "
-                      f"whole run ({r.wall_s:.1f} s), {alone[wait].epochs:7.1f} samples/s in epochs")
+        alone = _alone(modes, work, template, args, cores)
         best = max((g.whole for g in alone.values()), default=float("nan"))
         best_epochs = max((g.epochs for g in alone.values()), default=float("nan"))
         if modes:
@@ -286,7 +307,8 @@ def main() -> None:
             ref = alone["default" if mode in ("old", "shared-spin") else "passive"]
             threads = "+".join(str(r.threads) for r in group.runs)
             print(f"{mode:<12} {threads:>8} {group.whole:10.1f} {group.whole / ref.whole:6.2f} "
-                  f"{group.whole / best:8.2f} {group.epochs:8.1f} {group.epochs / ref.epochs:6.2f}   {MODES[mode]}")
+                  f"{group.whole / best:8.2f} {group.epochs:8.1f} {group.epochs / ref.epochs:6.2f}   {MODES[mode]}"
+                  + (f" [OMP_WAIT_POLICY {group.runs[0].wait}]" if args.wait_policy else ""))
         if modes:
             print(f"(best alone: {best:.1f} samples/s whole run, {best_epochs:.1f} in epochs)")
         if args.tune:

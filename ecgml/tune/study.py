@@ -1,6 +1,6 @@
 """A study from start to end: check everything, create (or resume) it with its parent run and exactly
-``n_trials`` slots, run the workers (in this process, or ``--workers N`` processes), then record the best
-trial on the parent run and register its model. Several workers on one machine: :mod:`ecgml.tune.pool`.
+``n_trials`` slots, run the workers (this process, which with ``--workers N`` is worker 0 beside N-1 processes
+it started: :mod:`ecgml.tune.pool`), then record the best trial on the parent run and register its model.
 """
 
 from __future__ import annotations
