@@ -34,7 +34,7 @@ SMALLEST = {"fraction": (0.1,), "pretrain-fraction": (0.5,), "sampling-rate": (5
 def _compact(work: Path, args: argparse.Namespace) -> float:
     import mlflow
 
-    from ecgml.jobs.main import MainConfig, run_main
+    from ecgml.workflow.main import MainConfig, run_main
 
     start = time.perf_counter()
     outcome = run_main(MainConfig(data_dir=work / "data", ptbxl_records=args.ptbxl_records,

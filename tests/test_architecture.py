@@ -19,18 +19,17 @@ PACKAGE = ROOT / "ecgml"
 
 #: The layers that know nothing of tracking, training or orchestration, and what they must not import.
 LOWER = ("ecgml.data", "ecgml.models", "ecgml.evaluate")
-ABOVE_LOWER = ("mlflow", "ecgml.train", "ecgml.posttrain", "ecgml.jobs", "ecgml.experiments", "ecgml.workflow",
+ABOVE_LOWER = ("mlflow", "ecgml.train", "ecgml.posttrain", "ecgml.experiments", "ecgml.workflow",
                "ecgml.tracking", "ecgml.tune", "ecgml.cli")
 #: Tracking (runs, registry, the served model) sits below training and the jobs that use it.
-ABOVE_TRACKING = ("ecgml.train", "ecgml.posttrain", "ecgml.jobs", "ecgml.experiments", "ecgml.workflow",
+ABOVE_TRACKING = ("ecgml.train", "ecgml.posttrain", "ecgml.experiments", "ecgml.workflow",
                   "ecgml.tune", "ecgml.cli")
 #: Training runs one tracked run; calibration, evaluation, the sweeps, tuning and CLI that start runs sit above it.
-ABOVE_TRAIN = ("ecgml.posttrain", "ecgml.jobs", "ecgml.experiments", "ecgml.workflow", "ecgml.tune", "ecgml.cli")
+ABOVE_TRAIN = ("ecgml.posttrain", "ecgml.experiments", "ecgml.workflow", "ecgml.tune", "ecgml.cli")
 #: Calibration and evaluation (one tracked run each) sit below everything that orchestrates several runs.
-ABOVE_POSTTRAIN = ("ecgml.jobs", "ecgml.experiments", "ecgml.workflow", "ecgml.tune", "ecgml.cli")
-#: The main job runs a sweep and its report, so it sits above the sweeps; only the CLI (and the CLI's old import
-#: path ``ecgml.jobs``) imports it.
-ABOVE_EXPERIMENTS = ("ecgml.jobs", "ecgml.workflow", "ecgml.cli")
+ABOVE_POSTTRAIN = ("ecgml.experiments", "ecgml.workflow", "ecgml.tune", "ecgml.cli")
+#: The main job runs a sweep and its report, so it sits above the sweeps; only the CLI imports it.
+ABOVE_EXPERIMENTS = ("ecgml.workflow", "ecgml.cli")
 
 
 @dataclass(frozen=True)
@@ -196,15 +195,11 @@ def test_calibration_and_evaluation_import_no_orchestration() -> None:
     assert violations(["ecgml.posttrain"], ABOVE_POSTTRAIN) == []
 
 
-def test_jobs_and_experiments_do_not_import_each_other() -> None:
-    assert violations(["ecgml.jobs"], ["ecgml.experiments"]) + violations(["ecgml.experiments"], ["ecgml.jobs"]) == []
-
-
 def test_the_sweeps_import_no_main_job_and_only_the_cli_imports_it() -> None:
     """One way only: the main job (``ecgml.workflow``) runs a sweep, a sweep never runs the main job."""
     assert violations(["ecgml.experiments"], ABOVE_EXPERIMENTS) == []
     assert [f"{i.source}:{i.line}" for i in all_imports() if _under(i.target, ["ecgml.workflow"])
-            and not _under(i.source, ["ecgml.workflow", "ecgml.jobs", "ecgml.cli"])] == []
+            and not _under(i.source, ["ecgml.workflow", "ecgml.cli"])] == []
 
 
 def test_only_the_cli_imports_the_cli() -> None:

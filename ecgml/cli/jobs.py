@@ -40,7 +40,7 @@ def calibrate_command(model_uri: str, method: str, register_as: str | None, bins
     """Calibrate a classifier on its validation predictions (temperature or Platt scaling); report test
     ECE/MCE/Brier before and after, and why a calibration cannot help; register the calibrated version (its
     pyfunc applies the map)."""
-    from ecgml.jobs.calibrate import CalibrationError, run_calibration
+    from ecgml.posttrain.calibrate import CalibrationError, run_calibration
     from ecgml.tracking.registry import RegistryError
     from ecgml.tracking.runs import TrackingError
 
@@ -75,7 +75,7 @@ def calibrate_command(model_uri: str, method: str, register_as: str | None, bins
 def evaluate_command(model_uri: str, source: str, root: str | None, label_map: str, splits: str, split: str,
                      bootstrap: int, experiment: str, cache_dir: Path | None, runs_dir: Path | None) -> None:
     """Score a registered model, as served (calibration included), on a dataset split; log metrics and plots."""
-    from ecgml.jobs.evaluate import EvaluationError, run_evaluation
+    from ecgml.posttrain.evaluate import EvaluationError, run_evaluation
     from ecgml.tracking.registry import RegistryError
     from ecgml.tracking.runs import TrackingError
 
@@ -118,10 +118,10 @@ def main_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, s
                  report_dir: Path, experiment: str, device: str) -> None:
     """The embedded default job: a compact study on synthetic data (data, pretrain, register, promote,
     fine-tune, calibrate, evaluate, fine-tuned vs standalone sweep, report), each step a child run."""
-    from ecgml.jobs.main import MainConfig, run_main
     from ecgml.models import get_backbone_entry
     from ecgml.tracking.registry import RegistryError
     from ecgml.tracking.runs import TrackingError
+    from ecgml.workflow.main import MainConfig, run_main
 
     try:
         families = name_list(standalone)
