@@ -15,7 +15,7 @@ from ecgml.models import create_backbone
 from ecgml.train import device as device_mod
 from ecgml.train import loop as loop_mod
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, shard
-from ecgml.train.device import amp_dtype, precision_name, resolve_device
+from ecgml.train.device import Precision, amp_dtype, precision_name, resolve_device
 from ecgml.train.loop import OptimConfig, Trainer, load_scaler_state, restore_cuda_rng
 from tests.train.test_loop import _auc, cache_and_splits  # noqa: F401  (a module fixture of tiny splits)
 
@@ -78,15 +78,17 @@ def test_no_shard_ends_in_a_batch_of_one(world: int) -> None:
             assert len(parts[0]) >= -(-n // world) - 1  # at most one record left out per epoch
 
 
-def test_auto_says_when_it_falls_back_to_the_cpu(monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_auto_says_once_when_it_falls_back_to_the_cpu(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(device_mod, "_SAID", set())  # as in a fresh process
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert resolve_device("auto") == torch.device("cpu")
-    assert any("training on the CPU" in str(w.message) for w in caught)
-    assert "training on the CPU" in capsys.readouterr().err
+        assert resolve_device("auto") == torch.device("cpu")  # a study's second run in the same process
+    assert caught == []  # said on stderr only, not a second time as a warning
+    assert capsys.readouterr().err == "warning: device 'auto': torch sees no CUDA or MPS GPU; training on the CPU\n"
 
 
 def test_cuda_n_becomes_the_current_device(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,3 +129,17 @@ def test_the_device_does_not_enter_the_config_digest(tmp_path: Path) -> None:
     digests = {TrainConfig(kind="pretrain", data=data, device=d).digest() for d in ("auto", "cuda", "cuda:1", "cpu")}
     assert len(digests) == 1  # an auto run on a GPU and a cuda run resume each other
     assert TrainConfig(kind="pretrain", data=data, seed=1).digest() not in digests
+
+
+def test_one_precision_rule_for_trainer_params_and_benchmark(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert Precision.choose(torch.device("cuda", 0)) == Precision("cuda", torch.float16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert Precision.choose(torch.device("cuda", 0)).name == "bf16-mixed"
+    cpu = Precision.choose(torch.device("cpu"))
+    assert cpu == Precision("cpu", None) and cpu.name == "fp32" and not cpu.enabled
+    assert not cpu.scaler().is_enabled() and not cpu.autocast()._enabled
+    forced = Precision.choose(torch.device("cpu"), amp=True)
+    assert forced.dtype is torch.bfloat16 and not forced.scaler().is_enabled()  # bf16 needs no loss scaler
+    assert Precision("cpu", torch.float16).scaler().is_enabled()  # fp16 does
+    assert Precision.choose(torch.device("cuda", 0), amp=False).name == "fp32"
