@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from ecgml.runtime.env import env_seconds
+
 #: Timeout of a training collective (s): how long a rank waits for the others at a step or an epoch's end.
 DEFAULT_DIST_TIMEOUT_S = 1800.0
 #: How long ranks wait for another rank's single-rank work (s): a cache build, a tracking outage, uploads.
@@ -65,27 +67,14 @@ class DistContext:
         return self.world_size > 1
 
 
-def _seconds(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"{name}={text!r} must be > 0")
-    return value
-
-
 def dist_timeout_s() -> float:
     """``$ECGML_DIST_TIMEOUT_S``: the timeout of training collectives."""
-    return _seconds("ECGML_DIST_TIMEOUT_S", DEFAULT_DIST_TIMEOUT_S)
+    return env_seconds("ECGML_DIST_TIMEOUT_S", DEFAULT_DIST_TIMEOUT_S, allow_zero=False)
 
 
 def dist_wait_s() -> float:
     """``$ECGML_DIST_WAIT_S``: how long ranks wait for one rank's single-rank work."""
-    return _seconds("ECGML_DIST_WAIT_S", DEFAULT_DIST_WAIT_S)
+    return env_seconds("ECGML_DIST_WAIT_S", DEFAULT_DIST_WAIT_S, allow_zero=False)
 
 
 def collective_device(backend: str, device: torch.device) -> torch.device:
@@ -183,21 +172,38 @@ def broadcast_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
 
 def from_main(fn: Callable[[], T], ctx: DistContext) -> T:
     """``fn()`` computed by rank 0 alone and handed to every rank (a checkpoint only rank 0's machine
-    holds). A failure on rank 0 is raised there and as :class:`PeerFailed` on the others, instead of
-    leaving them in a collective."""
+    holds, the MLflow run rank 0 opens). The other ranks wait for it on the long-timeout group (``fn``
+    may wait on a tracking server); a failure on rank 0 is raised there and as :class:`PeerFailed` on the
+    others, instead of leaving them in a collective. ``fn`` runs on rank 0 only."""
     if not ctx.enabled:
         return fn()
+    group = ctx.wait_group
     if ctx.is_main:
         try:
             value = fn()
         except Exception as exc:
-            broadcast_object(("error", f"{type(exc).__name__}: {exc}"), ctx)
+            broadcast_object(("error", f"{type(exc).__name__}: {exc}"), ctx, group=group)
             raise
-        broadcast_object(("ok", value), ctx)
+        broadcast_object(("ok", value), ctx, group=group)
         return value
-    kind, value = broadcast_object(None, ctx)
+    kind, value = broadcast_object(None, ctx, group=group)
     if kind == "error":
         raise PeerFailed(f"rank 0 failed ({str(value).splitlines()[0][:200]}); its own error says more")
+    return value
+
+
+def solo(fn: Callable[[], T], ctx: DistContext, *, here: bool) -> T | None:
+    """Work that only some ranks do (``here`` is true on those: rank 0's evaluation and uploads, each
+    machine's cache build), while the others wait for it on the long-timeout group, never in a training
+    collective whose timeout the work could outlast. Every rank learns whether it failed (:func:`settle`).
+    Returns ``fn()`` where it ran, None elsewhere."""
+    value, failure = None, None
+    if here:
+        try:
+            value = fn()
+        except Exception as exc:
+            failure = exc
+    settle(ctx, failure)
     return value
 
 
