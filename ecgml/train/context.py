@@ -62,9 +62,13 @@ class TrackedRun:
 
 @dataclass
 class RunOutcome:
+    """What a run gave; on a rank other than 0 there is no run id, weights or metrics."""
+
     run_id: str | None
     best_epoch: int
     val_macro_auc: float
     test_macro_auc: float
     weights_dir: Path | None
     metrics: dict[str, Any]
+    #: Under torchrun: why this rank stopped early because another rank failed (that rank reports it).
+    stopped_by: str | None = None

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ecgml.tracking.runs import log_json
 from ecgml.train.context import RunContext, RunOutcome, TrackedRun
-from ecgml.train.loop import FitResult, Trainer
+from ecgml.train.loop import FitResult
 from ecgml.train.pipeline import predictions_frame
 
 
-def finish_run(run: RunContext, tracked: TrackedRun, trainer: Trainer, result: FitResult) -> RunOutcome:
-    """After the last epoch: evaluate the best epoch, log it, save and log the weights and the model,
-    register it if asked."""
+def finish_run(run: RunContext, tracked: TrackedRun, result: FitResult,
+               predictions: dict[str, np.ndarray]) -> RunOutcome:
+    """After the last epoch (rank 0 alone): evaluate the best epoch's ``predictions`` (``val`` and
+    ``test``, per record; the model holds that epoch's weights), log them, save and log the weights and
+    the model, register it if asked."""
     import mlflow
 
     from ecgml.tracking.pyfunc import log_pyfunc
@@ -22,8 +26,7 @@ def finish_run(run: RunContext, tracked: TrackedRun, trainer: Trainer, result: F
 
     config, prepared, splits, model = run.config, run.prepared, run.splits, run.model
     dataset = prepared.dataset
-    model.load_state_dict(result.best_state)
-    outcome = evaluate_and_log(run, trainer, result)
+    outcome = evaluate_and_log(run, result, predictions)
     mean, std = prepared.cache.stats
     metadata = WeightMetadata(
         backbone=model.constructor["name"], backbone_kwargs=model.constructor["kwargs"],
@@ -48,8 +51,9 @@ def finish_run(run: RunContext, tracked: TrackedRun, trainer: Trainer, result: F
                       outcome)
 
 
-def evaluate_and_log(run: RunContext, trainer: Trainer, result: FitResult) -> dict[str, Any]:
-    """Predictions of the best epoch on validation and test, metrics with intervals, plots."""
+def evaluate_and_log(run: RunContext, result: FitResult, predictions: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Metrics with intervals and plots of the best epoch's predictions on validation and test (computed
+    before, by every rank together: this runs on rank 0 alone)."""
     import mlflow
 
     from ecgml.evaluate.auc import bootstrap_auc, per_class_report
@@ -57,14 +61,13 @@ def evaluate_and_log(run: RunContext, trainer: Trainer, result: FitResult) -> di
     from ecgml.evaluate.ranking import ranking_summary
 
     config, splits = run.config, run.splits
-    windows = run.datasets[1:]
     out: dict[str, Any] = {"best_epoch": result.best_epoch}
     folder = config.runs_dir / mlflow.active_run().info.run_id / "eval"
     folder.mkdir(parents=True, exist_ok=True)
     history = {key: [getattr(r, key) for r in result.history] for key in ("train_loss", "val_loss", "val_macro_auc")}
     plot_learning_curves(history, folder / "learning_curves.png", title=f"{config.kind} ({config.model.backbone})")
-    for name, split, ds in (("val", splits.val, windows[0]), ("test", splits.test, windows[1])):
-        probs = trainer.predict(ds, config.optim.aggregate)
+    for name, split in (("val", splits.val), ("test", splits.test)):
+        probs = predictions[name]
         frame = predictions_frame(split, splits.tables[name], splits.classes, probs)
         path = folder / f"predictions_{name}.csv"
         frame.to_csv(path, index=False)

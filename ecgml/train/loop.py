@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,15 @@ from ecgml.runtime.console import epoch_line, progress_options, say
 from ecgml.train.batches import BatchSource
 from ecgml.train.checkpoint import load_checkpoint_everywhere, save_checkpoint
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, shard
-from ecgml.train.device import amp_dtype, precision_name
-from ecgml.train.distributed import DistContext, all_gather, all_reduce_sum, broadcast_buffers, broadcast_object
+from ecgml.train.device import Precision
+from ecgml.train.distributed import (
+    DistContext,
+    all_gather,
+    all_reduce_sum,
+    broadcast_buffers,
+    broadcast_object,
+    solo,
+)
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -157,9 +165,9 @@ class Trainer:
         if self.ctx.enabled and self.ctx.device.type == "cuda" and device != self.ctx.device:
             raise ValueError(f"the model is on {device} but this rank's collectives run on {self.ctx.device}")
         # ``amp`` forces mixed precision on or off; by default CUDA trains in bf16 or fp16 (see amp_dtype)
-        dtype = amp_dtype(device)
-        self.amp = dtype is not None if amp is None else amp
-        self.amp_dtype: torch.dtype | None = (dtype or torch.bfloat16) if self.amp else None
+        self.precision_policy = Precision.choose(device, amp)
+        self.amp = self.precision_policy.enabled
+        self.amp_dtype: torch.dtype | None = self.precision_policy.dtype
         self.loss_fn = nn.BCEWithLogitsLoss()
         if optim.strategy != "full" and not hasattr(self.model, "unfreeze_last"):
             raise ValueError(f"strategy {optim.strategy!r} needs a backbone with parameter groups")
@@ -175,7 +183,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],
             total_steps=optim.epochs * self.steps_per_epoch, pct_start=optim.pct_start)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and self.amp_dtype == torch.float16)
+        self.scaler = self.precision_policy.scaler()
         self._setup_data_path(device_data, compile_model)
 
     def _wrap(self) -> None:
@@ -233,12 +241,12 @@ class Trainer:
 
     # -- steps --------------------------------------------------------------------------------------
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+        return self.precision_policy.autocast()
 
     @property
     def precision(self) -> str:
         """fp32, bf16-mixed or fp16-mixed (logged with each run)."""
-        return precision_name(self.amp_dtype)
+        return self.precision_policy.name
 
     def trainable_groups(self, epoch: int) -> int | None:
         """How many groups from the top train in ``epoch`` under gradual unfreezing (None otherwise)."""
@@ -325,6 +333,17 @@ class Trainer:
             "extra": extra,
         }
 
+    def _end_epoch(self, record: EpochRecord, progress: tuple[tuple[int, float], dict[str, torch.Tensor],
+                                                             Sequence[EpochRecord], int, dict[str, Any]]) -> None:
+        """Rank 0 after each epoch: the checkpoint, the ``on_epoch`` report and the log line."""
+        best = progress[0]
+        save_checkpoint(self.checkpoint_path, self._state(record.epoch, *progress))
+        if self.on_epoch:
+            self.on_epoch(record)
+        if self.progress:  # the run's log: one line per epoch
+            say(epoch_line(record.epoch, self.optim.epochs, record.train_loss, record.val_macro_auc, best[1],
+                           best[0], record.seconds))
+
     def fit(self, *, resume: bool = False, extra: dict[str, Any] | None = None) -> FitResult:
         """Train to the end or to early stopping; with ``resume`` continue from the last checkpoint."""
         extra = dict(extra or {})
@@ -366,12 +385,10 @@ class Trainer:
                 bad_epochs += 1
             stopped_early = bool(broadcast_object(self.optim.patience and bad_epochs >= self.optim.patience,
                                                   self.ctx))
-            if self.ctx.is_main:
-                save_checkpoint(self.checkpoint_path, self._state(epoch, best, best_state, history, bad_epochs, extra))
-                if self.on_epoch:
-                    self.on_epoch(record)
-                if self.progress:  # the run's log: one line per epoch
-                    say(epoch_line(epoch, self.optim.epochs, train_loss, score, best[1], best[0], elapsed))
+            # rank 0 alone writes the checkpoint and logs (a tracking outage can slow it): the other ranks
+            # wait for it on the long-timeout group, and stop if it failed
+            solo(partial(self._end_epoch, record, (best, best_state, history, bad_epochs, extra)), self.ctx,
+                 here=self.ctx.is_main)
         return FitResult(best_epoch=best[0], best_score=best[1], history=history, best_state=best_state,
                          stopped_early=stopped_early, resumed_from=resumed_from, extra=extra)
 

@@ -10,19 +10,29 @@ tracking server does not stop the training (the epochs are queued, and every epo
 At the end the run waits ``$ECGML_TRACKING_WAIT_S`` for the server, then fails with
 :class:`~ecgml.tracking.runs.TrackingUnavailable`: the message names the server, what was not logged,
 where the checkpoint is, and the exact command that finishes the same run once the server is back.
+
+Under torchrun: rank 0 alone talks to MLflow, and the first rank of each machine builds that machine's
+cache. Whatever one rank does alone (the cache, opening the run, each epoch's checkpoint and log, the
+tracking wait, evaluation, uploads, registration) the others wait for on the long-timeout group
+(``$ECGML_DIST_WAIT_S``), never inside a training collective (``$ECGML_DIST_TIMEOUT_S``); if it fails,
+that rank reports why and the others stop with one line (see :mod:`ecgml.train.distributed`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
+import numpy as np
 import torch
 
-from ecgml.data.prepare import prepare
+from ecgml.data.prepare import Prepared, prepare
 from ecgml.runtime.threads import ensure_budget
 from ecgml.tracking.registry import VersionInfo
 from ecgml.tracking.runs import (
@@ -37,10 +47,20 @@ from ecgml.tracking.runs import (
 )
 from ecgml.tracking.weights import WeightMetadata
 from ecgml.train.context import RunContext, RunOutcome, RunRequest, TrackedRun
-from ecgml.train.device import configure_speedups, resolve_device, seed_everything
-from ecgml.train.distributed import DistContext, barrier, broadcast_object, init_distributed, shutdown_distributed
+from ecgml.train.device import Precision, configure_speedups, resolve_device, seed_everything
+from ecgml.train.distributed import (
+    DistContext,
+    PeerFailed,
+    all_gather,
+    from_main,
+    init_distributed,
+    report_peer_failure,
+    settle,
+    shutdown_distributed,
+    solo,
+)
 from ecgml.train.finish import finish_run
-from ecgml.train.loop import EpochRecord, Trainer
+from ecgml.train.loop import EpochRecord, FitResult, Trainer
 from ecgml.train.outage import COMMANDS, outage_message, resume_command
 from ecgml.train.pipeline import (
     Splits,
@@ -91,6 +111,10 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
         else:
             _warn_short_records(run.splits, config)
             outcome = _tracked_with_clear_errors(run, request)
+    except PeerFailed as exc:  # another rank failed and says why; this one stops quietly, with exit code 0,
+        report_peer_failure(ctx, exc)  # so that torchrun names the failed rank and never stops it mid-message
+        shutdown_distributed(ctx, wait=False)
+        return RunOutcome(None, -1, math.nan, math.nan, None, {}, stopped_by=str(exc))
     except BaseException:
         shutdown_distributed(ctx, wait=False)  # a failed rank must not wait for the others at a barrier
         raise
@@ -99,19 +123,12 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
 
 
 def _build_context(config: TrainConfig, device: torch.device, ctx: DistContext, progress: bool) -> RunContext:
-    """Check the tracking store, prepare the cache (rank 0 builds it), split it and build the model."""
+    """Check the tracking store, prepare the cache (the first rank of each machine builds it), split it
+    and build the model."""
     from ecgml.evaluate.auc import macro_auc
     from ecgml.models import create_backbone
-    from ecgml.tracking.runs import check_tracking_uri
 
-    if ctx.is_main:
-        check_tracking_uri()
-        if config.init_uri:
-            _check_backbone_before_cache(config)
-    prepared = prepare(cache_workers(config.data), progress=progress and ctx.is_main) if ctx.is_main else None
-    barrier(ctx)
-    if prepared is None:  # other ranks reuse the cache rank 0 built
-        prepared = prepare(config.data, progress=False)
+    prepared = _prepare_on_each_machine(config, ctx, progress)
     splits = build_splits(prepared, config.fraction, config.seed)
     leads = prepared.cache.leads
     lineage: dict[str, str] = {}
@@ -124,6 +141,31 @@ def _build_context(config: TrainConfig, device: torch.device, ctx: DistContext, 
         raise ValueError(f"crop of {config.crop_samples} samples is longer than the cached records")
     datasets = make_datasets(prepared.cache, splits, config)
     return RunContext(config, prepared, splits, model, datasets, device, ctx, macro_auc, lineage)
+
+
+def _prepare_on_each_machine(config: TrainConfig, ctx: DistContext, progress: bool) -> Prepared:
+    """Rank 0 checks the tracking store (and the backbone), the first rank of each machine builds that
+    machine's cache (no shared file system needed), and the other ranks wait for both on the long-timeout
+    group, then read the cache their machine built. Every machine must have built the same cache."""
+    from ecgml.tracking.runs import check_tracking_uri
+
+    def first_on_machine() -> Prepared:
+        if ctx.is_main:
+            check_tracking_uri()
+            if config.init_uri:
+                _check_backbone_before_cache(config)
+        return prepare(cache_workers(config.data), progress=progress and ctx.is_main)
+
+    prepared = solo(first_on_machine, ctx, here=ctx.is_main or ctx.is_local_main)
+    if prepared is None:
+        prepared = prepare(config.data, progress=False)
+    digests = all_gather(prepared.cache.digest, ctx, group=ctx.wait_group)
+    if len(set(digests)) > 1:
+        failure = None if not ctx.is_main else ValueError(
+            f"the machines built different caches (digests {', '.join(sorted(set(digests)))}): their copies of "
+            f"{config.data.data.root} differ; give every machine the same data")
+        settle(ctx, failure)
+    return prepared
 
 
 def _warn_short_records(splits: Splits, config: TrainConfig) -> None:
@@ -205,15 +247,28 @@ def _make_trainer(run: RunContext, run_id: str, *, on_epoch: Callable[[EpochReco
 
 
 def _train_only(run: RunContext) -> RunOutcome:
-    """A rank other than 0: the same steps, collectives in the same order, no tracking."""
-    run_id = broadcast_object(None, run.dist)
-    resuming = bool(broadcast_object(None, run.dist))
-    trainer = _make_trainer(run, str(run_id))
+    """A rank other than 0: the same steps, collectives in the same order, no tracking. Rank 0's own work
+    (opening the run, each epoch's checkpoint and log, the end of the run) is waited for on the
+    long-timeout group."""
+    tracked, resuming = from_main(_rank_0_only, run.dist)
+    trainer = _make_trainer(run, tracked.run_id)
     result = trainer.fit(resume=resuming)
-    run.model.load_state_dict(result.best_state)
-    for windows in run.datasets[1:]:  # rank 0 gathers these predictions in evaluate_and_log
-        trainer.predict(windows, run.config.optim.aggregate)
+    _best_predictions(run, trainer, result)
+    settle(run.dist)  # rank 0 finishes the run alone: the tracking wait, evaluation, uploads, registration
     return RunOutcome(None, result.best_epoch, result.best_score, float("nan"), None, {})
+
+
+def _rank_0_only() -> Any:
+    raise AssertionError("only rank 0 opens the MLflow run")  # from_main never calls it on other ranks
+
+
+def _best_predictions(run: RunContext, trainer: Trainer, result: FitResult) -> dict[str, np.ndarray]:
+    """The best epoch's validation and test predictions, computed by every rank together (each scores its
+    share of the windows) before rank 0 goes on alone."""
+    run.model.load_state_dict(result.best_state)
+    _, val, test = run.datasets
+    return {name: trainer.predict(windows, run.config.optim.aggregate) for name, windows in (("val", val),
+                                                                                            ("test", test))}
 
 
 def _run_tags(run: RunContext, request: RunRequest, digest: str) -> dict[str, str]:
@@ -249,15 +304,41 @@ def _run_to_open(config: TrainConfig, request: RunRequest, digest: str) -> str |
     return run_id
 
 
+def _open(run: RunContext, request: RunRequest, stack: ExitStack) -> tuple[TrackedRun, bool]:
+    """Rank 0: open (or resume) the MLflow run, kept open by ``stack``, and log the inputs of a new run;
+    returns the run and whether it resumes (handed to the other ranks by the caller)."""
+    import mlflow
+
+    from ecgml.tracking.run_names import config_run_name
+    from ecgml.tracking.runs import open_run
+
+    config = run.config
+    digest = config.digest()
+    mlflow.set_tracking_uri(tracking_uri())
+    run_id = _run_to_open(config, request, digest)
+    tags = _run_tags(run, request, digest)
+    run_name = config.run_name or config_run_name(config, backbone=run.lineage.get("backbone"))
+    active = stack.enter_context(open_run(config.experiment, run_name=run_name, run_id=run_id, tags=tags,
+                                          nested=bool(request.parent_run_id)))
+    tracked = TrackedRun(active.info.run_id, digest, tags)
+    return tracked, _start_or_resume(run, request, tracked.run_id)
+
+
+def runtime_params(run: RunContext) -> dict[str, str | int]:
+    """Where and how the run trains, as MLflow params: the device it landed on (``auto`` says nothing),
+    the precision the trainer uses there (the same rule, :class:`Precision`) and the number of ranks. A
+    run resumed elsewhere keeps its first values (and says so on stderr)."""
+    return {"train_device": str(run.device), "precision": Precision.choose(run.device).name,
+            "world_size": run.dist.world_size}
+
+
 def _start_or_resume(run: RunContext, request: RunRequest, run_id: str) -> bool:
-    """Tell the other ranks which run this is and whether it resumes; log the inputs of a new run."""
+    """Whether the run resumes; log the inputs of a new run, and where it trains on every start."""
     from ecgml.tracking.run_names import family_of, training_params
     from ecgml.tracking.runs import log_params_once, log_split_inputs
 
     config, prepared, splits = run.config, run.prepared, run.splits
-    broadcast_object(run_id, run.dist)
     resuming = request.resume and (config.runs_dir / run_id / "checkpoint.pt").is_file()
-    broadcast_object(resuming, run.dist)
     if request.resume and not resuming:
         raise ValueError(f"run {run_id} has no checkpoint at {config.runs_dir / run_id}; cannot resume")
     if not resuming:
@@ -272,30 +353,16 @@ def _start_or_resume(run: RunContext, request: RunRequest, run_id: str) -> bool:
         dataset = prepared.dataset
         log_split_inputs(splits.tables, name=f"{dataset.source}-{dataset.task}", source=str(dataset.root),
                          digest=prepared.cache.digest)
+    log_params_once(runtime_params(run))
     return resuming
 
 
 def _tracked(run: RunContext, request: RunRequest) -> RunOutcome:
-    """Rank 0: open (or resume) the MLflow run, train with every epoch logged, then finish the run; a
-    tracking outage at the end becomes a :class:`TrackingUnavailable` that says how to finish it."""
-    import mlflow
-
-    from ecgml.tracking.runs import open_run
-
-    config = run.config
-    digest = config.digest()
-    mlflow.set_tracking_uri(tracking_uri())
-    run_id = _run_to_open(config, request, digest)
-    tags = _run_tags(run, request, digest)
-    from ecgml.tracking.run_names import config_run_name
-
-    run_name = config.run_name or config_run_name(config, backbone=run.lineage.get("backbone"))
-    with open_run(config.experiment, run_name=run_name, run_id=run_id, tags=tags,
-                  nested=bool(request.parent_run_id)) as active:
-        tracked = TrackedRun(active.info.run_id, digest, tags)
-        resuming = _start_or_resume(run, request, tracked.run_id)
-        uri = tracking_uri()
-        metric_log = MetricLog(tracked.run_id, uri)
+    """Rank 0: open (or resume) the MLflow run while the other ranks wait for it, train with every epoch
+    logged, then finish the run alone (:func:`_finish`)."""
+    with ExitStack() as stack:
+        tracked, resuming = from_main(lambda: _open(run, request, stack), run.dist)
+        metric_log = MetricLog(tracked.run_id, tracking_uri())
         logged = metric_log.logged_steps() if resuming else set()
 
         def on_epoch(record: EpochRecord) -> None:
@@ -305,26 +372,40 @@ def _tracked(run: RunContext, request: RunRequest) -> RunOutcome:
 
         trainer = _make_trainer(run, tracked.run_id, on_epoch=on_epoch, progress=request.progress)
         result = trainer.fit(resume=resuming)
+        predictions = _best_predictions(run, trainer, result)
         resumed_from = -1 if result.resumed_from is None else result.resumed_from
-        for record in result.history:  # epochs checkpointed before a kill or an outage but never logged
-            if record.epoch not in logged and record.epoch <= resumed_from:
-                on_epoch(record)
 
-        def outage(reason: str | None, final_phase_started: bool, waited_s: float | None = None) -> str:
-            return outage_message(
-                uri=uri, reason=reason, run_id=tracked.run_id, experiment=config.experiment,
-                checkpoint=trainer.checkpoint_path, last_epoch=result.history[-1].epoch if result.history else None,
-                unlogged_steps=sorted(metric_log.pending), final_phase_started=final_phase_started,
-                command=resume_command(config.kind, tracked.run_id), waited_s=waited_s)
+        def finish() -> RunOutcome:
+            for record in result.history:  # epochs checkpointed before a kill or an outage but never logged
+                if record.epoch not in logged and record.epoch <= resumed_from:
+                    on_epoch(record)
+            return _finish(run, tracked, trainer, result, predictions, metric_log)
 
-        try:
-            metric_log.finish()
-        except TrackingUnavailable:
-            raise TrackingUnavailable(outage(metric_log.failure, False, tracking_wait_s())) from None
-        try:
-            return finish_run(run, tracked, trainer, result)
-        except Exception as exc:
-            reason = tracking_unreachable(uri)
-            if reason is None:
-                raise
-            raise TrackingUnavailable(outage(reason, True)) from exc
+        # alone from here, however long the tracking server takes: the others wait on the long-timeout group
+        return cast(RunOutcome, solo(finish, run.dist, here=True))
+
+
+def _finish(run: RunContext, tracked: TrackedRun, trainer: Trainer, result: FitResult,
+            predictions: dict[str, np.ndarray], metric_log: MetricLog) -> RunOutcome:
+    """Rank 0 after the last epoch: wait for a stopped tracking server, then evaluate, upload and
+    register; an outage becomes a :class:`TrackingUnavailable` that says how to finish the same run."""
+    config, uri = run.config, metric_log.uri
+
+    def outage(reason: str | None, final_phase_started: bool, waited_s: float | None = None) -> str:
+        return outage_message(
+            uri=uri, reason=reason, run_id=tracked.run_id, experiment=config.experiment,
+            checkpoint=trainer.checkpoint_path, last_epoch=result.history[-1].epoch if result.history else None,
+            unlogged_steps=sorted(metric_log.pending), final_phase_started=final_phase_started,
+            command=resume_command(config.kind, tracked.run_id), waited_s=waited_s)
+
+    try:
+        metric_log.finish()
+    except TrackingUnavailable:
+        raise TrackingUnavailable(outage(metric_log.failure, False, tracking_wait_s())) from None
+    try:
+        return finish_run(run, tracked, result, predictions)
+    except Exception as exc:
+        reason = tracking_unreachable(uri)
+        if reason is None:
+            raise
+        raise TrackingUnavailable(outage(reason, True)) from exc

@@ -13,6 +13,7 @@ from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "train" / "ddp_worker.py"
+RUN_WORKER = REPO / "tests" / "train" / "ddp_run_worker.py"
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
@@ -21,19 +22,20 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
 
 
 def run_one_machine(args: Sequence[str], *, nproc: int = 2, env: dict[str, str] | None = None,
-                    script: Path = WORKER, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``torchrun --standalone --nproc_per_node nproc script args``."""
+                    script: Path = WORKER, timeout: float = 300,
+                    cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node nproc script args`` (in ``cwd``: MLflow writes ./mlruns)."""
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc_per_node={nproc}", str(script), *args],
-                          env=_env(env), capture_output=True, text=True, timeout=timeout)
+                          env=_env(env), capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
-def run_nodes(args: Sequence[str], *, nodes: int = 2, env: dict[str, str] | None = None, script: Path = WORKER,
-              timeout: float = 300) -> list[subprocess.CompletedProcess[str]]:
-    """One torchrun per node (one rank each, LOCAL_RANK 0 everywhere), joined on 127.0.0.1."""
+def run_nodes(args: Sequence[str], *, nodes: int = 2, nproc: int = 1, env: dict[str, str] | None = None,
+              script: Path = WORKER, timeout: float = 300) -> list[subprocess.CompletedProcess[str]]:
+    """One torchrun per node (``nproc`` ranks each; LOCAL_RANK restarts at 0 on each), joined on 127.0.0.1."""
     port = free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}",
-                               "--nproc_per_node=1", f"--node_rank={rank}", "--master_addr=127.0.0.1",
+                               f"--nproc_per_node={nproc}", f"--node_rank={rank}", "--master_addr=127.0.0.1",
                                f"--master_port={port}", str(script), *args],
                               env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for rank in range(nodes)]
