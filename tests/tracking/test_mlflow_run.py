@@ -64,6 +64,13 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
+def use_store(monkeypatch: pytest.MonkeyPatch, uri: str) -> None:
+    """Point MLflow's default client at ``uri`` as a fresh ``mlflow run`` process finds it: from
+    ``MLFLOW_TRACKING_URI`` (an earlier test's ``mlflow.set_tracking_uri`` would otherwise win)."""
+    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+
 def _runs(work: Path, experiment: str) -> list:
     import mlflow
 
@@ -88,7 +95,7 @@ def test_the_launchers_own_unfinished_run_is_failed_and_no_other(tmp_path: Path,
     import mlflow
     from mlflow.projects.utils import _get_user
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    use_store(monkeypatch, f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = mlflow.MlflowClient()
     experiment = client.create_experiment("ecgml-finetune")
     since = int(time.time() * 1000)
@@ -130,7 +137,7 @@ def test_the_exit_check_finds_the_launch_whichever_way_the_experiment_was_chosen
     import mlflow
     from mlflow.projects.utils import _get_user
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    use_store(monkeypatch, f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     client = mlflow.MlflowClient()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ecgml.tracking.runs import open_run
+from tests.tracking.test_mlflow_run import use_store
 
 
 def test_children_of_an_adopted_run_are_new_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +80,7 @@ def test_the_experiment_mlflow_run_creates_for_a_step_is_described(tmp_path: Pat
     from ecgml.tracking.run_names import EXPERIMENT_DESCRIPTIONS
     from ecgml.tracking.runs import NOTE_TAG
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    use_store(monkeypatch, f"sqlite:///{tmp_path / 'mlflow.db'}")
     provider = ProjectExperimentProvider()
     provider._step = "calibrate"  # what in_context found for `mlflow run . -e calibrate`
     experiment = provider.get_experiment_id()
