@@ -278,22 +278,8 @@ def _latest(frame: pd.DataFrame, key: list[str]) -> tuple[pd.DataFrame, pd.DataF
     return ordered[~dup].sort_index(), ordered[dup]
 
 
-def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequence[str] | None = None,
-            parent_run_id: str | None = None, cache_dir: Path | None = None,
-            log: Callable[[str], None] = _say) -> Collected:
-    """Runs of the named sweeps (default: every sweep) of ``experiment``, optionally only under one parent run.
-
-    Child runs that have not finished are skipped and counted; when a setting x arm x family x seed was run
-    more than once (a sweep re-run), the latest finished run is kept and the others are listed as ignored.
-    """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from ecgml.tracking.runs import tracking_uri
-
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+def _experiment(client: Any, uri: str, experiment: str, parent_run_id: str | None) -> Any:
+    """The experiment by name, after checking that ``parent_run_id`` (if given) is one of its runs."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
@@ -311,6 +297,11 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
         if parent.info.experiment_id != exp.experiment_id:
             raise CollectError(f"run {parent_run_id} belongs to experiment id {parent.info.experiment_id}, "
                                f"not to {experiment!r} ({exp.experiment_id})")
+    return exp
+
+
+def _sweep_runs(exp: Any, uri: str, sweeps: Sequence[str] | None, log: Callable[[str], None]) -> pd.DataFrame:
+    """Every run tagged with a sweep kind in the experiment (of the named sweeps, when given), once each."""
     if sweeps:
         unknown = [s for s in sweeps if s not in schema.SWEEPS]
         if unknown:
@@ -320,33 +311,42 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
     else:
         raw = _search(exp.experiment_id, "")
     if raw.empty or f"tags.{schema.KIND}" not in raw.columns:
-        raise CollectError(f"experiment {experiment!r} in {uri} has no sweep runs"
+        raise CollectError(f"experiment {exp.name!r} in {uri} has no sweep runs"
                            + (f" of sweep(s) {list(sweeps)}" if sweeps else ""))
-    raw = raw.drop_duplicates(subset="run_id")
-    if parent_run_id is not None:
-        all_runs = _search(exp.experiment_id, "")
-        parents = dict(zip(all_runs["run_id"], all_runs.get("tags.mlflow.parentRunId",
-                                                              pd.Series([None] * len(all_runs))), strict=True))
-        parents = {k: (v if isinstance(v, str) else None) for k, v in parents.items()}
-        members = {rid for rid in raw["run_id"] if rid == parent_run_id or parent_run_id in _ancestors(rid, parents)}
-        reused = _listed_children(client, parent_run_id, log) - members
-        if reused:
-            log(f"{len(reused)} run(s) reused by sweep run {parent_run_id[:8]} live under an earlier sweep run; "
-                "included from its children.json")
-        members |= reused
-        calibrated = raw.get(f"tags.{schema.CALIBRATED_RUN}", pd.Series(index=raw.index, dtype=object))
-        raw = raw[raw["run_id"].isin(members) | calibrated.isin(reused)]
-        if raw.empty:
-            raise CollectError(f"run {parent_run_id} has no child runs in experiment {experiment!r}")
-    kind = raw[f"tags.{schema.KIND}"]
-    sweep_rows = raw[kind == "sweep"]
-    sweeps_frame = pd.DataFrame({
+    return raw.drop_duplicates(subset="run_id")
+
+
+def _under_parent(raw: pd.DataFrame, client: Any, exp: Any, parent_run_id: str,
+                  log: Callable[[str], None]) -> pd.DataFrame:
+    """The runs below ``parent_run_id``, plus those it reused from an earlier sweep run and their calibrations."""
+    all_runs = _search(exp.experiment_id, "")
+    parents = dict(zip(all_runs["run_id"], all_runs.get("tags.mlflow.parentRunId",
+                                                          pd.Series([None] * len(all_runs))), strict=True))
+    parents = {k: (v if isinstance(v, str) else None) for k, v in parents.items()}
+    members = {rid for rid in raw["run_id"] if rid == parent_run_id or parent_run_id in _ancestors(rid, parents)}
+    reused = _listed_children(client, parent_run_id, log) - members
+    if reused:
+        log(f"{len(reused)} run(s) reused by sweep run {parent_run_id[:8]} live under an earlier sweep run; "
+            "included from its children.json")
+    members |= reused
+    calibrated = raw.get(f"tags.{schema.CALIBRATED_RUN}", pd.Series(index=raw.index, dtype=object))
+    raw = raw[raw["run_id"].isin(members) | calibrated.isin(reused)]
+    if raw.empty:
+        raise CollectError(f"run {parent_run_id} has no child runs in experiment {exp.name!r}")
+    return raw
+
+
+def _sweeps_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """One row per sweep parent run: its sweep, protocol, status and start."""
+    sweep_rows = raw[raw[f"tags.{schema.KIND}"] == "sweep"]
+    return pd.DataFrame({
         "run_id": sweep_rows["run_id"], "sweep": sweep_rows.get(f"tags.{schema.SWEEP}"),
         "protocol": sweep_rows.get(f"tags.{schema.PROTOCOL}"), "status": sweep_rows["status"],
         "start_time": sweep_rows["start_time"]}).reset_index(drop=True)
-    children = raw[kind.isin([*TRAINING_KINDS, "calibrate"])]
-    finished = children[children["status"] == "FINISHED"]
-    unfinished = children[children["status"] != "FINISHED"]
+
+
+def _skipped(unfinished: pd.DataFrame, log: Callable[[str], None]) -> pd.DataFrame:
+    """The child runs that have not finished, said once in the log, so a report never hides them."""
     skipped = pd.DataFrame({
         "run_id": unfinished["run_id"], "status": unfinished["status"],
         "kind": unfinished[f"tags.{schema.KIND}"], "sweep": unfinished.get(f"tags.{schema.SWEEP}"),
@@ -356,6 +356,12 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
     if len(skipped):
         log(f"skipped {len(skipped)} unfinished run(s): " + ", ".join(
             f"{n} {s}" for s, n in skipped["status"].value_counts().items()))
+    return skipped
+
+
+def _latest_tables(finished: pd.DataFrame,
+                   log: Callable[[str], None]) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str, str]]]:
+    """Training and calibration tables, the latest run of each key kept, and the runs ignored with why."""
     training_kind = finished[f"tags.{schema.KIND}"]
     runs, ignored = _tidy(finished[training_kind.isin(TRAINING_KINDS)], METRICS, {})
     calibrations, ignored_cal = _tidy(finished[training_kind == "calibrate"], CALIBRATION_METRICS,
@@ -373,6 +379,33 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
     if ignored:
         log(f"ignored {len(ignored)} run(s): " + "; ".join(f"{rid[:8]} {why}" for rid, why in ignored[:5])
             + (" ..." if len(ignored) > 5 else ""))
+    return runs, calibrations, ignored
+
+
+def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequence[str] | None = None,
+            parent_run_id: str | None = None, cache_dir: Path | None = None,
+            log: Callable[[str], None] = _say) -> Collected:
+    """Runs of the named sweeps (default: every sweep) of ``experiment``, optionally only under one parent run.
+
+    Child runs that have not finished are skipped and counted; when a setting x arm x family x seed was run
+    more than once (a sweep re-run), the latest finished run is kept and the others are listed as ignored.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ecgml.tracking.runs import tracking_uri
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = _experiment(client, uri, experiment, parent_run_id)
+    raw = _sweep_runs(exp, uri, sweeps, log)
+    if parent_run_id is not None:
+        raw = _under_parent(raw, client, exp, parent_run_id, log)
+    kind = raw[f"tags.{schema.KIND}"]
+    children = raw[kind.isin([*TRAINING_KINDS, "calibrate"])]
+    skipped = _skipped(children[children["status"] != "FINISHED"], log)
+    runs, calibrations, ignored = _latest_tables(children[children["status"] == "FINISHED"], log)
     if runs.empty:
         raise CollectError(f"experiment {experiment!r} has no finished training runs tagged as sweep children"
                            + (f" of sweep(s) {list(sweeps)}" if sweeps else "")
@@ -386,5 +419,5 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
         f"sweep(s) {', '.join(sorted(runs['sweep'].unique()))} from {experiment!r}")
     return Collected(experiment=experiment, experiment_id=exp.experiment_id, tracking_uri=uri,
                      runs=runs.reset_index(drop=True), calibrations=calibrations.reset_index(drop=True),
-                     sweeps=sweeps_frame, skipped=skipped, ignored=ignored,
+                     sweeps=_sweeps_frame(raw), skipped=skipped, ignored=ignored,
                      cache_dir=cache_dir or Path(tempfile.mkdtemp(prefix="ecgml-report-")))
