@@ -23,9 +23,9 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ecgml.data.cache_rows import Job
+from ecgml.data.cache_rows import Facts, Job, rows_per_aligned_step
 from ecgml.data.cache_rows import load_rows as _load_rows
 from ecgml.data.cache_store import touch_last_used
 from ecgml.data.formats import DataFormatError
@@ -61,27 +61,40 @@ def _directory_listing(folder: str) -> dict[str, tuple[int, int]]:
     return listing
 
 
-def _fingerprints(paths: Sequence[str], root: Path) -> list[list[object]]:
-    """For each record (a path without extension): relative name, size and mtime of its files."""
+def _fingerprints(paths: Sequence[str], root: Path) -> tuple[list[int], list[str], list[int], list[int]]:
+    """The files of each record (a path without extension), flat: how many each record has, then the
+    relative name, size and mtime of each, a record's files together in ``.hea``, ``.dat``, ``.mat`` order."""
     listings: dict[str, dict[str, tuple[int, int]]] = {}
     root_text = str(root).rstrip("/") + "/"
-    out: list[list[object]] = []
+    counts: list[int] = []
+    names: list[str] = []
+    sizes: list[int] = []
+    mtimes: list[int] = []
     for path in paths:
         folder, _, stem = path.rpartition("/")
         listing = listings.get(folder)
         if listing is None:
             listing = listings[folder] = _directory_listing(folder)
         relative = path.removeprefix(root_text)
-        out.append([[relative + suffix, *listing[stem + suffix]]
-                    for suffix in (".hea", ".dat", ".mat") if stem + suffix in listing])
-    return out
+        before = len(names)
+        for suffix in (".hea", ".dat", ".mat"):
+            found = listing.get(stem + suffix)
+            if found is not None:
+                names.append(relative + suffix)
+                sizes.append(found[0])
+                mtimes.append(found[1])
+        counts.append(len(names) - before)
+    return counts, names, sizes, mtimes
 
 
 def cache_key(dataset: Dataset, preprocessing: Preprocessing) -> tuple[str, dict[str, object]]:
-    """The digest of every input that changes the cache, and those inputs (for the manifest)."""
+    """The digest of every input that changes the cache, and those inputs (for the manifest).
+
+    The records' ids, folds and files are hashed as flat lists (JSON text for the strings, int64 bytes
+    for the numbers): one encoder call each rather than one per record.
+    """
     records = dataset.records.sort_values("record_id")
-    prints = _fingerprints([str(p) for p in records["path"]], dataset.root)
-    files = [[rid, int(fold), fp] for rid, fold, fp in zip(records["record_id"], records["fold"], prints, strict=True)]
+    counts, names, sizes, mtimes = _fingerprints(records["path"].astype(str).tolist(), dataset.root)
     inputs: dict[str, object] = {
         "cache_format": CACHE_FORMAT_VERSION,
         "source": dataset.source,
@@ -91,8 +104,11 @@ def cache_key(dataset: Dataset, preprocessing: Preprocessing) -> tuple[str, dict
         "gain_corrections": sorted(dataset.gain_corrections.items()),
     }
     hasher = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode())
-    hasher.update(json.dumps(files).encode())
-    inputs["n_records"] = len(files)
+    hasher.update(json.dumps(records["record_id"].astype(str).tolist()).encode())
+    hasher.update(json.dumps(names).encode())
+    for numbers in (records["fold"], counts, sizes, mtimes):
+        hasher.update(np.asarray(numbers, dtype="<i8").tobytes())
+    inputs["n_records"] = len(records)
     return hasher.hexdigest(), inputs
 
 
@@ -221,82 +237,26 @@ def _build_into(
     workers: int,
     progress: bool,
 ) -> None:
+    """Fill ``folder`` with a complete cache: signals, records.csv, leads.json, then the manifest last."""
     records = dataset.records.sort_values("record_id", kind="stable").reset_index(drop=True)
     if records.empty:
         raise ValueError(f"{dataset.root}: no records to cache")
     shape = (len(records), len(preprocessing.leads), preprocessing.n_samples)
     signals_path = folder / SIGNALS_FILE
-    try:
-        with open(signals_path, "wb") as handle:
-            handle.truncate(int(np.prod(shape)) * 4)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write {signals_path}: {exc.strerror}") from exc
-    in_train = records["fold"].isin(dataset.splits.train).to_numpy()
-    if not in_train.any():  # no training fold here: standardise with everything rather than nothing
-        in_train[:] = True
-    jobs = [
-        Job(str(signals_path), shape, start,
-             tuple(records["path"].iloc[start:start + _CHUNK]),
-             tuple(float(f) for f in records["fs"].iloc[start:start + _CHUNK]),
-             preprocessing, tuple(sorted(dataset.gain_corrections.items())),
-             tuple(bool(t) for t in in_train[start:start + _CHUNK]))
-        for start in range(0, len(records), _CHUNK)
-    ]
-    facts: list[dict[str, object]] = []
-    stats = RunningStats(shape[1])
-    bar = tqdm(total=len(records), desc=f"caching {dataset.source} at {preprocessing.fs} Hz",
-               unit="rec", disable=not progress)
-    if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for result, part in pool.map(_load_rows, jobs):
-                facts.extend(result)
-                stats.merge(part)
-                bar.update(len(result))
-    else:
-        for job in jobs:
-            result, part = _load_rows(job)
-            facts.extend(result)
-            stats.merge(part)
-            bar.update(len(result))
-    bar.close()
-
-    table = pd.concat([records, pd.DataFrame(facts)], axis=1)
-    if "error" not in table:
-        table["error"] = None
-    failed = table["error"].notna()
-    if "error_kind" not in table:
-        table["error_kind"] = None
-    dropped = [{"record_id": r, "path": p, "reason": e, "kind": k} for r, p, e, k in
-               table.loc[failed, ["record_id", "path", "error", "error_kind"]].itertuples(index=False)]
-    kept = np.flatnonzero(~failed.to_numpy())
-    signals = np.memmap(signals_path, dtype="<f4", mode="r+", shape=shape)
-    if len(kept) < len(records):  # close the gaps left by dropped records, in order
-        for new, old in enumerate(kept):
-            if new != old:
-                signals[new] = signals[old]
-        signals.flush()
-        del signals
-        with open(signals_path, "r+b") as handle:
-            handle.truncate(len(kept) * shape[1] * shape[2] * 4)
-        shape = (len(kept), shape[1], shape[2])
-        signals = np.memmap(signals_path, dtype="<f4", mode="r+", shape=shape)
+    _allocate(signals_path, shape)
+    jobs = _jobs(records, dataset, preprocessing, str(signals_path), shape)
+    desc = f"caching {dataset.source} at {preprocessing.fs} Hz"
+    facts, stats = _run_jobs(jobs, workers, len(records), desc if progress else None)
+    table, dropped = _facts_table(records, facts)
+    kept = np.flatnonzero(table["error"].isna().to_numpy())
     if not len(kept):
         raise ValueError(f"{dataset.root}: every record failed to load, e.g. {dropped[0]['reason']}")
-
+    shape = _close_gaps(signals_path, shape, kept)
     table = table.loc[kept].reset_index(drop=True)
-    train_rows = int(table["fold"].isin(dataset.splits.train).sum())
-    mean, std = stats.result()
-    del signals
-
-    columns = ["record_id", "patient_id", "fold", "source", "fs", "n_samples", "n_valid", "nan_count",
-               "flat_leads", "path"]
-    out = table[columns].copy()
-    out["codes"] = table["codes"].map(lambda c: json.dumps(c if isinstance(c, dict) else list(c)))
-    out.insert(0, "row", np.arange(len(out)))
-    with named_os_errors(folder / "records.csv"):
-        out.to_csv(folder / "records.csv", index=False)
+    _write_records_csv(folder / "records.csv", table)
     with named_os_errors(folder / "leads.json"):
         (folder / "leads.json").write_text(json.dumps(list(preprocessing.leads)) + "\n")
+    mean, std = stats.result()
     manifest = {
         "digest": digest,
         "inputs": inputs,
@@ -306,7 +266,8 @@ def _build_into(
         "layout": "records x leads x samples, C order, little-endian",
         "created": datetime.now(UTC).isoformat(),
         "dataset": dataset.describe(),
-        "train_stats": {"mean": mean.tolist(), "std": std.tolist(), "n_records": train_rows},
+        "train_stats": {"mean": mean.tolist(), "std": std.tolist(),
+                        "n_records": int(table["fold"].isin(dataset.splits.train).sum())},
         "nan_samples": int(table["nan_count"].sum()),
         "records_with_nan": int((table["nan_count"] > 0).sum()),
         "records_with_flat_leads": int((table["flat_leads"] != "").sum()),
@@ -316,3 +277,97 @@ def _build_into(
         with named_os_errors(folder / name), open(folder / name, "rb") as handle:
             os.fsync(handle.fileno())
     atomic_write_json(folder / "manifest.json", manifest)
+
+
+def _allocate(signals_path: Path, shape: tuple[int, int, int]) -> None:
+    """Create the signals file at its full size (sparse: the workers write every row at its offset)."""
+    try:
+        with open(signals_path, "wb") as handle:
+            handle.truncate(int(np.prod(shape)) * 4)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {signals_path}: {exc.strerror}") from exc
+
+
+def chunk_rows(shape: tuple[int, int, int]) -> int:
+    """Rows per job: about :data:`_CHUNK`, a multiple of the rows that fill whole direct-I/O blocks, so
+    that every slice but the last starts and ends on a block boundary."""
+    step = rows_per_aligned_step(shape[1] * shape[2] * 4)
+    return max(1, -(-_CHUNK // step)) * step
+
+
+def _jobs(records: pd.DataFrame, dataset: Dataset, preprocessing: Preprocessing, signals_path: str,
+          shape: tuple[int, int, int]) -> list[Job]:
+    """One job per slice of rows; the training flags say which rows feed the standardisation stats."""
+    in_train = records["fold"].isin(dataset.splits.train).to_numpy()
+    if not in_train.any():  # no training fold here: standardise with everything rather than nothing
+        in_train[:] = True
+    paths = records["path"].astype(str).tolist()
+    rates = [float(f) for f in records["fs"]]
+    train = in_train.tolist()
+    corrections = tuple(sorted(dataset.gain_corrections.items()))
+    chunk = chunk_rows(shape)
+    return [Job(signals_path, shape, start, tuple(paths[start:start + chunk]), tuple(rates[start:start + chunk]),
+                preprocessing, corrections, tuple(train[start:start + chunk]))
+            for start in range(0, len(records), chunk)]
+
+
+def _run_jobs(jobs: list[Job], workers: int, total: int, desc: str | None) -> tuple[list[Facts], RunningStats]:
+    """Run the jobs (in ``workers`` processes when more than one) and gather their facts and stats."""
+    facts: list[Facts] = []
+    stats = RunningStats(jobs[0].shape[1])
+    bar = tqdm(total=total, desc=desc, unit="rec", disable=desc is None)
+    with ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=min(workers, len(jobs))))
+            results: Iterable[tuple[list[Facts], RunningStats]] = pool.map(_load_rows, jobs)
+        else:
+            results = map(_load_rows, jobs)
+        for result, part in results:
+            facts.extend(result)
+            stats.merge(part)
+            bar.update(len(result))
+    bar.close()
+    return facts, stats
+
+
+def _facts_table(records: pd.DataFrame, facts: list[Facts]) -> tuple[pd.DataFrame, list[dict[str, object]]]:
+    """The records with each one's facts beside it, and the dropped ones (id, path, reason, kind)."""
+    table = pd.concat([records, pd.DataFrame(facts)], axis=1)
+    for column in ("error", "error_kind"):
+        if column not in table:
+            table[column] = None
+    failed = table["error"].notna()
+    dropped = [{"record_id": r, "path": p, "reason": e, "kind": k} for r, p, e, k in
+               table.loc[failed, ["record_id", "path", "error", "error_kind"]].itertuples(index=False)]
+    return table, dropped
+
+
+def _close_gaps(signals_path: Path, shape: tuple[int, int, int], kept: np.ndarray) -> tuple[int, int, int]:
+    """Move the kept rows down over the rows of dropped records, in order; return the new shape."""
+    if len(kept) == shape[0]:
+        return shape
+    row_bytes = shape[1] * shape[2] * 4
+    runs = np.split(kept, np.flatnonzero(np.diff(kept) != 1) + 1)
+    with named_os_errors(signals_path), open(signals_path, "r+b") as handle:
+        fd, new = handle.fileno(), 0
+        for run in runs:  # each run of consecutive kept rows moves down as one block, in order
+            old, n = int(run[0]), len(run)
+            if old != new:
+                for part in range(0, n, _CHUNK):
+                    rows = min(_CHUNK, n - part)
+                    data = os.pread(fd, rows * row_bytes, (old + part) * row_bytes)
+                    os.pwrite(fd, data, (new + part) * row_bytes)
+            new += n
+        handle.truncate(len(kept) * row_bytes)
+    return (len(kept), shape[1], shape[2])
+
+
+def _write_records_csv(path: Path, table: pd.DataFrame) -> None:
+    """One row per cache row: ids, fold, lengths, NaN and flat leads, path and the record's codes."""
+    columns = ["record_id", "patient_id", "fold", "source", "fs", "n_samples", "n_valid", "nan_count",
+               "flat_leads", "path"]
+    out = table[columns].copy()
+    out["codes"] = [json.dumps(c if isinstance(c, dict) else list(c)) for c in table["codes"]]
+    out.insert(0, "row", np.arange(len(out)))
+    with named_os_errors(path):
+        out.to_csv(path, index=False)

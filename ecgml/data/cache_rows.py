@@ -8,9 +8,13 @@ faster than touching a fresh memory map page by page.
 
 from __future__ import annotations
 
+import errno
+import math
+import mmap
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,6 +34,11 @@ from ecgml.data.signal import (
 
 #: Records converted together: small enough for the batch to stay in the CPU cache.
 BATCH = 32
+#: Rows converted while the previous part is being written (rounded up to whole direct-I/O blocks).
+PART_ROWS = 64
+#: Direct I/O writes whole blocks of this many bytes, from memory and at file offsets aligned to it.
+ALIGN = 4096
+_O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 Facts = dict[str, object]
 
 
@@ -58,15 +67,39 @@ class _Dropped(Exception):
 
 def load_rows(job: Job) -> tuple[list[Facts], RunningStats]:
     """Load, preprocess and write one slice; return per-record facts (or the kind and error that dropped
-    each) and the per-lead statistics of its training records."""
+    each) and the per-lead statistics of its training records.
+
+    The slice goes in parts: while a thread writes one part (the write waits on the disk, not the CPU),
+    the next one is read and converted.
+    """
     stats = RunningStats(len(job.preprocessing.leads))
-    block = np.zeros((len(job.paths), job.shape[1], job.shape[2]), dtype="<f4")
+    block = new_block(len(job.paths), (job.shape[1], job.shape[2]))
+    facts: list[Facts] = []
+    step = rows_per_aligned_step(job.shape[1] * job.shape[2] * 4)
+    part_rows = max(1, -(-PART_ROWS // step)) * step
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        writes = []
+        for a in range(0, len(job.paths), part_rows):
+            b = min(a + part_rows, len(job.paths))
+            part = replace(job, start=job.start + a, paths=job.paths[a:b], source_fs=job.source_fs[a:b],
+                           train=job.train[a:b])
+            facts.extend(_load_part(part, block[a:b], stats))
+            writes.append(writer.submit(_write_block, part, block[a:b]))
+        for write in writes:
+            write.result()
+    return facts, stats
+
+
+def _load_part(job: Job, block: np.ndarray, stats: RunningStats) -> list[Facts]:
+    """Fill ``block`` with the job's rows: the bulk path first, then the per-record path for the rest."""
     facts: list[Facts | None] = [None] * len(job.paths)
     slow = _load_batches(job, block, facts, stats)
     for offset in slow:
         facts[offset] = _load_one(job, offset, block, stats)
-    _write_block(job, block)
-    return [f for f in facts if f is not None], stats
+    for offset, fact in enumerate(facts):
+        if fact is not None and "error" in fact:
+            block[offset] = 0.0  # not kept, but never another record's leftovers on disk either
+    return [f for f in facts if f is not None]
 
 
 def _load_one(job: Job, offset: int, block: np.ndarray, stats: RunningStats) -> Facts:
@@ -109,7 +142,7 @@ def _load_batches(job: Job, block: np.ndarray, facts: list[Facts | None], stats:
     slow: list[int] = []
     for offset, path in enumerate(job.paths):
         text = bulk.read_header_text(f"{path}.hea")
-        header = bulk.lean_header(text, os.path.dirname(path)) if text else None
+        header = bulk.quick_header(text, os.path.dirname(path)) if text else None
         rows = bulk.lead_rows(header.names, leads) if header else None
         if header is None or rows is None or any(header.unit_scales[r] is None for r in rows):
             slow.append(offset)
@@ -204,15 +237,76 @@ def _amplitude_suspects(std: np.ndarray, flat: np.ndarray, kept: np.ndarray) -> 
     return np.flatnonzero(kept & ~((typical > low * 1.01) & (typical < high * 0.99)))
 
 
+def rows_per_aligned_step(row_bytes: int) -> int:
+    """The smallest number of rows whose bytes are a whole number of :data:`ALIGN` blocks: slices that
+    start at a multiple of it can be written with direct I/O."""
+    return ALIGN // math.gcd(row_bytes, ALIGN)
+
+
+def new_block(n_rows: int, row_shape: tuple[int, int]) -> np.ndarray:
+    """A ``float32[n_rows, *row_shape]`` whose memory starts on a page (direct I/O needs that).
+
+    The same memory serves every job of a process: fresh memory costs a page fault per 4 KiB on first
+    touch, and on a virtual machine whose host reclaims freed pages, as much as the rest of the job.
+    Every row is overwritten by its job or belongs to a dropped record, which the build removes.
+    """
+    block = _BLOCKS.get(row_shape)
+    if block is None or len(block) < n_rows:
+        _BLOCKS.clear()
+        n_values = n_rows * row_shape[0] * row_shape[1]
+        buffer = mmap.mmap(-1, max(n_values * 4, 1))
+        block = np.frombuffer(buffer, dtype="<f4", count=n_values).reshape(n_rows, *row_shape)
+        _BLOCKS[row_shape] = block
+    return block[:n_rows]
+
+
+_BLOCKS: dict[tuple[int, int], np.ndarray] = {}
+
+
 def _write_block(job: Job, block: np.ndarray) -> None:
+    """Write the slice at its rows of the signals file: the whole blocks with direct I/O, the rest (the
+    file's last partial block, or everything where direct I/O is refused) through the page cache.
+
+    Direct I/O sends the bytes to the disk once, with no copy into page-cache memory: on a virtual
+    machine whose fresh memory is slow to touch, that copy is most of the build time (see
+    ``benchmarks/cache_vs_wfdb.py``). The bytes are the same either way.
+    """
     row_bytes = job.shape[1] * job.shape[2] * 4
-    fd = os.open(job.signals_path, os.O_WRONLY)
+    start = job.start * row_bytes
+    view = memoryview(block).cast("B")
+    aligned = len(view) // ALIGN * ALIGN if start % ALIGN == 0 and _address(block) % ALIGN == 0 else 0
     try:
-        view = memoryview(block).cast("B")
-        written = 0
-        while written < len(view):
-            written += os.pwrite(fd, view[written:], job.start * row_bytes + written)
+        if aligned and not _write_direct(job.signals_path, view[:aligned], start):
+            aligned = 0
+        _pwrite_all(job.signals_path, view[aligned:], start + aligned, 0)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot write {job.signals_path}: {exc.strerror}") from exc
+
+
+def _address(block: np.ndarray) -> int:
+    return int(block.__array_interface__["data"][0])
+
+
+def _write_direct(path: str, view: memoryview, offset: int) -> bool:
+    """Write ``view`` at ``offset`` bypassing the page cache; False where the file system refuses."""
+    if not _O_DIRECT:
+        return False
+    try:
+        _pwrite_all(path, view, offset, _O_DIRECT)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # no direct I/O here (tmpfs, say) or a stricter alignment
+            return False
+        raise
+    return True
+
+
+def _pwrite_all(path: str, view: memoryview, offset: int, flags: int) -> None:
+    if not len(view):
+        return
+    fd = os.open(path, os.O_WRONLY | flags)
+    try:
+        written = 0
+        while written < len(view):
+            written += os.pwrite(fd, view[written:], offset + written)
     finally:
         os.close(fd)

@@ -21,6 +21,7 @@ from tests.data.trees import PTBXL_LEAD_NAMES, write_tiny_ptbxl
 
 def _without_bulk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bulk, "lean_header", lambda text, folder: None)
+    monkeypatch.setattr(bulk, "quick_header", lambda text, folder: None)
 
 
 def _both(dataset: Dataset, pre: Preprocessing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -80,6 +81,30 @@ def test_lean_header_agrees_with_the_full_parser(real_ptbxl: Path, real_g12ec: P
         assert lean.checksums == tuple(s.checksum for s in full.signals)
         assert lean.names == tuple(full.lead_names)
         assert lean.data_path == str(path.parent / full.signals[0].file_name)
+
+
+def _variants(text: str) -> list[str]:
+    """Headers a template must not take for its own when the lean parse reads them otherwise."""
+    first_line, _, rest = text.partition("\n")
+    return [
+        text.replace("\n", "\r\n"), text.replace(" ", "  ", 1), text + "# a comment\n", text + "\n\n",
+        text + "not a comment\n", text + "# a comment\rnot a comment\n", text.replace(" 16 ", " 16+24 ", 1),
+        "a/b" + text[text.index(" "):], "#x" + text[text.index(" "):], " " + text, text.rstrip("\n"),
+        first_line + " 05-May-2020 14:50:55\n" + rest, text.replace(".dat ", ".mat ", 1),
+        text.replace(".dat ", ".dat\t", 1), text.replace(" 0 I\n", " x I\n"), text.replace("/mV", "/uV", 1),
+    ]
+
+
+def test_quick_header_agrees_with_the_lean_parse(real_ptbxl: Path, real_g12ec: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "_TEMPLATES", [])
+    paths = [*sorted(real_ptbxl.glob("records*/*/*.hea")), *sorted(real_g12ec.glob("*.hea"))]
+    real = [(p.read_text(encoding="latin-1"), str(p.parent)) for p in paths]
+    for text, folder in real:
+        assert bulk.quick_header(text, folder) == bulk.lean_header(text, folder), text
+    assert 0 < len(bulk._TEMPLATES) < len(real) / 10  # most headers matched a template instead of adding one
+    for text, folder in [(v, folder) for text, folder in real[:3] + real[-3:] for v in _variants(text)]:
+        assert bulk.quick_header(text, folder) == bulk.lean_header(text, folder), text
 
 
 def _odd_tree(root: Path) -> Path:
