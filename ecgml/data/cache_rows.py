@@ -250,17 +250,19 @@ def new_block(n_rows: int, row_shape: tuple[int, int]) -> np.ndarray:
     touch, and on a virtual machine whose host reclaims freed pages, as much as the rest of the job.
     Every row is overwritten by its job or belongs to a dropped record, which the build removes.
     """
-    block = _BLOCKS.get(row_shape)
+    key = (os.getpid(), *row_shape)  # a forked worker never writes into its parent's block
+    block = _BLOCKS.get(key)
     if block is None or len(block) < n_rows:
         _BLOCKS.clear()
         n_values = n_rows * row_shape[0] * row_shape[1]
-        buffer = mmap.mmap(-1, max(n_values * 4, 1))
+        # Private, not mmap's default shared mapping: after a fork, two workers must not share the pages.
+        buffer = mmap.mmap(-1, max(n_values * 4, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         block = np.frombuffer(buffer, dtype="<f4", count=n_values).reshape(n_rows, *row_shape)
-        _BLOCKS[row_shape] = block
+        _BLOCKS[key] = block
     return block[:n_rows]
 
 
-_BLOCKS: dict[tuple[int, int], np.ndarray] = {}
+_BLOCKS: dict[tuple[int, int, int], np.ndarray] = {}
 
 
 def _write_block(job: Job, block: np.ndarray) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import signal as signals
@@ -175,3 +176,45 @@ def test_truncated_cache_is_refused(tree: Path, tmp_path: Path) -> None:
         handle.truncate(1000)
     with pytest.raises(ValueError, match=r"signals\.f32: has 1000 bytes, manifest promises"):
         Cache(cache.path)
+
+
+def test_direct_io_or_not_the_bytes_are_the_same(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecgml.data import cache_rows
+
+    dataset = read_ptbxl(tree, fs=500, task="all")
+    pre = Preprocessing(fs=500)
+    direct = (build_cache(dataset, pre, tmp_path / "a", progress=False).path / "signals.f32").read_bytes()
+    refused: list[int] = []
+    real_pwrite_all = cache_rows._pwrite_all
+
+    def no_direct_io(path: str, view: memoryview, offset: int, flags: int) -> None:
+        if flags:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_pwrite_all(path, view, offset, flags)
+
+    monkeypatch.setattr(cache_rows, "_pwrite_all", no_direct_io)
+    refused_build = build_cache(dataset, pre, tmp_path / "b", progress=False)
+    assert (refused_build.path / "signals.f32").read_bytes() == direct
+    assert len(refused) == bool(cache_rows._O_DIRECT)  # 30 rows of 240,000 bytes: one aligned part, refused
+    monkeypatch.setattr(cache_rows, "_O_DIRECT", 0)
+    buffered = build_cache(dataset, pre, tmp_path / "c", progress=False, workers=2)
+    assert (buffered.path / "signals.f32").read_bytes() == direct
+
+
+@pytest.mark.parametrize("shape", [(100, 12, 1000), (100, 12, 5000), (10, 1, 1000), (1000, 3, 250), (50, 7, 333)])
+def test_every_slice_but_the_last_starts_on_a_direct_io_block(shape: tuple[int, int, int]) -> None:
+    from ecgml.data.cache_rows import ALIGN
+
+    rows = cache_module.chunk_rows(shape)
+    assert rows >= 1 and (rows * shape[1] * shape[2] * 4) % ALIGN == 0
+
+
+def test_workers_forked_after_a_serial_build_never_share_a_block(tree: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache_module, "_CHUNK", 4)  # 1024 samples x 12 leads fill whole blocks: 8 jobs
+    dataset = read_ptbxl(tree, fs=500, task="all")
+    pre = Preprocessing(fs=128, seconds=8)
+    serial = build_cache(dataset, pre, tmp_path / "a", progress=False)
+    parallel = build_cache(dataset, pre, tmp_path / "b", progress=False, workers=2)
+    np.testing.assert_array_equal(np.asarray(parallel.signals), np.asarray(serial.signals))
