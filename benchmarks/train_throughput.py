@@ -47,7 +47,7 @@ from ecgml.data.prepare import prepare
 from ecgml.defaults import DEFAULT_SPLITS
 from ecgml.models import create_backbone
 from ecgml.train.data import SplitArrays
-from ecgml.train.device import configure_speedups, resolve_device
+from ecgml.train.device import Precision, configure_speedups, resolve_device
 from ecgml.train.loop import OptimConfig, Trainer
 from ecgml.train.pipeline import ModelConfig, TrainConfig, build_splits, make_datasets
 
@@ -110,7 +110,7 @@ def main() -> int:
         if root is None:
             from ecgml.data.synth import generate_ptbxl
 
-            root = generate_ptbxl(scratch / "ptbxl", args.records, seed=0, sampling_rates=(100,), progress=False)
+            root = generate_ptbxl(scratch / "ptbxl", args.records, seed=0, sampling_rates=(100,), progress=False).root
         data = PrepareConfig(DataConfig("ptbxl", root.expanduser(), task="superdiagnostic", splits=args.splits),
                              cache_dir=(args.cache_dir or scratch / "cache").expanduser(), workers=2)
         config = TrainConfig(kind="pretrain", data=data, model=ModelConfig(args.backbone),
@@ -123,8 +123,8 @@ def main() -> int:
         device = resolve_device(args.device)
         configure_speedups(device)
         print(f"{root}: {len(train)} training records, {len(val.split)} validation records ({len(val)} windows), "
-              f"backbone {args.backbone}, batch {args.batch_size}, device {device}, "
-              f"{torch.get_num_threads()} torch threads")
+              f"backbone {args.backbone}, batch {args.batch_size}, device {device} "
+              f"({Precision.choose(device).name}), {torch.get_num_threads()} torch threads")
         worst, bare = np.inf, None
         for device_data in args.device_data.split(","):
             for compile_model in ([False, True] if args.compile else [False]):
@@ -132,7 +132,7 @@ def main() -> int:
                     options = _trainer_options(device_data, compile_model)
                     trainer = _trainer(args, config, splits, train, val, device, workers, options, scratch)
                     if bare is None:
-                        bare = _BareStep(args, train, len(splits.classes), device, trainer.amp, trainer.amp_dtype)
+                        bare = _BareStep(args, train, len(splits.classes), device, trainer.precision_policy)
                     figures = _measure(args, trainer, bare, val, config.optim.aggregate, device)
                     worst = min(worst, _report(figures, workers, options))
         return 0 if worst >= TARGET or device.type != "cpu" else 1
@@ -142,15 +142,16 @@ def main() -> int:
 
 class _BareStep:
     """Forward + BCE + backward + AdamW on batches already stacked on the device, under the trainer's own
-    autocast choice, with its loss summed on the device and read once per epoch as the engine does."""
+    precision (its autocast type and loss scaler, from the same :class:`Precision`), with its loss summed
+    on the device and read once per epoch as the engine does."""
 
-    def __init__(self, args: argparse.Namespace, train: Any, n_classes: int, device: torch.device, amp: bool,
-                 amp_dtype: torch.dtype | None) -> None:
+    def __init__(self, args: argparse.Namespace, train: Any, n_classes: int, device: torch.device,
+                 precision: Precision) -> None:
         torch.manual_seed(0)
         self.model = create_backbone(args.backbone, in_channels=12, num_classes=n_classes).to(device).train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
-        self.amp, self.amp_dtype, self.device = amp, amp_dtype or torch.bfloat16, device
-        self.scaler = torch.amp.GradScaler(enabled=amp and amp_dtype == torch.float16)
+        self.precision, self.device = precision, device
+        self.scaler = precision.scaler()
         self.loss_fn = torch.nn.BCEWithLogitsLoss()
         train.set_epoch(0)
         items = [train[i] for i in range(len(train))]
@@ -162,7 +163,7 @@ class _BareStep:
     def epoch(self) -> int:
         total = torch.zeros((), device=self.device)
         for x, y in self.batches:
-            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            with self.precision.autocast():
                 loss = self.loss_fn(self.model(x).float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
