@@ -39,9 +39,11 @@ def _log_study(uri: str, artifacts: Path) -> dict[str, Any]:
 
     from ecgml.experiments import schema
     from ecgml.experiments.study import StudyConfig, plan_sweep
+    from ecgml.tracking.pyfunc import log_pyfunc
     from ecgml.tracking.registry import promote, register_run_model
     from ecgml.tracking.run_names import config_run_name, sweep_extras, training_params, unique_names
     from ecgml.tracking.runs import set_description
+    from tests.pretrained.conftest import tiny_weights
 
     os.environ["MLFLOW_TRACKING_URI"] = uri  # ecgml's registry helpers read it
     mlflow.set_tracking_uri(uri)
@@ -70,9 +72,12 @@ def _log_study(uri: str, artifacts: Path) -> dict[str, Any]:
         ids[name] = run.info.run_id
     client.set_terminated(sweep.info.run_id)
     finetuned = [name for name in names if name.startswith("finetune")]
+    weights = tiny_weights(artifacts.parent / "weights")
     for name in finetuned[:2]:
         client.set_tag(ids[name], "dataset", "g12ec")
-        register_run_model("ecgml-g12ec-classifier", ids[name], f"runs:/{ids[name]}/model",
+        with mlflow.start_run(run_id=ids[name]):  # the served model, with its signature and input example
+            model_uri = log_pyfunc(weights).model_uri
+        register_run_model("ecgml-g12ec-classifier", ids[name], model_uri,
                            {"metric.test_macro_auc": "0.800000", "dataset": "g12ec", "task": "shared18",
                             "backbone": "xresnet1d50_small",
                             "ecgml.backbone_version": "models:/ecgml-study-backbone/1"})
@@ -130,12 +135,53 @@ def _shot(page: Any, name: str) -> Path:
     return path
 
 
+#: The run-name cells of MLflow 3's runs table, and a parent row's expander while its children are hidden
+#: (the "+" square icon; expanded, it shows "-").
+NAME_CELLS = "[role=gridcell][col-id='attributes.`Run Name`']"
+COLLAPSED = f"{NAME_CELLS} button:has(path[d^='M7.25 7.25V4.5'])"
+
+
+def _expand_all_parents(page: Any) -> int:
+    """Open every collapsed parent row (a study nests main -> sweep -> children), as a person clicks "+"."""
+    clicks = 0
+    while page.locator(COLLAPSED).count() and clicks < 20:
+        page.locator(COLLAPSED).first.click()
+        clicks += 1
+        page.wait_for_timeout(300)
+    return clicks
+
+
+def _widen_name_column(page: Any, by: int = 260) -> None:
+    """Drag the Run Name column's right edge, as a person does, so whole names show, not `finetune xres...`."""
+    header = page.locator("[role=columnheader][col-id='attributes.`Run Name`']").first
+    box = header.bounding_box()
+    x, y = box["x"] + box["width"] - 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 20, y)  # hovering the header shows its resize handle
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + by, y, steps=10)
+    page.mouse.up()
+    page.wait_for_timeout(300)
+
+
 def test_runs_table_shows_distinct_descriptive_names(server: tuple[str, dict[str, Any]], page: Any) -> None:
     url, study = server
     page.goto(f"{url}/#/experiments/{study['experiment']}/runs")
     page.get_by_text("sweep fraction standard").first.wait_for(timeout=60_000)  # the sweep's parent row
     page.get_by_text("The study: one parent run per sweep").first.wait_for(timeout=30_000)  # its description
+    close = page.get_by_role("button", name="Close")  # MLflow 3.x opens an assistant panel beside the table
+    if close.count():
+        close.first.click()
+    _shot(page, "runs_table_collapsed")
+    assert page.locator(COLLAPSED).count() == 1  # opens collapsed: only the sweep's row, children hidden
+    assert _expand_all_parents(page) >= 1 and page.locator(COLLAPSED).count() == 0
+    _widen_name_column(page)
     _shot(page, "runs_table")
+    for name in study["names"]:  # each child in its own row of the table, its whole name shown
+        cell = page.locator(f"{NAME_CELLS} a span").get_by_text(name, exact=True)
+        cell.wait_for(timeout=30_000)
+        assert cell.count() == 1 and cell.is_visible(), name
+        assert cell.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), f"{name} is cut off in the runs table"
     # every child of the sweep side by side, each under its own name
     children = json.dumps(list(study["ids"].values()))
     page.goto(f"{url}/#/compare-runs?runs={children}&experiments={json.dumps([study['experiment']])}")
