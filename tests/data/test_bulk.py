@@ -103,8 +103,8 @@ def test_quick_header_agrees_with_the_lean_parse(real_ptbxl: Path, real_g12ec: P
     for text, folder in real:
         assert bulk.quick_header(text, folder) == bulk.lean_header(text, folder), text
     assert 0 < len(bulk._TEMPLATES) < len(real) / 10  # most headers matched a template instead of adding one
-    for text, folder in [(v, folder) for text, folder in real[:3] + real[-3:] for v in _variants(text)]:
-        assert bulk.quick_header(text, folder) == bulk.lean_header(text, folder), text
+    for variant, folder in [(v, f) for text, f in real[:3] + real[-3:] for v in _variants(text)]:
+        assert bulk.quick_header(variant, folder) == bulk.lean_header(variant, folder), variant
 
 
 def _odd_tree(root: Path) -> Path:
