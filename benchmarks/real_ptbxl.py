@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecgml.defaults import BENCHMARK_EXPERIMENT
+
 #: xresnet1d101 macro AUC on the PTB-XL test fold (Strodthoff et al. 2020, IEEE JBHI, Table 2).
 PUBLISHED = {"all": 0.925, "diagnostic": 0.937, "subdiagnostic": 0.929, "superdiagnostic": 0.928,
              "form": 0.896, "rhythm": 0.957}
 TASKS = tuple(PUBLISHED)
-EXPERIMENT = "ecgml-benchmark-ptbxl"
+EXPERIMENT = BENCHMARK_EXPERIMENT
 BENCHMARK_TAG = "ecgml.benchmark"
 KEY_TAG = "ecgml.benchmark.key"
 

@@ -47,6 +47,10 @@ CALIBRATE_EXPERIMENT = "ecgml-calibrate"
 EVALUATE_EXPERIMENT = "ecgml-evaluate"
 STUDY_EXPERIMENT = "ecgml-study"
 TUNE_EXPERIMENT = "ecgml-tune"
+#: The data commands' runs (synth, download, prepare, stats).
+DATA_EXPERIMENT = "ecgml"
+#: The real PTB-XL benchmark's runs (``benchmarks/real_ptbxl.py``).
+BENCHMARK_EXPERIMENT = "ecgml-benchmark-ptbxl"
 
 #: Calibration maps ``ecgml calibrate`` fits on validation (:mod:`ecgml.evaluate.recalibration`), fewest
 #: parameters first; ``auto`` keeps the one with the lowest cross-validated validation NLL.

@@ -12,6 +12,7 @@ from ecgml.cli.options import data_options, fail, prepare_config
 from ecgml.config import default_data_dir, to_jsonable
 from ecgml.data.download import SOURCES as DOWNLOAD_SOURCES
 from ecgml.data.ptbxl import PTBXL_FS
+from ecgml.defaults import DATA_EXPERIMENT
 
 
 @click.group("data")
@@ -206,7 +207,7 @@ def log_to_mlflow_run(artifacts: dict[str, Any]) -> None:
         return
     from ecgml.tracking.runs import log_json, open_run
 
-    with open_run("ecgml", system_metrics=False):
+    with open_run(DATA_EXPERIMENT, system_metrics=False):
         for name, obj in artifacts.items():
             log_json(obj, name)
 

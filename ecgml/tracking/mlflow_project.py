@@ -30,6 +30,7 @@ from typing import Any
 
 from ecgml.defaults import (
     CALIBRATE_EXPERIMENT,
+    DATA_EXPERIMENT,
     EVALUATE_EXPERIMENT,
     FINETUNE_EXPERIMENT,
     PRETRAIN_EXPERIMENT,
@@ -40,8 +41,6 @@ from ecgml.defaults import (
 
 #: The MLproject's ``name``: the projects this plugin speaks for.
 PROJECT_NAME = "ecgml"
-#: Experiment of the data steps (the experiment ``ecgml data`` logs into under ``mlflow run``).
-DATA_EXPERIMENT = "ecgml"
 #: The experiment of each MLproject entry point.
 STEP_EXPERIMENTS: dict[str, str] = {
     "main": STUDY_EXPERIMENT, "experiment": STUDY_EXPERIMENT, "report": STUDY_EXPERIMENT,

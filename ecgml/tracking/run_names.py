@@ -16,7 +16,9 @@ from typing import Any
 
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY
 from ecgml.defaults import (
+    BENCHMARK_EXPERIMENT,
     CALIBRATE_EXPERIMENT,
+    DATA_EXPERIMENT,
     DEFAULT_BACKBONE_MODEL,
     DEFAULT_CLASSIFIER_MODEL,
     DEFAULT_FS,
@@ -137,10 +139,6 @@ def training_params(config: Any, *, family: str, lineage: Mapping[str, str] | No
     return params
 
 
-#: The experiment of the data steps (``ecgml data ...`` under ``mlflow run``).
-DATA_EXPERIMENT = "ecgml"
-#: The experiment of ``benchmarks/real_ptbxl.py``.
-BENCHMARK_EXPERIMENT = "ecgml-benchmark-ptbxl"
 
 _TRAINING_PARAMS = ("`arm`, `family`, `backbone`, `strategy`, `fraction`, `fs`, `leads`, `input_domain`, `seed`, "
                     "`lr`, `weight_decay`, `epochs`, `crop_s`, `label_map`")
