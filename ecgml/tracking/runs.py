@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from ecgml.runtime.env import env_seconds
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 #: MLflow's own HTTP retries default to 7 with doubling backoff (about 4 minutes per failed call, for
 #: rate-limited hosted servers). ecgml handles outages itself (:class:`MetricLog`), so a training run
@@ -68,16 +70,10 @@ def apply_http_defaults() -> dict[str, str]:
 
 def tracking_wait_s() -> float:
     """``$ECGML_TRACKING_WAIT_S``: how long to wait for a stopped tracking server at the end of training."""
-    text = os.environ.get("ECGML_TRACKING_WAIT_S")
-    if not text:
-        return DEFAULT_TRACKING_WAIT_S
     try:
-        value = float(text)
-    except ValueError:
-        raise TrackingError(f"ECGML_TRACKING_WAIT_S={text!r} is not a number of seconds") from None
-    if value < 0:
-        raise TrackingError(f"ECGML_TRACKING_WAIT_S={text!r} must be >= 0")
-    return value
+        return env_seconds("ECGML_TRACKING_WAIT_S", DEFAULT_TRACKING_WAIT_S)
+    except ValueError as exc:
+        raise TrackingError(str(exc)) from None
 
 
 def _auth_headers() -> dict[str, str]:
