@@ -49,7 +49,7 @@ def register_shipped(name: str, *, alias: str | None = None, task: str | None = 
 
     from ecgml.tracking.pyfunc import log_pyfunc
     from ecgml.tracking.registry import promote
-    from ecgml.tracking.runs import tracking_client, tracking_uri
+    from ecgml.tracking.runs import describe_experiment, tracking_client, tracking_uri
 
     _check_alias(alias)
     shipped = find_shipped(name, root, task=task)
@@ -67,7 +67,7 @@ def register_shipped(name: str, *, alias: str | None = None, task: str | None = 
     }
     with tempfile.TemporaryDirectory(prefix="ecgml-shipped-") as scratch:
         weights = materialise(shipped, Path(scratch) / "weights")
-        mlflow.set_experiment(PRETRAINED_EXPERIMENT)
+        describe_experiment(mlflow.set_experiment(PRETRAINED_EXPERIMENT).experiment_id)
         info = log_pyfunc(weights)
     try:
         client.get_registered_model(registered_name)

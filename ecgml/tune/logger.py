@@ -24,7 +24,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ecgml.tracking.runs import tracking_client
+from ecgml.tracking.runs import describe_experiment, tracking_client
 
 if TYPE_CHECKING:
     import optuna
@@ -42,7 +42,11 @@ _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 def _experiment_id(client: Any, name: str) -> str:
     found = client.get_experiment_by_name(name)
-    return found.experiment_id if found is not None else client.create_experiment(name)
+    if found is not None:
+        return found.experiment_id
+    experiment_id = client.create_experiment(name)
+    describe_experiment(experiment_id)  # what a tuning experiment holds, as open_run would say it
+    return experiment_id
 
 
 def start_parent_run(experiment: str, study_name: str, tags: Mapping[str, str], params: Mapping[str, Any],
