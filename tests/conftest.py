@@ -46,6 +46,9 @@ def _reset_run_identity() -> None:
     fluent = sys.modules.get("mlflow.tracking.fluent")  # only if a test imported MLflow at all
     if fluent is not None and hasattr(fluent, "_active_experiment_id"):
         fluent._active_experiment_id = None
+    service = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if service is not None and hasattr(service, "_tracking_uri"):  # else an earlier test's URI beats the env
+        service._tracking_uri = None
 
 
 def _real(sub: str) -> Path:
