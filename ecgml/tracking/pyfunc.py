@@ -195,7 +195,8 @@ def example_request(weights_dir: Path) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="ecgml-example-") as folder:
         write_wfdb_record(folder, "example", ecg.signal, meta.fs, PTBXL_LEAD_NAMES)
         signal = load_signal(Path(folder) / "example", STANDARD_LEADS)
-    return pd.DataFrame([{"signal": np.round(signal.astype(np.float64), 3).tolist(), "fs": meta.fs,
+    # fs as a float: MLflow warns about an integer column in an example (it cannot hold a missing value).
+    return pd.DataFrame([{"signal": np.round(signal.astype(np.float64), 3).tolist(), "fs": float(meta.fs),
                           "leads": list(STANDARD_LEADS)}])
 
 

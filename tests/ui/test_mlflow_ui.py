@@ -217,6 +217,16 @@ def test_registry_page_shows_versions_aliases_and_descriptions(server: tuple[str
     page.goto(f"{url}/#/models/ecgml-g12ec-classifier/versions/1")
     page.get_by_text("Classifier fine-tuned on g12ec").first.wait_for(timeout=60_000)
     page.get_by_text("finetune xresnet1d50_small f=0.25 s=0").first.wait_for(timeout=30_000)
+    # The schema section counts the signature's columns (it read "Inputs (0)" before models had one).
+    import mlflow
+
+    from ecgml.tracking.pyfunc import REQUEST_COLUMNS
+
+    mlflow.set_tracking_uri(url)
+    outputs = mlflow.models.get_model_info("models:/ecgml-g12ec-classifier/1").signature.outputs.input_names()
+    assert len(outputs) > 1
+    page.get_by_text(f"Inputs ({len(REQUEST_COLUMNS)})", exact=True).first.wait_for(timeout=30_000)
+    page.get_by_text(f"Outputs ({len(outputs)})", exact=True).first.wait_for(timeout=30_000)
     _shot(page, "registry_version")
 
 
