@@ -1,4 +1,4 @@
-"""Servers the tests start themselves on 127.0.0.1: a throw-away PostgreSQL cluster.
+"""Servers the tests start themselves on 127.0.0.1: a throw-away PostgreSQL cluster, ``mlflow models serve``.
 
 ``.ci/run`` installs Debian's ``postgresql`` package; a missing binary is an error here (not a skip), so a CI
 without it fails loudly instead of quietly testing less. PostgreSQL refuses to run as root: under root the
@@ -18,7 +18,9 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -61,6 +63,35 @@ def post_invocations(port: int, payload: object) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+
+
+@contextlib.contextmanager
+def model_server(uri: str, cwd: Path, env: dict[str, str], *, timeout_s: float = 180) -> Iterator[int]:
+    """``mlflow models serve -m uri`` (local env, one worker) on 127.0.0.1; yields its port once /ping answers,
+    stops it at the end. A server that exits early fails with its stderr; one that never answers, after
+    ``timeout_s``."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
+         "-p", str(port), "-w", "1"], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        deadline = time.time() + timeout_s
+        while True:
+            if server.poll() is not None:
+                raise ServerError(f"mlflow models serve -m {uri} exited: "
+                                  f"{server.stderr.read()[-3000:] if server.stderr else ''}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                if time.time() > deadline:
+                    raise ServerError(f"the scoring server of {uri} did not come up within {timeout_s:g} s") from None
+                time.sleep(0.5)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @dataclass

@@ -6,9 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ from ecgml.data.synth import generate_g12ec, generate_ptbxl
 from ecgml.evaluate.calibration import sigmoid
 from ecgml.posttrain.calibrate import CalibrationError, PredictionSet, calibrate_predictions, read_predictions
 from ecgml.tracking.pyfunc import apply_temperatures
-from tests.servers import free_port, post_invocations
+from tests.servers import model_server, post_invocations
 
 ARGS = ["--epochs", "3", "--batch-size", "16", "--backbone", "xresnet1d18", "--backbone-kwargs",
         '{"width": 0.25, "layers": [1, 1]}', "--seed", "5"]
@@ -174,23 +171,7 @@ def test_evaluate_reproduces_the_training_runs_test_predictions(registered: Path
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_and_refuses_bad_requests(registered: Path) -> None:
     assert _ecgml(registered, "registry", "promote", "clf", "1", "--stage", "production").returncode == 0
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/clf@production", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        cwd=registered, env=_env(registered), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert server.poll() is None, server.stderr.read()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
-        else:
-            pytest.fail("the scoring server did not come up within 120 s")
-
+    with model_server("models:/clf@production", registered, _env(registered), timeout_s=120) as port:
         ok_row = {"signal": _signal(500, 10.0).tolist(), "fs": 500}
         status, body = post_invocations(port, json.dumps({"dataframe_records": [ok_row]}).encode())
         assert status == 200, body
@@ -211,9 +192,6 @@ def test_mlflow_models_serve_answers_and_refuses_bad_requests(registered: Path) 
             assert "stack_trace" not in body
         status, body = post_invocations(port, b"{not json")
         assert 400 <= status < 500
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.mark.slow

@@ -4,17 +4,13 @@ ecgml's one-line reason (not MLflow's "Failed to predict data '<DataFrame dump>'
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port, post_invocations
+from tests.servers import model_server, post_invocations
 from tests.serving.conftest import ecg as _ecg
 
 
@@ -28,26 +24,8 @@ def _env(root: Path) -> dict[str, str]:
 
 def serve(root: Path, uri: str) -> Iterator[int]:
     """Start ``mlflow models serve -m uri`` in ``root``; yield its port once /ping answers; stop it."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
-         "-p", str(port), "-w", "1"], cwd=root, env=_env(root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert server.poll() is None, server.stderr.read()[-3000:] if server.stderr else ""
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
-        else:
-            pytest.fail("the scoring server did not come up within 180 s")
+    with model_server(uri, root, _env(root), timeout_s=180) as port:
         yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
