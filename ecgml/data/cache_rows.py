@@ -140,11 +140,20 @@ def _load_batches(job: Job, block: np.ndarray, facts: list[Facts | None], stats:
     leads = job.preprocessing.leads
     groups: dict[tuple[object, ...], list[tuple[int, bulk.LeanHeader, tuple[int, ...]]]] = defaultdict(list)
     slow: list[int] = []
+    seen: tuple[object, object, tuple[int, ...] | None] = ((), (), None)  # headers of one template share these
     for offset, path in enumerate(job.paths):
         text = bulk.read_header_text(f"{path}.hea")
-        header = bulk.quick_header(text, os.path.dirname(path)) if text else None
-        rows = bulk.lead_rows(header.names, leads) if header else None
-        if header is None or rows is None or any(header.unit_scales[r] is None for r in rows):
+        header = bulk.quick_header(text, path.rpartition("/")[0] or ".") if text else None
+        if header is None:
+            slow.append(offset)
+            continue
+        if header.names is not seen[0] or header.unit_scales is not seen[1]:
+            rows = bulk.lead_rows(header.names, leads)
+            if rows is not None and any(header.unit_scales[r] is None for r in rows):
+                rows = None
+            seen = (header.names, header.unit_scales, rows)
+        rows = seen[2]
+        if rows is None:
             slow.append(offset)
             continue
         key = (header.n_sig, header.n_samples, header.fs, job.source_fs[offset], rows)
@@ -157,40 +166,65 @@ def _load_batches(job: Job, block: np.ndarray, facts: list[Facts | None], stats:
 
 def _load_batch(job: Job, members: list[tuple[int, bulk.LeanHeader, tuple[int, ...]]], block: np.ndarray,
                 facts: list[Facts | None], stats: RunningStats) -> list[int]:
-    """Read, check and convert records of one shape together; return the offsets left to the slow path."""
+    """Read, check and convert records of one shape together; return the offsets left to the slow path.
+
+    The samples land in buffers the process reuses; a batch of consecutive rows that preprocessing
+    leaves as they are is converted straight into its rows of ``block``.
+    """
     _, first, rows = members[0]
     offsets = np.array([m[0] for m in members])
-    digital = np.empty((len(members), first.n_samples, first.n_sig), dtype="<i2")
-    ok = np.array([bulk.read_samples_into(h, digital[i]) for i, (_, h, _) in enumerate(members)])
-    digital = np.ascontiguousarray(digital.transpose(0, 2, 1))
+    interleaved = _scratch("interleaved", (len(members), first.n_samples, first.n_sig), np.int16)
+    ok = np.fromiter((bulk.read_samples_into(h, interleaved[i]) for i, (_, h, _) in enumerate(members)),
+                     dtype=bool, count=len(members))
+    digital = _scratch("digital", (len(members), first.n_sig, first.n_samples), np.int16)
+    np.copyto(digital, interleaved.transpose(0, 2, 1))
     declared = np.array([h.checksums for _, h, _ in members], dtype=np.int64)
     ok &= bulk.checksums_match(digital, declared)
+    slow: list[int] = []
     if not ok.all():
-        members = [m for m, good in zip(members, ok, strict=True) if good]
         slow = offsets[~ok].tolist()
+        members = [m for m, good in zip(members, ok, strict=True) if good]
         if not members:
             return slow
         digital, offsets = digital[ok], offsets[ok]
-    else:
-        slow = []
     if rows != tuple(range(first.n_sig)):
         digital = digital[:, list(rows)]
-    corrections = dict(job.gain_corrections)
-    gains = np.array([[corrections.get(h.gains[r], h.gains[r]) * h.unit_scales[r] for r in rows]  # type: ignore[operator]
-                      for _, h, _ in members], dtype=np.float32)
-    baselines = np.array([[h.baselines[r] for r in rows] for _, h, _ in members], dtype=np.float32)
-    raw = np.empty(digital.shape, dtype=np.float32)
-    nan_counts = bulk.to_millivolts(digital, gains, baselines, raw)
-    _check_and_store(job, offsets, raw, nan_counts, block, facts, stats)
+    gains, baselines = _scales(members, rows, dict(job.gain_corrections))
+    lowest, highest = digital.min(axis=-1), digital.max(axis=-1)
+    pre, fs = job.preprocessing, job.source_fs[int(offsets[0])]
+    in_place = pre.leaves_unchanged(fs, first.n_samples) and offsets[-1] - offsets[0] == len(offsets) - 1
+    out = (block[offsets[0]:offsets[-1] + 1] if in_place
+           else _scratch("millivolts", digital.shape, np.float32)[:len(offsets)])
+    nan_counts = bulk.to_millivolts(digital, gains, baselines, out, lowest)
+    flat = bulk.flat_from_extremes(lowest, highest, gains, baselines)
+    for i in np.flatnonzero(nan_counts):  # no-sample values became 0 mV: the extremes no longer tell
+        flat[i] = flat_leads(out[i])
+    _check_and_store(job, offsets, out, nan_counts, flat, in_place, block, facts, stats)
     return slow
 
 
-def _check_and_store(job: Job, offsets: np.ndarray, raw: np.ndarray, nan_counts: np.ndarray,
-                     block: np.ndarray, facts: list[Facts | None], stats: RunningStats) -> None:
-    """Flat, amplitude and length checks of a converted batch; kept rows go to ``block`` and the stats."""
+def _scales(members: list[tuple[int, bulk.LeanHeader, tuple[int, ...]]], rows: tuple[int, ...],
+            corrections: dict[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Gains (mV per unit, corrected) and baselines of the batch's leads, ``[records or 1, leads]``: one
+    row when every header shares them, as headers parsed from one template do."""
+    first = members[0][1]
+    if all(h.gains is first.gains and h.baselines is first.baselines and h.unit_scales is first.unit_scales
+           for _, h, _ in members):
+        headers = [first]
+    else:
+        headers = [h for _, h, _ in members]
+    gains = np.array([[corrections.get(h.gains[r], h.gains[r]) * h.unit_scales[r] for r in rows]  # type: ignore[operator]
+                      for h in headers], dtype=np.float32)
+    baselines = np.array([[h.baselines[r] for r in rows] for h in headers], dtype=np.float32)
+    return gains, baselines
+
+
+def _check_and_store(job: Job, offsets: np.ndarray, raw: np.ndarray, nan_counts: np.ndarray, flat: np.ndarray,
+                     in_place: bool, block: np.ndarray, facts: list[Facts | None], stats: RunningStats) -> None:
+    """Flat, amplitude and length checks of a converted batch; kept rows go to ``block`` (where they are
+    already when ``in_place``) and the stats."""
     pre, leads = job.preprocessing, job.preprocessing.leads
     fs = job.source_fs[int(offsets[0])]
-    flat = flat_leads(raw)
     kept = ~flat.all(axis=1)
     mean, m2 = row_moments(raw)
     for i in np.flatnonzero(~kept):
@@ -207,13 +241,16 @@ def _check_and_store(job: Job, offsets: np.ndarray, raw: np.ndarray, nan_counts:
     if not kept.all():
         raw, offsets, flat, nan_counts = raw[kept], offsets[kept], flat[kept], nan_counts[kept]
         mean, m2 = mean[kept], m2[kept]
-    try:
-        rows = pre.apply(raw, fs)
-    except ValueError:  # the per-record path words it
-        for offset in offsets:
-            facts[offset] = _load_one(job, int(offset), block, stats)
-        return
-    block[offsets] = rows
+    if in_place:
+        rows = raw
+    else:
+        try:
+            rows = pre.apply(raw, fs)
+        except ValueError:  # the per-record path words it
+            for offset in offsets:
+                facts[offset] = _load_one(job, int(offset), block, stats)
+            return
+        block[offsets] = rows
     n_valid = _n_valid(raw.shape[-1], fs, pre)
     train = np.array([job.train[o] for o in offsets])
     if rows is not raw or n_valid != raw.shape[-1]:  # preprocessing changed the rows: their own moments
@@ -221,9 +258,11 @@ def _check_and_store(job: Job, offsets: np.ndarray, raw: np.ndarray, nan_counts:
     else:
         mean, m2 = mean[train], m2[train]
     stats.add_rows(n_valid, mean, m2)
+    any_flat = flat.any(axis=1)
     for i, offset in enumerate(offsets):
         facts[offset] = {"n_valid": n_valid, "nan_count": int(nan_counts[i]),
-                         "flat_leads": ",".join(name for name, f in zip(leads, flat[i], strict=True) if f)}
+                         "flat_leads": (",".join(name for name, f in zip(leads, flat[i], strict=True) if f)
+                                        if any_flat[i] else "")}
 
 
 def _amplitude_suspects(std: np.ndarray, flat: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -263,6 +302,21 @@ def new_block(n_rows: int, row_shape: tuple[int, int]) -> np.ndarray:
 
 
 _BLOCKS: dict[tuple[int, int, int], np.ndarray] = {}
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
+    """A buffer of at least ``shape`` that the process keeps for the next batch: fresh memory for every
+    batch costs its page faults again (see :func:`new_block`). Callers use it before asking again."""
+    key = (os.getpid(), name, shape[1:], np.dtype(dtype).str)
+    buffer = _SCRATCH.get(key)
+    if buffer is None or len(buffer) < shape[0]:
+        if len(_SCRATCH) >= 32:  # a tree of many record lengths: keep the memory bounded
+            _SCRATCH.clear()
+        buffer = _SCRATCH[key] = np.empty((max(shape[0], BATCH), *shape[1:]), dtype=dtype)
+    return buffer[:shape[0]]
+
+
+_SCRATCH: dict[tuple[object, ...], np.ndarray] = {}
 
 
 def _write_block(job: Job, block: np.ndarray) -> None:

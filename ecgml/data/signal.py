@@ -82,7 +82,11 @@ def nan_to_zero(x: np.ndarray) -> tuple[np.ndarray, int]:
     return (np.where(nan, np.float32(0), x) if count else x), count
 
 
-def flat_leads(x: np.ndarray, tolerance_mv: float = 1e-3) -> np.ndarray:
+#: A lead whose peak-to-peak range is below this many mV is flat: a disconnected electrode or zero-filled.
+FLAT_TOLERANCE_MV = 1e-3
+
+
+def flat_leads(x: np.ndarray, tolerance_mv: float = FLAT_TOLERANCE_MV) -> np.ndarray:
     """Boolean per lead: True where the lead barely moves (disconnected electrode or zero-filled)."""
     return np.ptp(x, axis=-1) < tolerance_mv
 
@@ -213,6 +217,12 @@ class Preprocessing:
     @property
     def n_samples(self) -> int:
         return round(self.fs * self.seconds)
+
+    def leaves_unchanged(self, fs_in: float, n_samples_in: int) -> bool:
+        """Whether :meth:`apply` returns a record of this rate and length as it is (no resampling, filter,
+        crop or padding): the cache build then converts such records straight into their rows."""
+        return (fs_in == self.fs and n_samples_in == self.n_samples
+                and self.bandpass_low is None and self.bandpass_high is None)
 
     def apply(self, x: np.ndarray, fs_in: float) -> np.ndarray:
         """Resample, filter and fix the length of one ``[leads, samples]`` record (leads already chosen)."""

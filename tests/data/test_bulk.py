@@ -209,3 +209,45 @@ def test_plain_records_take_the_bulk_path(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(cache_rows, "_load_one", spy)
     cache = build_cache(read_ptbxl(root, fs=100), Preprocessing(fs=100), tmp_path / "c", progress=False)
     assert calls == [] and len(cache.records) == 10
+
+
+def test_flat_leads_from_digital_extremes_equal_flat_leads_of_the_converted_rows() -> None:
+    """The range is read off each lead's extremes instead of the millivolts; around the 1 uV threshold
+    (one to three digital units at these gains) the two must agree bit for bit, baselines or not."""
+    from ecgml.data.signal import flat_leads
+
+    rng = np.random.default_rng(5)
+    gains = np.array([[1000.0, 999.7, 1000.3, 200.0, 4.88, 2000.0, 1001.0, 998.0]], dtype=np.float32)
+    for baseline in (0.0, 5.0, -1234.0):
+        digital = np.empty((50, gains.shape[1], 300), dtype=np.int16)
+        for record in digital:
+            for lead in record:
+                low = rng.integers(-30000, 30000)
+                lead[:] = low + rng.integers(0, rng.integers(1, 5), lead.shape)
+        baselines = np.full_like(gains, baseline)
+        out = np.empty(digital.shape, dtype=np.float32)
+        bulk.to_millivolts(digital, gains, baselines, out)
+        got = bulk.flat_from_extremes(digital.min(axis=-1), digital.max(axis=-1), gains, baselines)
+        expected = flat_leads(out)
+        assert 0 < expected.sum() < expected.size  # both answers occur
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_wrapping_checksums_equal_the_exact_sum_modulo_2_16() -> None:
+    rng = np.random.default_rng(6)
+    digital = rng.integers(-32768, 32768, (20, 12, 1000)).astype(np.int16)
+    exact = digital.sum(axis=-1, dtype=np.int64)
+    declared = exact + 65536 * rng.integers(-3, 4, exact.shape)  # WFDB writes the sum as a signed 16-bit
+    assert bulk.checksums_match(digital, declared).all()
+    declared[7, 3] += 1
+    declared[11, 0] -= 65535
+    np.testing.assert_array_equal(np.flatnonzero(~bulk.checksums_match(digital, declared)), [7, 11])
+
+
+def test_a_header_longer_than_one_read_is_read_whole(tmp_path: Path) -> None:
+    header = tmp_path / "long.hea"
+    text = "long 1 100 10\nlong.dat 16 1000.0(0)/mV 16 0 0 0 0 I\n" + "# note\n" * 30_000
+    header.write_text(text)
+    assert len(text) > 3 * 65536 and bulk.read_header_text(str(header)) == text
+    header.write_text(text[:65536])  # exactly one full read: the next one returns nothing
+    assert bulk.read_header_text(str(header)) == text[:65536]
