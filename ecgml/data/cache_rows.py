@@ -226,7 +226,7 @@ def _check_and_store(job: Job, offsets: np.ndarray, raw: np.ndarray, nan_counts:
     pre, leads = job.preprocessing, job.preprocessing.leads
     fs = job.source_fs[int(offsets[0])]
     kept = ~flat.all(axis=1)
-    mean, m2 = row_moments(raw)
+    mean, m2 = row_moments(raw, _scratch("squares", raw.shape, np.float32))
     for i in np.flatnonzero(~kept):
         facts[offsets[i]] = {"error": f"{job.paths[offsets[i]]}.hea: every lead is flat (no signal)",
                              "error_kind": "flat_signal"}
