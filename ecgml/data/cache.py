@@ -353,7 +353,8 @@ def _facts_table(records: pd.DataFrame, facts: list[Facts]) -> tuple[pd.DataFram
     return table, dropped
 
 
-def _fill_gaps(signals_path: Path, shape: tuple[int, int, int], kept: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray]:
+def _fill_gaps(signals_path: Path, shape: tuple[int, int, int],
+               kept: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray]:
     """Fill the rows of dropped records with the last kept rows and cut the file to the kept rows; return
     the new shape and, per row, which record (index into the built rows) it now holds.
 

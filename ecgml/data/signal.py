@@ -1,6 +1,8 @@
 """Pure signal functions: NumPy ``[..., leads, samples]`` in, NumPy out, no hidden state.
 
 They are composed by :class:`Preprocessing`, whose fields are exactly what a cache key must contain.
+SciPy's signal package is imported by the functions that filter or resample, not here: the CLI imports
+this module for :class:`Preprocessing`, and ``ecgml --help`` should not wait for SciPy.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from functools import cache
 from typing import Literal
 
 import numpy as np
-from scipy import signal as sps
 
 from ecgml.data.leads import STANDARD_LEADS, lead_index, resolve_leads
 
@@ -26,8 +27,10 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
         return np.asarray(x, dtype=np.float32)
     if fs_in <= 0 or fs_out <= 0:
         raise ValueError(f"sampling rates must be positive, got {fs_in} -> {fs_out}")
+    from scipy.signal import resample_poly
+
     ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
-    out = sps.resample_poly(np.asarray(x, dtype=np.float64), ratio.numerator, ratio.denominator, axis=-1)
+    out = resample_poly(np.asarray(x, dtype=np.float64), ratio.numerator, ratio.denominator, axis=-1)
     return out.astype(np.float32)
 
 
@@ -38,15 +41,17 @@ def select_leads(x: np.ndarray, available: Sequence[str], wanted: Sequence[str],
 
 @cache
 def _butter_sos(fs: float, low: float | None, high: float | None, order: int) -> np.ndarray:
+    from scipy.signal import butter
+
     nyquist = fs / 2
     if high is not None and high >= nyquist:
         high = None  # nothing to cut above Nyquist at this rate
     if low and high:
-        return sps.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
+        return butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
     if low:
-        return sps.butter(order, low, btype="highpass", fs=fs, output="sos")
+        return butter(order, low, btype="highpass", fs=fs, output="sos")
     if high:
-        return sps.butter(order, high, btype="lowpass", fs=fs, output="sos")
+        return butter(order, high, btype="lowpass", fs=fs, output="sos")
     return np.empty((0, 6))
 
 
@@ -60,7 +65,9 @@ def bandpass(x: np.ndarray, fs: float, low: float | None = 0.5, high: float | No
         return np.asarray(x, dtype=np.float32)
     # Odd-extension padding a few seconds long keeps the high-pass edge transient out of the record.
     padlen = min(x.shape[-1] - 1, int(3 * fs))
-    return sps.sosfiltfilt(sos, x, axis=-1, padlen=padlen).astype(np.float32)
+    from scipy.signal import sosfiltfilt
+
+    return sosfiltfilt(sos, x, axis=-1, padlen=padlen).astype(np.float32)
 
 
 def pad_or_crop(x: np.ndarray, length: int, mode: Literal["center", "start"] = "center") -> np.ndarray:

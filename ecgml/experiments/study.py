@@ -291,11 +291,9 @@ def run_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None
     jobs = plan_sweep(name, study, values)
     commit = git_commit(Path(__file__).resolve().parent)
     tags = {schema.KIND: "sweep", schema.SWEEP: name, schema.PROTOCOL: study.protocol, "git_commit": commit}
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
     say(f"sweep {name} ({study.protocol} protocol): {len(jobs)} runs, seeds {list(study.seeds)}")
     with open_run(study.experiment, run_name=f"sweep-{name}-{study.protocol}", tags=tags,
-                  nested=bool(parent_run_id)) as run:
+                  parent_run_id=parent_run_id) as run:
         sweep_id = run.info.run_id
         mlflow.log_params({"sweep": name, "protocol": study.protocol, "values": json.dumps(list(values or [])),
                            "seeds": json.dumps(list(study.seeds)), "backbone": study.backbone, "jobs": len(jobs)})

@@ -14,8 +14,6 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,38 +136,12 @@ def calibrate_in_child(model: str, *, runs_dir: Path, method: str = DEFAULT_METH
                    parent_run_id=fitted.source_run, extra_tags=extra_tags, run_name=run_name)
 
 
-@contextmanager
-def _calibration_run(experiment: str, run_name: str, tags: dict[str, str], parent_run_id: str | None
-                     ) -> Iterator[Any]:
-    """A new run for a calibration; with ``parent_run_id``, a child of that run even when another run is active.
-
-    MLflow's ``start_run(nested=True)`` makes a run the child of the *active* run (a sweep, the main run) and
-    overwrites a ``mlflow.parentRunId`` tag; the run a calibration belongs under has ended by then. So that child is
-    created with its parent tag through the client and then resumed as the active run.
-    """
-    import mlflow
-    from mlflow.tracking.context.registry import resolve_tags
-
-    from ecgml.tracking.runs import open_run, tracking_client, tracking_uri
-
-    if not parent_run_id:
-        with open_run(experiment, run_name=run_name, tags=tags) as run:
-            yield run
-        return
-    mlflow.set_tracking_uri(tracking_uri())
-    experiment_id = mlflow.set_experiment(experiment).experiment_id
-    created = tracking_client().create_run(experiment_id, run_name=run_name,
-                                           tags=resolve_tags({**tags, "mlflow.parentRunId": parent_run_id}))
-    with open_run(experiment, run_id=created.info.run_id, run_name=run_name, nested=True) as run:
-        yield run
-
-
 def _record(fitted: _Fitted, *, experiment: str, runs_dir: Path, register_as: str | None, parent_run_id: str | None,
             extra_tags: dict[str, str] | None, run_name: str | None) -> CalibrationOutcome:
     """The calibration's run: params, metrics, artifacts and, for a registered version, a new calibrated version."""
     import mlflow
 
-    from ecgml.tracking.runs import git_commit, tracking_client
+    from ecgml.tracking.runs import git_commit, open_run, tracking_client
 
     info, calibration = fitted.info, fitted.calibration
     tags = {"ecgml.kind": "calibrate", "ecgml.calibrated_run_id": fitted.source_run,
@@ -180,7 +152,7 @@ def _record(fitted: _Fitted, *, experiment: str, runs_dir: Path, register_as: st
         from ecgml.tracking.run_names import calibration_run_name
 
         run_name = calibration_run_name(tracking_client().get_run(fitted.source_run).info.run_name or fitted.source_run)
-    with _calibration_run(experiment, run_name, tags, parent_run_id) as run:
+    with open_run(experiment, run_name=run_name, tags=tags, parent_run_id=parent_run_id) as run:
         work = runs_dir / run.info.run_id
         mlflow.set_tags({"ecgml.calibration_method": calibration.method,
                          **({"ecgml.calibration_warning": " | ".join(calibration.diagnosis)[:5000]}

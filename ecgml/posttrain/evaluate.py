@@ -91,10 +91,8 @@ def run_evaluation(model: str, data: PrepareConfig, *, split: str = "test", expe
             "cache_digest": cache.digest, "git_commit": git_commit(Path(__file__).resolve().parent),
             **({"ecgml.temperatures": info.tags["ecgml.temperatures"]} if "ecgml.temperatures" in info.tags else {}),
             **(extra_tags or {})}
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
     run_name = f"evaluate {uri.removeprefix('models:/')} {data.data.source} {split}"
-    with open_run(experiment, run_name=run_name, tags=tags, nested=bool(parent_run_id)) as run:
+    with open_run(experiment, run_name=run_name, tags=tags, parent_run_id=parent_run_id) as run:
         folder = runs_dir / run.info.run_id / "eval"
         folder.mkdir(parents=True, exist_ok=True)
         report = per_class_report(arrays.labels, probs, splits.classes)

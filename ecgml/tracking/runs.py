@@ -267,8 +267,14 @@ def open_run(
     tags: Mapping[str, str] | None = None,
     nested: bool = False,
     system_metrics: bool = True,
+    parent_run_id: str | None = None,
 ) -> Iterator[Any]:
     """Start a run (or resume ``run_id``, or adopt the run ``mlflow run`` started) and end it cleanly.
+
+    With ``parent_run_id`` a new run is that run's child whichever run is active: MLflow's
+    ``start_run(nested=True)`` makes a new run the child of the *active* run and overwrites a
+    ``mlflow.parentRunId`` tag (and its own ``parent_run_id`` insists on the active run), so the child is
+    created with its tag through the client, then resumed. Such a run never adopts ``$MLFLOW_RUN_ID``.
 
     A step experiment ecgml knows gets its description (:func:`describe_experiment`) unless it has one.
     A run that raises is marked FAILED; a KeyboardInterrupt marks it KILLED. Either way what was
@@ -278,9 +284,13 @@ def open_run(
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
+    nested = nested or bool(parent_run_id)
     run_id = run_id or (None if nested else os.environ.get("MLFLOW_RUN_ID"))
     if run_id is None:
-        mlflow.set_experiment(experiment)
+        experiment_id = mlflow.set_experiment(experiment).experiment_id
+        if parent_run_id:
+            run_id = _create_child(experiment_id, run_name, {**(tags or {}), MLFLOW_PARENT_TAG: parent_run_id})
+            tags = None
     # MLflow's start_run adopts $MLFLOW_RUN_ID whenever it is given no run id: a child run opened inside the
     # run `mlflow run` started would become that run. The adoption is decided above; hide the variable here.
     adopted = os.environ.pop("MLFLOW_RUN_ID", None)
@@ -308,6 +318,17 @@ def open_run(
             _forget_active_run()
         else:
             _end_run(status, failing=status != "FINISHED")
+
+
+MLFLOW_PARENT_TAG = "mlflow.parentRunId"
+
+
+def _create_child(experiment_id: str, run_name: str | None, tags: Mapping[str, str]) -> str:
+    """A new run with its parent tag, and the context tags ``start_run`` would add (source, user, commit)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return str(tracking_client().create_run(experiment_id, run_name=run_name,
+                                            tags=resolve_tags(dict(tags))).info.run_id)
 
 
 def _end_run(status: str, *, failing: bool) -> None:

@@ -283,8 +283,6 @@ def _run_tags(run: RunContext, request: RunRequest, digest: str) -> dict[str, st
         "git_commit": git_commit(Path(__file__).resolve().parent),
         **run.lineage, **request.extra_tags,
     }
-    if request.parent_run_id:
-        tags["mlflow.parentRunId"] = request.parent_run_id
     return tags
 
 
@@ -319,7 +317,7 @@ def _open(run: RunContext, request: RunRequest, stack: ExitStack) -> tuple[Track
     tags = _run_tags(run, request, digest)
     run_name = config.run_name or config_run_name(config, backbone=run.lineage.get("backbone"))
     active = stack.enter_context(open_run(config.experiment, run_name=run_name, run_id=run_id, tags=tags,
-                                          nested=bool(request.parent_run_id)))
+                                          parent_run_id=request.parent_run_id))
     tracked = TrackedRun(active.info.run_id, digest, tags)
     return tracked, _start_or_resume(run, request, tracked.run_id)
 

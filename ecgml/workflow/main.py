@@ -124,9 +124,8 @@ class _Steps:
 
         from ecgml.tracking.runs import log_json, open_run
 
-        with open_run(self.experiment, run_name=name, nested=True, system_metrics=False,
-                      tags={schema.KIND: name, STEP_KEY: key, "git_commit": self.commit,
-                            "mlflow.parentRunId": self.parent, **tags}) as run:
+        with open_run(self.experiment, run_name=name, system_metrics=False, parent_run_id=self.parent,
+                      tags={schema.KIND: name, STEP_KEY: key, "git_commit": self.commit, **tags}) as run:
             mlflow.log_params(params)
             for artifact, doc in (documents or {}).items():
                 log_json(doc, artifact)

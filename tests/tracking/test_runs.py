@@ -30,6 +30,30 @@ def test_children_of_an_adopted_run_are_new_runs(tmp_path: Path, monkeypatch: py
         assert run.data.tags["ecgml.kind"] == kind and run.data.tags["mlflow.parentRunId"] == started.info.run_id
 
 
+
+def test_a_child_is_the_child_of_the_run_named_not_of_the_active_one(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A calibration opened while the sweep run is active belongs under the training run it calibrates,
+    which has ended; MLflow's nested=True alone would file it under the sweep."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    with open_run("sweeps", tags={"ecgml.kind": "sweep"}) as sweep:
+        with open_run("sweeps", parent_run_id=sweep.info.run_id, tags={"ecgml.kind": "train"}) as trained:
+            pass
+        with open_run("sweeps", run_name="calibrate it", parent_run_id=trained.info.run_id,
+                      tags={"ecgml.kind": "calibrate"}) as calibration:
+            assert mlflow.active_run().info.run_id == calibration.info.run_id
+        assert mlflow.active_run().info.run_id == sweep.info.run_id  # the sweep is active again afterwards
+    run = client.get_run(calibration.info.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == trained.info.run_id and run.info.status == "FINISHED"
+    assert run.data.tags["ecgml.kind"] == "calibrate" and run.info.run_name == "calibrate it"
+    assert run.data.tags["mlflow.source.name"]  # the context tags start_run would have added
+    assert client.get_run(trained.info.run_id).data.tags["mlflow.parentRunId"] == sweep.info.run_id
+
 def test_step_experiments_get_a_description_and_a_users_is_kept(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
