@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,14 +106,20 @@ def load_state_dict(folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 def load_model(folder: str | os.PathLike[str]) -> tuple[nn.Module, WeightMetadata]:
     """Rebuild the model from its constructor name and arguments, then load its weights."""
+    metadata = read_metadata(folder)
+    return build_model(metadata, load_state_dict(folder), where=str(folder)), metadata
+
+
+def build_model(metadata: WeightMetadata, state: Mapping[str, torch.Tensor], *, where: str) -> nn.Module:
+    """The model ``metadata`` describes, holding ``state`` (read from a weights folder, or handed over by
+    another rank); ``where`` names the weights in the error when they do not fit."""
     from ecgml.models import create_backbone
 
-    metadata = read_metadata(folder)
     model = create_backbone(metadata.backbone, **metadata.backbone_kwargs)
-    missing, unexpected = model.load_state_dict(load_state_dict(folder), strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise WeightsError(f"{folder}: weights do not fit {metadata.backbone}({metadata.backbone_kwargs}): "
+        raise WeightsError(f"{where}: weights do not fit {metadata.backbone}({metadata.backbone_kwargs}): "
                            f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.eval()
-    return model, metadata
+    return model
 

@@ -133,7 +133,7 @@ def _build_context(config: TrainConfig, device: torch.device, ctx: DistContext, 
     leads = prepared.cache.leads
     lineage: dict[str, str] = {}
     if config.init_uri:
-        model, lineage = _pretrained(config, tuple(leads), len(splits.classes))
+        model, lineage = _pretrained(config, tuple(leads), len(splits.classes), ctx)
     else:
         model = create_backbone(config.model.backbone, in_channels=len(leads), num_classes=len(splits.classes),
                                 **config.model.kwargs)
@@ -218,21 +218,35 @@ def _refuse_misfit(info: VersionInfo, meta: WeightMetadata, config: TrainConfig,
         raise ValueError(f"models:/{info.name}/{info.version} does not fit the target data: " + "; ".join(problems))
 
 
-def _pretrained(config: TrainConfig, leads: tuple[str, ...], n_classes: int) -> tuple[torch.nn.Module, dict[str, str]]:
-    """The registered backbone ``config.init_uri`` names, checked against the target data, with a new head."""
-    from ecgml.tracking.registry import download_weights, resolve_with_fallback
-    from ecgml.tracking.weights import load_model
+def _pretrained(config: TrainConfig, leads: tuple[str, ...], n_classes: int,
+                ctx: DistContext) -> tuple[torch.nn.Module, dict[str, str]]:
+    """The registered backbone ``config.init_uri`` names, checked against the target data, with a new head.
 
-    info, warning = resolve_with_fallback(str(config.init_uri))
-    if warning:  # said on stderr, where a user running a job looks, whatever the warnings filter
+    Under torchrun rank 0 alone asks the registry and downloads the weights; the other ranks get their
+    metadata and tensors from it: one download instead of one per rank, and no rank but 0 talks to MLflow.
+    """
+    from ecgml.tracking.weights import build_model
+
+    info, warning, meta, state = from_main(lambda: _fetch_backbone(str(config.init_uri)), ctx)
+    if warning and ctx.is_main:  # said on stderr, where a user running a job looks, whatever the warnings filter
         sys.stderr.write(f"warning: {warning}\n")
-    model, meta = load_model(download_weights(info))
+    model = build_model(meta, state, where=f"models:/{info.name}/{info.version}")
     _refuse_misfit(info, meta, config, leads)
     model.reset_classifier(n_classes)
     model.train()
     return model, {"ecgml.backbone_version": f"models:/{info.name}/{info.version}",
                    "ecgml.backbone_run_id": str(info.run_id), "backbone": meta.backbone,
                    "ecgml.backbone_dataset": meta.source, "ecgml.backbone_task": meta.task}
+
+
+def _fetch_backbone(uri: str) -> tuple[VersionInfo, str | None, WeightMetadata, dict[str, torch.Tensor]]:
+    """The registered version ``uri`` resolves to (with the fallback's warning), its metadata and tensors."""
+    from ecgml.tracking.registry import download_weights, resolve_with_fallback
+    from ecgml.tracking.weights import load_state_dict, read_metadata
+
+    info, warning = resolve_with_fallback(uri)
+    folder = download_weights(info)
+    return info, warning, read_metadata(folder), load_state_dict(folder)
 
 
 def _make_trainer(run: RunContext, run_id: str, *, on_epoch: Callable[[EpochRecord], None] | None = None,

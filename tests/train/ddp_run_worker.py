@@ -11,7 +11,8 @@ Environment:
   first rank of each machine), opening the MLflow run and the end-of-run tracking wait (on rank 0).
 * ``DDP_TRACKING_DOWN=1``: rank 0's end-of-run wait ends as if the tracking server never came back.
 * ``DDP_REPORT_DIR``: where each rank writes ``rank{RANK}.json`` (the delays it took, whether its
-  machine's cache was there when it prepared, how its run ended).
+  machine's cache was there when it prepared, how many registered weights it downloaded, how its run
+  ended).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 RANK, LOCAL_RANK, NODE = (int(os.environ.get(k, "0")) for k in ("RANK", "LOCAL_RANK", "GROUP_RANK"))
-report: dict[str, Any] = {"rank": RANK, "local_rank": LOCAL_RANK, "node": NODE, "delayed": [], "cache_found": None}
+report: dict[str, Any] = {"rank": RANK, "local_rank": LOCAL_RANK, "node": NODE, "delayed": [], "cache_found": None,
+                          "downloads": 0}
 
 
 def _delay(phase: str) -> None:
@@ -41,10 +43,18 @@ def _cache_there(cache_dir: Path) -> bool:
 
 def _inject() -> None:
     """Make the runner's solo work slow: the cache build, opening the run, the end-of-run tracking wait."""
-    from ecgml.tracking import runs
+    from ecgml.tracking import registry, runs
     from ecgml.train import runner
 
     prepare, open_run, finish = runner.prepare, runs.open_run, runs.MetricLog.finish
+    download = registry.download_weights
+
+    @wraps(download)
+    def counted_download(*args: Any, **kwargs: Any) -> Any:
+        report["downloads"] += 1
+        return download(*args, **kwargs)
+
+    registry.download_weights = counted_download
 
     @wraps(prepare)
     def slow_prepare(request: Any, *, progress: bool = True) -> Any:

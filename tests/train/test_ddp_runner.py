@@ -96,6 +96,7 @@ def test_finetune_on_two_ranks_with_each_strategy(workdir: Path, pretrained: tup
                              "--fraction", "0.5", "--register-as", f"clf-{strategy}"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert [r.get("exit") or 0 for r in ranks] == [0, 0]
+    assert ranks[0]["downloads"] >= 1 and ranks[1]["downloads"] == 0  # rank 1 got the backbone from rank 0
     run = _run(workdir, done.stdout)
     assert run.info.status == "FINISHED"
     assert run.data.params["strategy"] == strategy and run.data.params["world_size"] == "2"
