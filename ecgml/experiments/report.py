@@ -13,11 +13,9 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,6 +39,15 @@ from ecgml.experiments.analysis import (
     value_key,
 )
 from ecgml.experiments.collect import ArtifactMissingError, Collected, collect, setting_label
+from ecgml.experiments.report_sections import (
+    ReportContext,
+    calibration_section,
+    markdown_table,
+    mean_sd,
+    p_value,
+    protocol_section,
+    runs_section,
+)
 from ecgml.io import atomic_write_text
 
 
@@ -48,49 +55,7 @@ def _say(message: str) -> None:
     sys.stderr.write(f"[ecgml report] {message}\n")
 
 
-def _p(p: float, rounds: float | None = None) -> str:
-    """A p-value; at the bootstrap's floor (no round crossed 0) it says so rather than print a false precision."""
-    if not np.isfinite(p):
-        return "n/a"
-    if rounds and p <= 2 / (rounds + 1) + 1e-12:
-        return f"≤{p:.3f} (no round crossed 0)"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-
-def _mean_sd(values: np.ndarray) -> str:
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.3f} (n=1)"
-    return f"{values.mean():.3f} ± {float(np.std(values, ddof=1)):.3f}"
-
-
 # ---- sections --------------------------------------------------------------------------------------------------
-@dataclass
-class _Context:
-    collected: Collected
-    out_dir: Path
-    preds: Predictions
-    progress: bool
-    problems: list[str] = field(default_factory=list)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-
-    @property
-    def figures(self) -> Path:
-        return self.out_dir / "figures"
-
-
 def _results_table(view: SweepView, summary: pd.DataFrame) -> str:
     """Rows as in the original's tables (standalone per family, PTB-XL pretraining, fine-tuned, gain); settings as
     columns."""
@@ -114,7 +79,7 @@ def _results_table(view: SweepView, summary: pd.DataFrame) -> str:
             shared = g["shared_from"].dropna().unique() if "shared_from" in g else []
             source = (" (from backbone run)" if "backbone run" in shared
                       else f" (shared: {shared[0]})" if len(shared) and arm != "pretrain" else "")
-            cells.append(_mean_sd(auc) + ci + source)
+            cells.append(mean_sd(auc) + ci + source)
         rows.append([name, *cells])
     for family in sorted(summary.loc[summary["arm"] == "finetune", "family"].unique(), key=family_key):
         cells = []
@@ -125,10 +90,10 @@ def _results_table(view: SweepView, summary: pd.DataFrame) -> str:
             gain = fmt(ft["mean"].iloc[0] - best_mean, sign=True) if len(ft) else ""
             cells.append("—" if best is None or ft.empty else f"{gain} (vs {best})")
         rows.append([f"gain: fine-tuned {family} − best standalone", *cells])
-    return _table(["model", *labels], rows)
+    return markdown_table(["model", *labels], rows)
 
 
-def _plot_sweep(ctx: _Context, view: SweepView, summary: pd.DataFrame) -> str | None:
+def _plot_sweep(ctx: ReportContext, view: SweepView, summary: pd.DataFrame) -> str | None:
     from ecgml.experiments.report_figures import plot_auc_bars_grouped, plot_auc_lines
 
     if view.x is None or summary.empty:
@@ -162,7 +127,7 @@ def _plot_sweep(ctx: _Context, view: SweepView, summary: pd.DataFrame) -> str | 
     return path.relative_to(ctx.out_dir).as_posix()
 
 
-def _per_class(ctx: _Context, run_id: str) -> dict[str, float]:
+def _per_class(ctx: ReportContext, run_id: str) -> dict[str, float]:
     """Test AUC per class of a run: from metrics.json, else recomputed from its predictions."""
     from ecgml.evaluate.auc import per_class_report
 
@@ -179,7 +144,7 @@ def _per_class(ctx: _Context, run_id: str) -> dict[str, float]:
     return {c: (np.nan if v is None else v) for c, v in report["auc"].items()}
 
 
-def _heatmap(ctx: _Context, view: SweepView, summary: pd.DataFrame) -> str | None:
+def _heatmap(ctx: ReportContext, view: SweepView, summary: pd.DataFrame) -> str | None:
     from ecgml.experiments.report_figures import plot_class_heatmaps
 
     runs = view.runs[view.runs["arm"].isin(["finetune", "standalone"])]
@@ -251,13 +216,13 @@ def _paired_table(paired: pd.DataFrame) -> str:
         rows.append([r["setting_label"], r["seed"], f"fine-tuned {r['finetune_family']}",
                      f"standalone {r['standalone_family']}", int(r["n_records"]),
                      f"{fmt(r['finetune_auc'])} vs {fmt(r['standalone_auc'])}", fmt(r["diff"], sign=True),
-                     f"[{fmt(r['low'], sign=True)}, {fmt(r['high'], sign=True)}]", _p(r["p_value"], r.get("rounds")),
-                     _reading(r)])
-    return _table(["setting", "seed", "model A", "model B", "records", "AUC A vs B", "A − B", "95% CI", "p", "reading"],
-                  rows)
+                     f"[{fmt(r['low'], sign=True)}, {fmt(r['high'], sign=True)}]",
+                     p_value(r["p_value"], r.get("rounds")), _reading(r)])
+    return markdown_table(["setting", "seed", "model A", "model B", "records", "AUC A vs B", "A − B", "95% CI", "p",
+                           "reading"], rows)
 
 
-def _sweep_section(ctx: _Context, view: SweepView) -> tuple[list[str], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _sweep_section(ctx: ReportContext, view: SweepView) -> tuple[list[str], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     summary = summarise(view)
     paired = paired_tests(view, ctx.preds, ctx.problems, ctx.progress)
     verdicts = conclusions(view, summary, paired)
@@ -298,134 +263,6 @@ def _sweep_section(ctx: _Context, view: SweepView) -> tuple[list[str], pd.DataFr
     return lines, summary, paired, verdicts
 
 
-def _calibration_section(ctx: _Context) -> list[str]:
-    from ecgml.evaluate.figures import plot_reliability
-    from ecgml.evaluate.paired import AlignmentError, align_predictions
-
-    cal = ctx.collected.calibrations
-    lines = ["## Calibration", ""]
-    if cal.empty:
-        return [*lines, "No calibration runs in the selected sweeps.", ""]
-    metrics = [("ECE", "test_macro_ece"), ("MCE", "test_macro_mce"), ("Brier", "test_macro_brier")]
-    rows, records, failures = [], [], []
-    for (sweep, protocol, setting, arm, family), g in cal.groupby(["sweep", "protocol", "setting", "arm", "family"]):
-        methods: list[str] = []
-        notes: list[tuple[int, str, str]] = []
-        for rid, seed in zip(g["run_id"], g["seed"], strict=True):
-            try:
-                doc = ctx.collected.calibration_json(rid)
-            except ArtifactMissingError as exc:
-                ctx.problems.append(str(exc))
-                continue
-            methods.append(str(doc.get("method", "?")))
-            notes += [(int(seed), rid, str(n)) for n in doc.get("diagnosis", [])]
-        cells = []
-        for _, key in metrics:
-            before, after = g[f"{key}_before"].to_numpy(float), g[f"{key}_after"].to_numpy(float)
-            cells.append(f"{_mean_sd(before)} → {_mean_sd(after)}")
-        per_map = [_mean_sd(g[f"test_macro_ece_after_{m}"].to_numpy(float)) if f"test_macro_ece_after_{m}" in g
-                   else "n/a" for m in ("single", "per_class", "platt")]
-        chosen = ", ".join(f"{m} ×{methods.count(m)}" for m in dict.fromkeys(methods)) or "?"
-        label, model = setting_label(json.loads(setting)), model_label(arm, family)
-        rows.append([sweep, protocol, label, model, len(g), *cells, *per_map, chosen,
-                     f"{len({rid for _, rid, _ in notes})}/{len(g)}"])
-        records.append({"sweep": sweep, "protocol": protocol, "setting": setting, "arm": arm, "family": family,
-                        "n": len(g), "n_with_warnings": len({rid for _, rid, _ in notes}),
-                        **{f"{k}_{w}_mean": float(g[f"{k}_{w}"].mean()) for _, k in metrics
-                           for w in ("before", "after")}})
-        kinds: dict[str, list[tuple[int, str, str]]] = {}
-        for seed, rid, note in notes:
-            kinds.setdefault(note.split(":")[0], []).append((seed, rid, note))
-        for kind, found in kinds.items():
-            seed, rid, note = sorted(found)[0]
-            failures.append(f"- {model}, `{sweep}` {label}: {kind} in {len(found)} of {len(g)} run(s) "
-                            f"(seeds {', '.join(str(f[0]) for f in sorted(found))}). Seed {seed} (`{rid}`): "
-                            f"{note.split(':', 1)[-1].strip()}.")
-    ctx.tables["calibration"] = pd.DataFrame(records)
-    lines += ["Test split, mean ± sd over seeds, before → after the map chosen for each run. Three maps are fitted on "
-              "validation only: one temperature, one per class, and Platt scaling (a slope and a bias per class); "
-              "the one with the lowest cross-validated validation NLL is chosen, and test ECE is shown for each.", "",
-              _table(["sweep", "protocol", "setting", "model", "runs", "ECE", "MCE", "Brier", "ECE after (one T)",
-                      "ECE after (T per class)", "ECE after (Platt)", "map chosen", "runs with warnings"], rows), ""]
-    if failures:
-        lines += ["### Why some calibrations failed or cannot help", "", *failures, ""]
-    for arm in ("finetune", "standalone"):
-        mine = cal[cal["arm"] == arm]
-        if mine.empty:
-            continue
-        preferred = mine[mine["sweep"] == "calibration"]
-        mine = preferred if len(preferred) else mine
-        setting = mine["setting"].value_counts().index[0]
-        g = mine[mine["setting"] == setting].sort_values("test_macro_ece_before")
-        r = g.iloc[(len(g) - 1) // 2]  # the seed with the median ECE before: representative, not the best
-        try:
-            before = ctx.collected.predictions(r["calibrated_run_id"])
-            after = ctx.collected.calibrated_predictions(r["run_id"])
-            pair = align_predictions(before, after, names=(ctx.collected.describe(r["calibrated_run_id"]),
-                                                           ctx.collected.describe(r["run_id"])))
-        except (ArtifactMissingError, AlignmentError) as exc:
-            ctx.problems.append(f"reliability diagram of {arm} skipped: {exc}")
-            continue
-        path = ctx.figures / f"reliability_{arm}.png"
-        plot_reliability(pair.y_true, pair.prob_a, pair.prob_b, list(pair.classes), path)
-        lines += [f"### Reliability, {model_label(arm, r['family'])}, {r['sweep']} {r['setting_label']} seed "
-                  f"{r['seed']} (median ECE before among its seeds)", "",
-                  f"ECE {fmt(r['test_macro_ece_before'])} → {fmt(r['test_macro_ece_after'])}; "
-                  f"training run `{r['calibrated_run_id']}`, calibration run `{r['run_id']}`.", "",
-                  f"![reliability {arm}]({path.relative_to(ctx.out_dir).as_posix()})", ""]
-    return lines
-
-
-def _protocol_section(verdicts: pd.DataFrame) -> list[str]:
-    """Standard against seed protocol, per sweep and setting run under both: does the conclusion change?"""
-    lines = ["## Protocol: standard versus seed", ""]
-    if verdicts.empty or verdicts["protocol"].nunique() < 2:
-        return [*lines, "Only one protocol was run for the selected sweeps; nothing to compare.", ""]
-    rows, changed, total = [], 0, 0
-    for (sweep, _setting), g in verdicts.groupby(["sweep", "setting"], sort=False):
-        by = {p: r for p, r in zip(g["protocol"], g.itertuples(index=False), strict=True)}
-        if "standard" not in by or "seed" not in by:
-            continue
-        s, d = by["standard"], by["seed"]
-        same = s.verdict == d.verdict
-        total += 1
-        changed += not same
-        rows.append([sweep, s.setting_label, f"{fmt(s.finetune_mean)} / {fmt(d.finetune_mean)}",
-                     f"{fmt(s.best_standalone_mean)} ({s.best_standalone}) / {fmt(d.best_standalone_mean)} "
-                     f"({d.best_standalone})", f"{fmt(s.gain, sign=True)} / {fmt(d.gain, sign=True)}",
-                     f"{fmt(d.gain - s.gain, sign=True)}", f"{s.verdict} / {d.verdict}",
-                     "same" if same else "CHANGES"])
-    if not rows:
-        return [*lines, "No setting was run under both protocols.", ""]
-    lines += [f"The protocol alone changes the conclusion in {changed} of {total} setting(s) run under both.", "",
-              _table(["sweep", "setting", "fine-tuned (standard / seed)", "best standalone (standard / seed)",
-                      "gain (standard / seed)", "gain change", "verdict (standard / seed)", "conclusion"], rows), ""]
-    return lines
-
-
-def _runs_section(collected: Collected) -> list[str]:
-    runs = collected.runs
-    lines = ["## Runs", "", f"Experiment `{collected.experiment}` (id {collected.experiment_id}), tracking store "
-             f"`{collected.tracking_uri}`: {len(runs)} finished training runs, {len(collected.calibrations)} "
-             f"calibration runs, {len(collected.sweeps)} sweep run(s).", ""]
-    rows = []
-    for (sweep, protocol, arm, family), g in runs.groupby(["sweep", "protocol", "arm", "family"]):
-        seeds = ",".join(map(str, sorted(g["seed"].unique())))
-        rows.append([sweep, protocol, arm, family, g["setting"].nunique(), seeds, len(g)])
-    lines += [_table(["sweep", "protocol", "arm", "family", "settings", "seeds", "runs"], rows), ""]
-    skipped = collected.skipped
-    lines += [f"**Skipped unfinished runs: {len(skipped)}.**"
-              + (" They are left out of every table below." if len(skipped) else ""), ""]
-    if len(skipped):
-        lines += [_table(["run", "status", "kind", "sweep", "arm", "family", "setting", "seed"],
-                         skipped[["run_id", "status", "kind", "sweep", "arm", "family", "setting", "seed"]]
-                         .fillna("").itertuples(index=False)), ""]
-    if collected.ignored:
-        lines += [f"Ignored runs: {len(collected.ignored)}.", "",
-                  _table(["run", "reason"], collected.ignored), ""]
-    return lines
-
-
 _HOW_TO_READ = """## How to read this report
 
 - **Per run**: test macro AUC with the run's own bootstrap 95% interval over test records (logged by the
@@ -451,7 +288,7 @@ def write_report(collected: Collected, out_dir: Path, *, title: str = "ecgml stu
                  seed: int = 0, progress: bool = True, log: Callable[[str], None] = _say) -> Path:
     """Write ``out_dir/report.md``, its PNGs under ``figures/`` and its tables as CSV under ``tables/``."""
     out_dir = Path(out_dir)
-    ctx = _Context(collected, out_dir, Predictions(collected, n_rounds, seed), progress)
+    ctx = ReportContext(collected, out_dir, Predictions(collected, n_rounds, seed), progress)
     ctx.figures.mkdir(parents=True, exist_ok=True)
     selection = sorted(collected.runs["sweep"].unique())
     body: list[str] = []
@@ -466,9 +303,9 @@ def write_report(collected: Collected, out_dir: Path, *, title: str = "ecgml stu
         paired_all.append(paired)
         verdicts_all.append(verdicts)
     log("calibration")
-    calibration = _calibration_section(ctx)
+    calibration = calibration_section(ctx)
     verdicts = pd.concat(verdicts_all, ignore_index=True) if verdicts_all else pd.DataFrame()
-    protocol = _protocol_section(verdicts)
+    protocol = protocol_section(verdicts)
     head = [f"# {title}", "", f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from sweep(s) "
             f"{', '.join(f'`{s}`' for s in selection)}.", ""]
     summary_lines = ["## Summary", ""]
@@ -477,12 +314,12 @@ def write_report(collected: Collected, out_dir: Path, *, title: str = "ecgml stu
     summary_lines += [""]
     problems = ["## Problems met while writing the report", ""]
     problems += [f"- {p}" for p in dict.fromkeys(ctx.problems)] if ctx.problems else ["None."]
-    appendix = ["## Appendix: all runs", "", _table(
+    appendix = ["## Appendix: all runs", "", markdown_table(
         ["run", "sweep", "protocol", "arm", "family", "setting", "seed", "test macro AUC [95% CI]", "best val AUC"],
         [[r.run_id, r.sweep, r.protocol, r.arm, r.family, r.setting_label, r.seed,
           f"{fmt(r.test_macro_auc)} [{fmt(r.test_macro_auc_low)}, {fmt(r.test_macro_auc_high)}]",
           fmt(r.best_val_macro_auc)] for r in collected.runs.itertuples()]), ""]
-    text = "\n".join([*head, *_runs_section(collected), _HOW_TO_READ.format(min_seeds=MIN_SEEDS, rounds=n_rounds),
+    text = "\n".join([*head, *runs_section(collected), _HOW_TO_READ.format(min_seeds=MIN_SEEDS, rounds=n_rounds),
                       *summary_lines, *body, *calibration, *protocol, *problems, "", *appendix])
     tables = {"runs": collected.runs, "summary": pd.concat(summaries, ignore_index=True) if summaries else None,
               "paired_tests": pd.concat(paired_all, ignore_index=True) if paired_all else None,
