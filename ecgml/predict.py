@@ -146,7 +146,7 @@ def load_classifier(model_uri: str) -> Any:
     """The served object of a logged ecgml model (calibration included), loaded through MLflow."""
     import mlflow
 
-    from ecgml.tracking.runs import tracking_uri
+    from ecgml.tracking.store import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     try:

@@ -51,7 +51,7 @@ def experiment_command(name: str, values: str | None, protocol: str, seeds: str,
     from ecgml.experiments.study import StudyConfig, check_values, parse_values, run_sweep
     from ecgml.models import get_backbone_entry
     from ecgml.tracking.registry import RegistryError
-    from ecgml.tracking.runs import TrackingError
+    from ecgml.tracking.store import TrackingError
 
     try:
         families = name_list(standalone)
@@ -96,7 +96,7 @@ def report_command(experiment: str, sweeps: tuple[str, ...], parent_run_id: str 
     """Read sweep runs from MLflow and write a Markdown report with plots; log it to a report run."""
     from ecgml.experiments.collect import CollectError
     from ecgml.experiments.report import run_report
-    from ecgml.tracking.runs import TrackingError, check_tracking_uri
+    from ecgml.tracking.store import TrackingError, check_tracking_uri
 
     try:
         check_tracking_uri()

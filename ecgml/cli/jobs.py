@@ -42,7 +42,7 @@ def calibrate_command(model_uri: str, method: str, register_as: str | None, bins
     pyfunc applies the map)."""
     from ecgml.posttrain.calibrate import CalibrationError, run_calibration
     from ecgml.tracking.registry import RegistryError
-    from ecgml.tracking.runs import TrackingError
+    from ecgml.tracking.store import TrackingError
 
     try:
         outcome = run_calibration(model_uri, method=method, register_as=register_as, experiment=experiment,
@@ -77,7 +77,7 @@ def evaluate_command(model_uri: str, source: str, root: str | None, label_map: s
     """Score a registered model, as served (calibration included), on a dataset split; log metrics and plots."""
     from ecgml.posttrain.evaluate import EvaluationError, run_evaluation
     from ecgml.tracking.registry import RegistryError
-    from ecgml.tracking.runs import TrackingError
+    from ecgml.tracking.store import TrackingError
 
     config = prepare_config(source, root, "100", "shared18", label_map, splits, "12", 10.0, None, cache_dir,
                             os.cpu_count() or 1, False)
@@ -120,7 +120,7 @@ def main_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, s
     fine-tune, calibrate, evaluate, fine-tuned vs standalone sweep, report), each step a child run."""
     from ecgml.models import get_backbone_entry
     from ecgml.tracking.registry import RegistryError
-    from ecgml.tracking.runs import TrackingError
+    from ecgml.tracking.store import TrackingError
     from ecgml.workflow.main import MainConfig, run_main
 
     try:

@@ -46,7 +46,7 @@ def train_config(kind: str, source: str, options: dict[str, Any]) -> Any:
 
 def _run_training(config: Any, resume: bool, resume_run_id: str | None) -> None:
     from ecgml.tracking.registry import RegistryError
-    from ecgml.tracking.runs import TrackingError
+    from ecgml.tracking.store import TrackingError
     from ecgml.train.checkpoint import CheckpointError
     from ecgml.train.runner import run_training
 

@@ -161,7 +161,7 @@ def tune_command(stage: str, n_trials: int | None, workers: int, storage: str, s
     Trials prune from per-epoch validation macro AUC; the best trial's model is registered at the end.
     """
     from ecgml.tracking.registry import RegistryError
-    from ecgml.tracking.runs import TrackingError
+    from ecgml.tracking.store import TrackingError
     from ecgml.tune.space import SpaceError
     from ecgml.tune.spec import StudyError
     from ecgml.tune.storage import StorageError

@@ -393,7 +393,7 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from ecgml.tracking.runs import tracking_uri
+    from ecgml.tracking.store import tracking_uri
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)

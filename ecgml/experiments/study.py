@@ -285,7 +285,8 @@ def run_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None
     """Plan and run a sweep under one parent run; returns the sweep run's id and every child's result."""
     import mlflow
 
-    from ecgml.tracking.runs import check_tracking_uri, git_commit, log_json, open_run
+    from ecgml.tracking.runs import git_commit, log_json, open_run
+    from ecgml.tracking.store import check_tracking_uri
 
     check_tracking_uri()
     jobs = plan_sweep(name, study, values)

@@ -78,7 +78,7 @@ class _Fitted:
 def _fit(model: str, method: str, n_bins: int) -> _Fitted:
     """Resolve ``model`` to the training run that logged it and fit on that run's validation predictions."""
     from ecgml.tracking.registry import resolve_with_fallback
-    from ecgml.tracking.runs import check_tracking_uri
+    from ecgml.tracking.store import check_tracking_uri
 
     check_tracking_uri()
     if method not in METHOD_CHOICES:
@@ -127,7 +127,7 @@ def calibrate_in_child(model: str, *, runs_dir: Path, method: str = DEFAULT_METH
     Calibration results belong to the run they calibrate: the study's sweeps and ``ecgml main`` both
     calibrate this way, so in the MLflow UI a calibration sits under its training run, not beside it.
     """
-    from ecgml.tracking.runs import tracking_client
+    from ecgml.tracking.store import tracking_client
 
     fitted = _fit(model, method, n_bins)
     client = tracking_client()
@@ -141,7 +141,8 @@ def _record(fitted: _Fitted, *, experiment: str, runs_dir: Path, register_as: st
     """The calibration's run: params, metrics, artifacts and, for a registered version, a new calibrated version."""
     import mlflow
 
-    from ecgml.tracking.runs import git_commit, open_run, tracking_client
+    from ecgml.tracking.runs import git_commit, open_run
+    from ecgml.tracking.store import tracking_client
 
     info, calibration = fitted.info, fitted.calibration
     tags = {"ecgml.kind": "calibrate", "ecgml.calibrated_run_id": fitted.source_run,

@@ -58,7 +58,8 @@ def run_evaluation(model: str, data: PrepareConfig, *, split: str = "test", expe
     from ecgml.evaluate.figures import plot_auc_bars, plot_reliability, plot_roc_curves
     from ecgml.evaluate.ranking import ranking_summary
     from ecgml.tracking.registry import resolve_with_fallback
-    from ecgml.tracking.runs import check_tracking_uri, git_commit, log_json, open_run, tracking_uri
+    from ecgml.tracking.runs import git_commit, log_json, open_run
+    from ecgml.tracking.store import check_tracking_uri, tracking_uri
     from ecgml.train.pipeline import build_splits, predictions_frame
 
     if split not in ("train", "val", "test"):

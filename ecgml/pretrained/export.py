@@ -35,7 +35,7 @@ def _weights_folder(source: str | Path, scratch: Path) -> Path:
         return path.parent
     text = str(source)
     from ecgml.tracking.registry import MODEL_URI_TAG, RegistryError, download_weights, resolve
-    from ecgml.tracking.runs import tracking_client, tracking_uri
+    from ecgml.tracking.store import tracking_client, tracking_uri
 
     if text.startswith("models:/"):
         try:

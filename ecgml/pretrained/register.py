@@ -49,7 +49,8 @@ def register_shipped(name: str, *, alias: str | None = None, task: str | None = 
 
     from ecgml.tracking.pyfunc import log_pyfunc
     from ecgml.tracking.registry import promote
-    from ecgml.tracking.runs import describe_experiment, tracking_client, tracking_uri
+    from ecgml.tracking.runs import describe_experiment
+    from ecgml.tracking.store import tracking_client, tracking_uri
 
     _check_alias(alias)
     shipped = find_shipped(name, root, task=task)

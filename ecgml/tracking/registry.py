@@ -58,7 +58,7 @@ class VersionInfo:
 def _client() -> Any:
     import mlflow
 
-    from ecgml.tracking.runs import tracking_uri
+    from ecgml.tracking.store import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow.MlflowClient()

@@ -61,7 +61,7 @@ def find_finished(experiment: str, key: str, commit: str) -> Any | None:
     """The newest FINISHED run of ``experiment`` with this step key at ``commit`` (None if reuse is off)."""
     import mlflow
 
-    from ecgml.tracking.runs import tracking_uri
+    from ecgml.tracking.store import tracking_uri
 
     if not reusable_commit(commit):
         return None

@@ -8,7 +8,7 @@ the checkpoint holds that MLflow had not received, so no epoch is lost or logged
 Tracking outages: per-epoch metrics go through :class:`~ecgml.tracking.runs.MetricLog`, so a stopped
 tracking server does not stop the training (the epochs are queued, and every epoch is in the checkpoint).
 At the end the run waits ``$ECGML_TRACKING_WAIT_S`` for the server, then fails with
-:class:`~ecgml.tracking.runs.TrackingUnavailable`: the message names the server, what was not logged,
+:class:`~ecgml.tracking.store.TrackingUnavailable`: the message names the server, what was not logged,
 where the checkpoint is, and the exact command that finishes the same run once the server is back.
 
 Under torchrun: rank 0 alone talks to MLflow, and the first rank of each machine builds that machine's
@@ -35,12 +35,11 @@ import torch
 from ecgml.data.prepare import Prepared, prepare
 from ecgml.runtime.threads import ensure_budget
 from ecgml.tracking.registry import VersionInfo
-from ecgml.tracking.runs import (
-    MetricLog,
+from ecgml.tracking.runs import MetricLog, log_json
+from ecgml.tracking.store import (
     TrackingError,
     TrackingUnavailable,
     apply_http_defaults,
-    log_json,
     tracking_unreachable,
     tracking_uri,
     tracking_wait_s,
@@ -147,7 +146,7 @@ def _prepare_on_each_machine(config: TrainConfig, ctx: DistContext, progress: bo
     """Rank 0 checks the tracking store (and the backbone), the first rank of each machine builds that
     machine's cache (no shared file system needed), and the other ranks wait for both on the long-timeout
     group, then read the cache their machine built. Every machine must have built the same cache."""
-    from ecgml.tracking.runs import check_tracking_uri
+    from ecgml.tracking.store import check_tracking_uri
 
     def first_on_machine() -> Prepared:
         if ctx.is_main:

@@ -24,7 +24,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ecgml.tracking.runs import describe_experiment, tracking_client
+from ecgml.tracking.runs import describe_experiment
+from ecgml.tracking.store import tracking_client
 
 if TYPE_CHECKING:
     import optuna
@@ -91,7 +92,7 @@ def check_parent_run(run_id: str) -> None:
     """A worker joining a study must see the parent run in its tracking store (same server for every machine)."""
     import mlflow
 
-    from ecgml.tracking.runs import tracking_uri
+    from ecgml.tracking.store import tracking_uri
 
     try:
         tracking_client().get_run(run_id)

@@ -61,7 +61,7 @@ class WorkerPool:
     def start(cls, settings: RunSettings, echo: Echo) -> WorkerPool:
         """Start the new worker processes; they wait on their stdin for :meth:`release`."""
         from ecgml.runtime.threads import child_budgets, child_env, process_budget
-        from ecgml.tracking.runs import tracking_uri
+        from ecgml.tracking.store import tracking_uri
 
         shares = child_budgets(process_budget(), settings.workers, "tune workers")  # the workers split the cores
         pool = cls(settings, shares, here=not (settings.gpus and _cuda_started()))
@@ -183,7 +183,7 @@ def child_main(argv: Sequence[str] | None = None) -> int:
 def _work(storage: str, study_name: str, args: argparse.Namespace) -> int:
     import warnings
 
-    from ecgml.tracking.runs import TrackingError
+    from ecgml.tracking.store import TrackingError
     from ecgml.tune.spec import StudyError
     from ecgml.tune.storage import StorageError
     from ecgml.tune.worker import run_worker

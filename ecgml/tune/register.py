@@ -15,7 +15,7 @@ def register_trial_run(name: str, run_id: str, study_name: str, experiment: str,
                        best_number: int | None = None) -> Any:
     """Register the model logged by ``run_id`` as a new version of ``name``; returns its VersionInfo."""
     from ecgml.tracking.registry import MODEL_URI_TAG, RegistryError, register_run_model, show
-    from ecgml.tracking.runs import tracking_client
+    from ecgml.tracking.store import tracking_client
 
     run = tracking_client().get_run(run_id)
     model_uri = run.data.tags.get(MODEL_URI_TAG)

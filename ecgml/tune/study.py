@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ecgml.tracking.runs import tracking_client
+from ecgml.tracking.store import tracking_client
 from ecgml.tune import logger
 from ecgml.tune.pool import WorkerPool
 from ecgml.tune.space import SpaceError
@@ -169,7 +169,7 @@ def create(spec: TuneSpec, study_name: str, settings: RunSettings) -> tuple[optu
     """A new study with its parent run and ``n_trials`` waiting slots; StudyError if the name is taken."""
     import optuna
 
-    from ecgml.tracking.runs import check_tracking_uri
+    from ecgml.tracking.store import check_tracking_uri
 
     check_spec(spec)
     check_tracking_uri()
@@ -216,7 +216,7 @@ def resume(study_name: str, n_trials: int | None, settings: RunSettings,
            register_as: str | None = None) -> tuple[optuna.Study, TuneSpec]:
     """An existing study, its parent run reopened, topped up to ``n_trials`` slots (default: its own);
     ``register_as`` replaces the stored registered-model name ("" = do not register)."""
-    from ecgml.tracking.runs import check_tracking_uri
+    from ecgml.tracking.store import check_tracking_uri
 
     check_tracking_uri()
     study = _load(_backend(settings), study_name)
@@ -245,7 +245,7 @@ def resume(study_name: str, n_trials: int | None, settings: RunSettings,
 
 def join(study_name: str, settings: RunSettings) -> tuple[optuna.Study, TuneSpec]:
     """An existing study, unchanged: this process only works on it (another machine, a launched worker)."""
-    from ecgml.tracking.runs import check_tracking_uri
+    from ecgml.tracking.store import check_tracking_uri
 
     check_tracking_uri()
     study = _load(_backend(settings), study_name)

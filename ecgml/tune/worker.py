@@ -94,7 +94,7 @@ def run_worker(storage: str, study_name: str, *, worker_index: int = 0, heartbea
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    from ecgml.tracking.runs import check_tracking_uri
+    from ecgml.tracking.store import check_tracking_uri
 
     check_tracking_uri()
     study, spec = open_study(storage, study_name, worker_index=worker_index, heartbeat_interval=heartbeat_interval,

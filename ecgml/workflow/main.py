@@ -139,7 +139,8 @@ def run_main(config: MainConfig, *, say: Callable[[str], None] = _say) -> MainOu
     """Run the compact study; returns the main run's id, the run of each step and the report path."""
     import mlflow
 
-    from ecgml.tracking.runs import check_tracking_uri, git_commit, log_json, open_run, tracking_uri
+    from ecgml.tracking.runs import git_commit, log_json, open_run
+    from ecgml.tracking.store import check_tracking_uri, tracking_uri
 
     check_tracking_uri()
     start = time.perf_counter()

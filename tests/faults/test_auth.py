@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ecgml.tracking.runs import TrackingError, check_tracking_uri, open_run
+from ecgml.tracking.runs import open_run
+from ecgml.tracking.store import TrackingError, check_tracking_uri
 from tests.faults.mlflow_server import MlflowServer
 
 ADMIN = "admin"

@@ -43,7 +43,7 @@ def _cache_there(cache_dir: Path) -> bool:
 
 def _inject() -> None:
     """Make the runner's solo work slow: the cache build, opening the run, the end-of-run tracking wait."""
-    from ecgml.tracking import registry, runs
+    from ecgml.tracking import registry, runs, store
     from ecgml.train import runner
 
     prepare, open_run, finish = runner.prepare, runs.open_run, runs.MetricLog.finish
@@ -72,7 +72,7 @@ def _inject() -> None:
         _delay("end")
         if os.environ.get("DDP_TRACKING_DOWN") == "1":
             self.failure = "connection refused (the test's injected outage)"
-            raise runs.TrackingUnavailable("injected")
+            raise store.TrackingUnavailable("injected")
         finish(self, wait_s, poll_s=poll_s)
 
     runner.prepare, runs.open_run, runs.MetricLog.finish = slow_prepare, slow_open, slow_finish

@@ -11,7 +11,7 @@ import torch
 from ecgml.config import DataConfig, PrepareConfig
 from ecgml.data.prepare import prepare
 from ecgml.models import create_backbone
-from ecgml.tracking.runs import TrackingError, check_tracking_uri
+from ecgml.tracking.store import TrackingError, check_tracking_uri
 from ecgml.tracking.weights import WeightMetadata, WeightsError, load_model, read_metadata, save_weights
 from ecgml.train.loop import OptimConfig
 from ecgml.train.pipeline import ModelConfig, TrainConfig, build_splits, predictions_frame
