@@ -23,7 +23,7 @@ import numpy as np
 
 from ecgml.data.formats.wfdb import FORMAT_FIELD_RE, GAIN_FIELD_RE, INT16_NAN, UNIT_SCALE
 from ecgml.data.leads import MissingLeadError, canonical_lead_name, lead_index
-from ecgml.data.signal import FLAT_TOLERANCE_MV
+from ecgml.data.signal import FLAT_TOLERANCE_MV, flat_leads
 
 
 class LeanHeader(NamedTuple):
@@ -262,17 +262,22 @@ def _mat_data_offset(fd: int, header: LeanHeader, size: int) -> int | None:
     return start if size >= start + header.n_samples * header.n_sig * 2 else None
 
 
-_LEAD_ROWS: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[int, ...] | None] = {}
+_LEAD_ROWS: dict[tuple[tuple[str, ...], tuple[float | None, ...], tuple[str, ...]], tuple[int, ...] | None] = {}
 
 
-def lead_rows(names: tuple[str, ...], wanted: tuple[str, ...]) -> tuple[int, ...] | None:
-    """Rows of ``wanted`` among a header's lead names, or None when one is missing."""
-    key = (names, wanted)
+def lead_rows(names: tuple[str, ...], unit_scales: tuple[float | None, ...],
+              wanted: tuple[str, ...]) -> tuple[int, ...] | None:
+    """Rows of ``wanted`` among a header's lead names, or None when one is missing or has a unit the lean
+    path does not know (remembered per header layout: the headers of one tree share a few)."""
+    key = (names, unit_scales, wanted)
     if key not in _LEAD_ROWS:
         try:
-            _LEAD_ROWS[key] = tuple(lead_index(names, wanted, "<bulk>"))
+            rows: tuple[int, ...] | None = tuple(lead_index(names, wanted, "<bulk>"))
         except MissingLeadError:
-            _LEAD_ROWS[key] = None
+            rows = None
+        if rows is not None and any(unit_scales[r] is None for r in rows):
+            rows = None
+        _LEAD_ROWS[key] = rows
     return _LEAD_ROWS[key]
 
 
@@ -313,14 +318,11 @@ def flat_from_extremes(lowest: np.ndarray, highest: np.ndarray, gains: np.ndarra
     """:func:`~ecgml.data.signal.flat_leads` of the rows :func:`to_millivolts` writes, from each lead's
     smallest and largest digital sample (``[records, leads]``) instead of a pass over the millivolts.
 
-    The conversion is monotone and these are the same float32 steps, so the converted extremes are
+    The extremes go through :func:`to_millivolts` itself: the conversion is monotone, so they come out as
     exactly the extremes of the converted lead and the range is the same number. It does not hold for a
     record with no-sample values (they become 0 mV): the caller checks those on the converted rows.
     """
-    low, high = lowest.astype(np.float32), highest.astype(np.float32)
-    if baselines.any():
-        low -= baselines
-        high -= baselines
-    low /= gains
-    high /= gains
-    return (high - low) < tolerance_mv
+    extremes = np.stack([lowest, highest], axis=-1)
+    converted = np.empty(extremes.shape, dtype=np.float32)
+    to_millivolts(extremes, gains, baselines, converted, lowest)
+    return flat_leads(converted, tolerance_mv)

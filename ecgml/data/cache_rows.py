@@ -73,7 +73,7 @@ def load_rows(job: Job) -> tuple[list[Facts], RunningStats]:
     the next one is read and converted.
     """
     stats = RunningStats(len(job.preprocessing.leads))
-    block = new_block(len(job.paths), (job.shape[1], job.shape[2]))
+    block = _buffer("block", (len(job.paths), job.shape[1], job.shape[2]), np.float32)
     facts: list[Facts] = []
     step = rows_per_aligned_step(job.shape[1] * job.shape[2] * 4)
     part_rows = max(1, -(-PART_ROWS // step)) * step
@@ -140,20 +140,11 @@ def _load_batches(job: Job, block: np.ndarray, facts: list[Facts | None], stats:
     leads = job.preprocessing.leads
     groups: dict[tuple[object, ...], list[tuple[int, bulk.LeanHeader, tuple[int, ...]]]] = defaultdict(list)
     slow: list[int] = []
-    seen: tuple[object, object, tuple[int, ...] | None] = ((), (), None)  # headers of one template share these
     for offset, path in enumerate(job.paths):
         text = bulk.read_header_text(f"{path}.hea")
         header = bulk.quick_header(text, path.rpartition("/")[0] or ".") if text else None
-        if header is None:
-            slow.append(offset)
-            continue
-        if header.names is not seen[0] or header.unit_scales is not seen[1]:
-            rows = bulk.lead_rows(header.names, leads)
-            if rows is not None and any(header.unit_scales[r] is None for r in rows):
-                rows = None
-            seen = (header.names, header.unit_scales, rows)
-        rows = seen[2]
-        if rows is None:
+        rows = bulk.lead_rows(header.names, header.unit_scales, leads) if header else None
+        if header is None or rows is None:
             slow.append(offset)
             continue
         key = (header.n_sig, header.n_samples, header.fs, job.source_fs[offset], rows)
@@ -173,10 +164,10 @@ def _load_batch(job: Job, members: list[tuple[int, bulk.LeanHeader, tuple[int, .
     """
     _, first, rows = members[0]
     offsets = np.array([m[0] for m in members])
-    interleaved = _scratch("interleaved", (len(members), first.n_samples, first.n_sig), np.int16)
+    interleaved = _buffer("interleaved", (len(members), first.n_samples, first.n_sig), np.int16)
     ok = np.fromiter((bulk.read_samples_into(h, interleaved[i]) for i, (_, h, _) in enumerate(members)),
                      dtype=bool, count=len(members))
-    digital = _scratch("digital", (len(members), first.n_sig, first.n_samples), np.int16)
+    digital = _buffer("digital", (len(members), first.n_sig, first.n_samples), np.int16)
     np.copyto(digital, interleaved.transpose(0, 2, 1))
     declared = np.array([h.checksums for _, h, _ in members], dtype=np.int64)
     ok &= bulk.checksums_match(digital, declared)
@@ -194,7 +185,7 @@ def _load_batch(job: Job, members: list[tuple[int, bulk.LeanHeader, tuple[int, .
     pre, fs = job.preprocessing, job.source_fs[int(offsets[0])]
     in_place = pre.leaves_unchanged(fs, first.n_samples) and offsets[-1] - offsets[0] == len(offsets) - 1
     out = (block[offsets[0]:offsets[-1] + 1] if in_place
-           else _scratch("millivolts", digital.shape, np.float32)[:len(offsets)])
+           else _buffer("millivolts", digital.shape, np.float32)[:len(offsets)])
     nan_counts = bulk.to_millivolts(digital, gains, baselines, out, lowest)
     flat = bulk.flat_from_extremes(lowest, highest, gains, baselines)
     for i in np.flatnonzero(nan_counts):  # no-sample values became 0 mV: the extremes no longer tell
@@ -226,7 +217,7 @@ def _check_and_store(job: Job, offsets: np.ndarray, raw: np.ndarray, nan_counts:
     pre, leads = job.preprocessing, job.preprocessing.leads
     fs = job.source_fs[int(offsets[0])]
     kept = ~flat.all(axis=1)
-    mean, m2 = row_moments(raw, _scratch("squares", raw.shape, np.float32))
+    mean, m2 = row_moments(raw, _buffer("squares", raw.shape, np.float32))
     for i in np.flatnonzero(~kept):
         facts[offsets[i]] = {"error": f"{job.paths[offsets[i]]}.hea: every lead is flat (no signal)",
                              "error_kind": "flat_signal"}
@@ -282,41 +273,30 @@ def rows_per_aligned_step(row_bytes: int) -> int:
     return ALIGN // math.gcd(row_bytes, ALIGN)
 
 
-def new_block(n_rows: int, row_shape: tuple[int, int]) -> np.ndarray:
-    """A ``float32[n_rows, *row_shape]`` whose memory starts on a page (direct I/O needs that).
+def _buffer(name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
+    """A ``dtype[shape]`` buffer that the process keeps for its next call with the same name and trailing
+    shape, its memory starting on a page (direct I/O needs that for the rows it writes).
 
-    The same memory serves every job of a process: fresh memory costs a page fault per 4 KiB on first
-    touch, and on a virtual machine whose host reclaims freed pages, as much as the rest of the job.
-    Every row is overwritten by its job or belongs to a dropped record, which the build removes.
+    Fresh memory costs a page fault per 4 KiB on first touch, and on a virtual machine whose host reclaims
+    freed pages, as much as the rest of the job: so every batch and every job of a process reuses the same
+    memory. A caller is done with a buffer before it asks for it again, and reads nothing it did not
+    write: every row of the block is overwritten by its job or belongs to a dropped record.
     """
-    key = (os.getpid(), *row_shape)  # a forked worker never writes into its parent's block
-    block = _BLOCKS.get(key)
-    if block is None or len(block) < n_rows:
-        _BLOCKS.clear()
-        n_values = n_rows * row_shape[0] * row_shape[1]
-        # Private, not mmap's default shared mapping: after a fork, two workers must not share the pages.
-        buffer = mmap.mmap(-1, max(n_values * 4, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        block = np.frombuffer(buffer, dtype="<f4", count=n_values).reshape(n_rows, *row_shape)
-        _BLOCKS[key] = block
-    return block[:n_rows]
-
-
-_BLOCKS: dict[tuple[int, int, int], np.ndarray] = {}
-
-
-def _scratch(name: str, shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
-    """A buffer of at least ``shape`` that the process keeps for the next batch: fresh memory for every
-    batch costs its page faults again (see :func:`new_block`). Callers use it before asking again."""
-    key = (os.getpid(), name, shape[1:], np.dtype(dtype).str)
-    buffer = _SCRATCH.get(key)
+    key = (os.getpid(), name, shape[1:], np.dtype(dtype).str)  # a forked worker never uses its parent's
+    buffer = _BUFFERS.get(key)
     if buffer is None or len(buffer) < shape[0]:
-        if len(_SCRATCH) >= 32:  # a tree of many record lengths: keep the memory bounded
-            _SCRATCH.clear()
-        buffer = _SCRATCH[key] = np.empty((max(shape[0], BATCH), *shape[1:]), dtype=dtype)
+        if len(_BUFFERS) >= 32:  # a tree of many record lengths: keep the memory bounded
+            _BUFFERS.clear()
+        rows = max(shape[0], BATCH)
+        count = rows * math.prod(shape[1:])
+        # Private, not mmap's default shared mapping: after a fork, two workers must not share the pages.
+        memory = mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1),
+                           flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        buffer = _BUFFERS[key] = np.frombuffer(memory, dtype=dtype, count=count).reshape(rows, *shape[1:])
     return buffer[:shape[0]]
 
 
-_SCRATCH: dict[tuple[object, ...], np.ndarray] = {}
+_BUFFERS: dict[tuple[object, ...], np.ndarray] = {}
 
 
 def _write_block(job: Job, block: np.ndarray) -> None:
