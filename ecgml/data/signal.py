@@ -145,7 +145,7 @@ def row_moments(x: np.ndarray, squares: np.ndarray | None = None) -> tuple[np.nd
     n = x.shape[-1]
     total = x.sum(axis=-1).astype(np.float64)
     mean = total / n
-    squared = np.square(x, out=squares[tuple(slice(0, k) for k in x.shape)] if squares is not None else None)
+    squared = np.square(x, out=squares)
     m2 = squared.sum(axis=-1).astype(np.float64) - total * mean
     return mean, np.maximum(m2, 0.0)
 

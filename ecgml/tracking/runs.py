@@ -1,6 +1,6 @@
-"""MLflow run plumbing shared by every command (where to track, and the checks that the store answers, are
-:mod:`ecgml.tracking.store`): opening or resuming a run, per-epoch metrics that survive a tracking outage, and the tags
-and inputs every run carries.
+"""MLflow run plumbing shared by every command: opening or resuming a run, per-epoch metrics that survive a
+tracking outage, and the tags and inputs every run carries. Where runs are tracked, and the checks that the
+store answers, are :mod:`ecgml.tracking.store`.
 
 Under ``torchrun`` only rank 0 calls anything here; other ranks get :data:`None` runs.
 
