@@ -35,7 +35,6 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-
 def mean_sd(values: np.ndarray) -> str:
     """Mean ± sample sd of the finite values (``n=1`` said, not hidden behind a zero sd)."""
     values = values[np.isfinite(values)]

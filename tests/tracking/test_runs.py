@@ -30,7 +30,6 @@ def test_children_of_an_adopted_run_are_new_runs(tmp_path: Path, monkeypatch: py
         assert run.data.tags["ecgml.kind"] == kind and run.data.tags["mlflow.parentRunId"] == started.info.run_id
 
 
-
 def test_a_child_is_the_child_of_the_run_named_not_of_the_active_one(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A calibration opened while the sweep run is active belongs under the training run it calibrates,
