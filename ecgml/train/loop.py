@@ -74,6 +74,7 @@ class OptimConfig:
             raise ValueError(f"aggregate must be 'max' or 'mean', not {self.aggregate!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        object.__setattr__(self, "layer_lr_fractions", tuple(float(f) for f in self.layer_lr_fractions))
         if self.layer_lr_fractions:
             check_fractions(self.layer_lr_fractions)
             if self.lr_decay != 1:

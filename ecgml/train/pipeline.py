@@ -109,6 +109,8 @@ class TrainConfig:
             doc.pop(volatile, None)
         doc["data"].pop("cache_dir", None)
         doc["data"].pop("workers", None)
+        if not doc["optim"].get("layer_lr_fractions"):  # unset: the digest of runs from before the option
+            doc["optim"].pop("layer_lr_fractions", None)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

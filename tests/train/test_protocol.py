@@ -90,3 +90,25 @@ def test_optimizer_groups_follow_the_fractions_and_the_ssm_overrides() -> None:
     kernel_ids = {id(p) for stage in s4.stages for p in stage.kernel.parameters()}
     assert {id(p) for g in ssm for p in g["params"]} == kernel_ids
     assert sum(len(g["params"]) for g in groups) == len(list(s4.parameters()))
+
+
+def test_unset_layer_rates_keep_the_config_digest_of_earlier_runs(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ecgml.config import DataConfig, PrepareConfig
+    from ecgml.train.pipeline import TrainConfig
+
+    config = TrainConfig(kind="pretrain", data=PrepareConfig(DataConfig(source="ptbxl", root=tmp_path)))
+    doc = config.to_json()
+    del doc["optim"]["layer_lr_fractions"]
+    import hashlib
+    import json
+
+    for volatile in ("run_name", "runs_dir", "num_workers", "device_data", "compile_model", "experiment",
+                     "register_as", "device"):
+        doc.pop(volatile)
+    doc["data"].pop("cache_dir")
+    doc["data"].pop("workers")
+    assert config.digest() == hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    tuned = replace(config, optim=OptimConfig(layer_lr_fractions=[0.01, 0.1]))  # type: ignore[arg-type]
+    assert tuned.optim.layer_lr_fractions == (0.01, 0.1) and tuned.digest() != config.digest()
