@@ -309,6 +309,13 @@ def export(args: argparse.Namespace, result: TaskResult, name: str, with_test: b
     if with_test:
         y_test, p_test = labels_and_probs([predictions(run_id, "test")])
         metrics["test_macro_auc"] = macro_auc(y_test, p_test)
+    if result.task == "all":  # the card (and `ecgml pretrained list`) carries its statement families too
+        from ecgml.data.labels import ScpStatements
+        from ecgml.evaluate.families import family_metric, family_scores
+
+        _, classes, y, p = aligned([predictions(run_id, "val")])
+        for family, score in family_scores(y, p, classes, ScpStatements.read(args.root / "scp_statements.csv")).items():
+            metrics[family_metric(family)] = score.macro_auc
     # ecgml's own tag is the commit of the engine that trained (the benchmark script may be newer).
     commit = args.commit or run.data.tags.get("git_commit") or run.data.tags.get("mlflow.source.git.commit")
     if not commit or commit == "unknown":

@@ -20,6 +20,16 @@ from ecgml.evaluate.auc import macro_auc
 STATEMENT_FAMILIES: tuple[str, ...] = ("diagnostic", "form", "rhythm")
 
 
+def family_metric(family: str) -> str:
+    """The metric name of an `all` model's fold-9 score on ``family`` (in its model card and its run)."""
+    return f"val_macro_auc_{family}_from_all"
+
+
+def family_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """``{family: score}`` of the statement-family metrics among ``metrics`` (empty for a per-task model)."""
+    return {f: metrics[family_metric(f)] for f in STATEMENT_FAMILIES if family_metric(f) in metrics}
+
+
 @dataclass(frozen=True)
 class FamilyScore:
     family: str

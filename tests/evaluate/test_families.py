@@ -38,3 +38,11 @@ def test_each_family_is_its_columns_on_its_records() -> None:
     assert scores["form"].classes == 2 and scores["diagnostic"].classes == 2
     with pytest.raises(ValueError, match="is it an `all` model"):
         family_scores(labels[:, :1], probs[:, :1], ["XYZ"], _statements())
+
+
+def test_family_metrics_are_found_by_name() -> None:
+    from ecgml.evaluate.families import family_metric, family_metrics
+
+    metrics = {"val_macro_auc": 0.9, family_metric("rhythm"): 0.95, family_metric("form"): 0.85}
+    assert family_metrics(metrics) == {"form": 0.85, "rhythm": 0.95}
+    assert family_metrics({"val_macro_auc": 0.9}) == {}
