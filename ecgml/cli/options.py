@@ -170,6 +170,8 @@ def train_options(task: str, experiment: str, strategy: str = "full") -> Decorat
         crop_s_option(),
         click.option("--stride-s", type=float, default=None, help="Evaluation window stride [crop/2]."),
         click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True),
+        windows_option(),
+        layer_lr_option(),
         click.option("--strategy", type=click.Choice(STRATEGIES), default=strategy, show_default=True,
                      help="What trains: everything, the head only, or stage by stage (fine-tuning)."),
         click.option("--seed", type=int, default=0, show_default=True),
@@ -186,6 +188,24 @@ def train_options(task: str, experiment: str, strategy: str = "full") -> Decorat
         click.option("--resume", is_flag=True, help="Continue the newest unfinished run of this configuration."),
         click.option("--resume-run-id", default=None, help="Continue this MLflow run from its checkpoint."),
     ])
+
+
+def windows_option() -> Decorator:
+    """``--windows``: a named test-time protocol, setting ``--aggregate`` and ``--stride-s`` together."""
+    from ecgml.data.windows import WINDOW_PROTOCOLS
+
+    return click.option("--windows", type=click.Choice(list(WINDOW_PROTOCOLS)), default=None,
+                        help="Test-time windows: max-half (max over half-overlapping windows, the default) or "
+                             "mean-disjoint (mean over non-overlapping windows, the 2025 benchmark's); "
+                             "instead of --aggregate/--stride-s. Validation, test and the served model agree.")
+
+
+def layer_lr_option() -> Decorator:
+    return click.option("--layer-lr-fractions", default=None, metavar="F[,F...]",
+                        callback=lambda ctx, param, value: float_list(value, "--layer-lr-fractions") if value else (),
+                        help="Layer-wise rates: the backbone's groups at these fractions of the head's --lr, input "
+                             "to output (one for all, first,last spread geometrically, or one per group), "
+                             "e.g. 0.01,0.1.")
 
 
 def prepare_config(source: str, root: str | Path | None, fs: str, task: str, label_map: str, splits: str,

@@ -16,7 +16,9 @@ def pretrained_group() -> None:
 
 @pretrained_group.command("list")
 def list_command() -> None:
-    """Print each shipped backbone: task, classes, input, fold-9 figures and where its card is."""
+    """Print each shipped backbone: task, classes, input, fold-9 figures (for an `all` model also its
+    statement families, labelled as scored from it) and where its card is."""
+    from ecgml.evaluate.families import family_metric, family_metrics
     from ecgml.pretrained.shipped import SHIPPED_DIR, PretrainedError, list_shipped
 
     try:
@@ -28,11 +30,16 @@ def list_command() -> None:
         return
     for model in models:
         card = model.card
-        metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(card.metrics.items()))
+        families = family_metrics(card.metrics)
+        own = {k: v for k, v in card.metrics.items() if k not in {family_metric(f) for f in families}}
+        metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(own.items()))
         click.echo(f"{model.name}  task {card.task} ({len(card.classes)} classes)  {card.backbone}  "
                    f"{card.fs} Hz, {len(card.leads)} leads, {card.input_samples / card.fs:g} s windows")
         click.echo(f"  {card.dataset} {card.data_release}, folds {','.join(map(str, card.train_folds))} / "
                    f"selected on {','.join(map(str, card.selection_folds))}: {metrics or '-'}")
+        if families:
+            click.echo("  statement families scored from this model (fold 9 macro AUC): "
+                       + ", ".join(f"{f} {v:.3f}" for f, v in families.items()))
         click.echo(f"  card: {model.folder / 'CARD.md'}")
 
 

@@ -24,24 +24,46 @@ def train_config(kind: str, source: str, options: dict[str, Any]) -> Any:
     from ecgml.train.loop import OptimConfig
     from ecgml.train.pipeline import ModelConfig, TrainConfig
 
+    aggregate, stride_s = windows_choice(options)
     try:
         get_backbone_entry(options["backbone"])
         data = prepare_config(source, options["root"], options["fs"], options["task"], options["label_map"],
                               options["splits"], options["leads"], 10.0, None, options["cache_dir"], 1, False)
-        return TrainConfig(
+        config = TrainConfig(
             kind=kind, data=data, model=ModelConfig(options["backbone"], options["backbone_kwargs"]),
             optim=OptimConfig(epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
                               weight_decay=options["weight_decay"], patience=options["patience"],
-                              aggregate=options["aggregate"], strategy=options["strategy"]),
-            crop_s=options["crop_s"], eval_stride_s=options["stride_s"], fraction=options["fraction"],
+                              aggregate=aggregate, strategy=options["strategy"],
+                              layer_lr_fractions=tuple(options.get("layer_lr_fractions") or ())),
+            crop_s=options["crop_s"], eval_stride_s=stride_s, fraction=options["fraction"],
             seed=options["seed"], device=options["device"], num_workers=options["num_workers"],
             device_data=options["device_data"], compile_model=options["compile_model"],
             experiment=options["experiment"], run_name=options["run_name"],
             runs_dir=options["runs_dir"] or default_data_dir() / "runs",
             init_uri=options.get("backbone_uri"), register_as=options.get("register_as") or "",
         )
+        from ecgml.train.pipeline import check_backbone_input
+
+        check_backbone_input(config)
+        return config
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def windows_choice(options: dict[str, Any]) -> tuple[str, float | None]:
+    """``(aggregate, stride_s)`` of ``--windows`` (a named protocol) or of ``--aggregate``/``--stride-s``."""
+    from ecgml.data.windows import WINDOW_PROTOCOLS
+
+    name = options.get("windows")
+    if not name:
+        return options["aggregate"], options["stride_s"]
+    ctx = click.get_current_context(silent=True)
+    explicit = [f"--{p.replace('_', '-')}" for p in ("aggregate", "stride_s") if ctx is not None
+                and ctx.get_parameter_source(p) not in (None, click.core.ParameterSource.DEFAULT)]
+    if explicit:
+        raise click.BadParameter(f"--windows {name} sets the aggregation and the stride: drop {', '.join(explicit)}")
+    aggregate, fraction = WINDOW_PROTOCOLS[name]
+    return aggregate, options["crop_s"] * fraction
 
 
 def _run_training(config: Any, resume: bool, resume_run_id: str | None) -> None:

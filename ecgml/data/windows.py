@@ -11,6 +11,12 @@ from typing import Literal
 import numpy as np
 
 Aggregate = Literal["max", "mean"]
+#: The test-time protocols, by name: how window scores merge and how far apart windows start (a fraction of
+#: the window). ``max-half``: the maximum over half-overlapping windows (Strodthoff et al. 2020, ecgml's
+#: default); ``mean-disjoint``: the mean over non-overlapping windows (the 2025 benchmark of Al-Masud, Lopez
+#: Alcaraz and Strodthoff: the mean of the four 2.5 s segments of a 10 s record).
+WINDOW_PROTOCOLS: dict[str, tuple[Aggregate, float]] = {"max-half": ("max", 0.5), "mean-disjoint": ("mean", 1.0)}
+DEFAULT_WINDOW_PROTOCOL = "max-half"
 #: What the network sees of each standardised window: the signal, or its real FFT's magnitude, real or
 #: imaginary part (``crop // 2 + 1`` bins, scaled by ``1/sqrt(crop)`` to keep unit variance).
 INPUT_DOMAINS = ("time", "fft_magnitude", "fft_real", "fft_imag")
@@ -25,6 +31,20 @@ def to_input_domain(x: np.ndarray, domain: str) -> np.ndarray:
     from ecgml.data.signal import fft_view
 
     return (fft_view(x, domain.removeprefix("fft_")) / np.sqrt(x.shape[-1])).astype(np.float32)  # type: ignore[arg-type]
+
+
+def default_stride(crop: int) -> int:
+    """Evaluation stride in samples when none is given: half a window (the ``max-half`` protocol's overlap).
+    Training evaluation and the served model both take it from here (or from the stride a run stored)."""
+    return max(1, round(crop * WINDOW_PROTOCOLS[DEFAULT_WINDOW_PROTOCOL][1]))
+
+
+def protocol_of(aggregate: str, stride: int, crop: int) -> str:
+    """The protocol name of an aggregation and stride (``custom`` when it is neither named one)."""
+    for name, (how, fraction) in WINDOW_PROTOCOLS.items():
+        if how == aggregate and stride == max(1, round(crop * fraction)):
+            return name
+    return "custom"
 
 
 def window_starts(n_valid: int, crop: int, stride: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Model zoo: 1-D CNN backbones for 12-lead ECGs behind one registry and one contract.
+"""Model zoo: 1-D CNN and state-space (S4D) backbones for 12-lead ECGs behind one registry and one contract.
 
 Importing this package registers the families below (nothing else happens at import):
 
@@ -8,7 +8,7 @@ Importing this package registers the families below (nothing else happens at imp
     meta = model.constructor                                   # saved beside model.state_dict()
 """
 
-from ecgml.models import inception1d, resnet1d, xresnet1d
+from ecgml.models import inception1d, resnet1d, s4d, xresnet1d
 from ecgml.models.base import Backbone, BackboneSpec, ClassifierHead, GlobalPool1d, count_parameters
 from ecgml.models.inception1d import Inception1d
 from ecgml.models.registry import (
@@ -21,9 +21,11 @@ from ecgml.models.registry import (
     register_backbone,
 )
 from ecgml.models.resnet1d import ResNet1d
+from ecgml.models.s4d import S4D
 from ecgml.models.xresnet1d import XResNet1d
 
 __all__ = [
+    "S4D",
     "Backbone",
     "BackboneEntry",
     "BackboneSpec",
@@ -41,5 +43,6 @@ __all__ = [
     "rebuild_backbone",
     "register_backbone",
     "resnet1d",
+    "s4d",
     "xresnet1d",
 ]

@@ -174,6 +174,15 @@ class Backbone(nn.Module):
             x = stage(x)
         return x
 
+    def check_input(self, leads: int, samples: int) -> None:
+        """Refuses, before anything trains, windows of ``leads`` x ``samples`` this model cannot take (a family
+        with limits of its own, e.g. a maximum length, adds them); the message names the options to change."""
+        if leads != self.in_channels:
+            raise ValueError(f"{type(self).__name__} was built for {self.in_channels} leads, not {leads}: pick "
+                             f"--leads to match, or build the backbone for {leads} leads")
+        if samples < 1:
+            raise ValueError(f"a window needs at least one sample, not {samples}: raise --crop-s or --fs")
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features ``[B, num_features]``: what a new head sees after transfer."""
         return self.pool(self.forward_feature_maps(x))

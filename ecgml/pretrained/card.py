@@ -60,6 +60,7 @@ class ModelCard:
     preprocessing: str = ("records read in millivolts at 100 Hz (PTB-XL's records100 files), no filter; "
                           "serving resamples any higher rate to the model's rate (polyphase, anti-aliased)")
     normalisation: str = "per-lead standardisation with the mean and std of the training folds (metadata.json)"
+    #: How the model is served; the exporter writes the model's own stride and aggregation here.
     inference: str = "sliding windows of the input length every half window, window probabilities aggregated"
     description: str = ""
     training: dict[str, Any] = field(default_factory=dict)

@@ -19,7 +19,14 @@ import torch
 from ecgml.io import atomic_write_stream
 from ecgml.pretrained.card import ModelCard
 from ecgml.pretrained.shipped import SHIPPED_DIR, PretrainedError, ShippedModel, sha256_of, verify
-from ecgml.tracking.weights import METADATA_FILE, STATE_FILE, WeightsError, load_state_dict, read_metadata
+from ecgml.tracking.weights import (
+    METADATA_FILE,
+    STATE_FILE,
+    WeightMetadata,
+    WeightsError,
+    load_state_dict,
+    read_metadata,
+)
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 #: Largest magnitude float16 holds; a tensor beyond it (or one that would underflow badly) stays float32.
@@ -130,8 +137,7 @@ def export_pretrained(
             files={f.name: sha256_of(f) for f in sorted(build.iterdir())}, weights_dtype=dtype,
             data_release=data_release, train_folds=tuple(train_folds), selection_folds=tuple(selection_folds),
             description=description,
-            inference=(f"sliding windows of {meta.input_samples} samples every {max(1, meta.input_samples // 2)}, "
-                       f"window probabilities aggregated by {meta.aggregate}"),
+            inference=inference_text(meta),
             training=json.loads(json.dumps(dict(training or {}))))
         card.write(build)
         verify(ShippedModel(name, build, card))  # what a user's load will check, checked before it ships
@@ -139,3 +145,9 @@ def export_pretrained(
             shutil.rmtree(out)
         build.rename(out)
     return out
+
+
+def inference_text(meta: WeightMetadata) -> str:
+    """The card's sentence on how the model is served: its windows, their stride and their aggregation."""
+    return (f"sliding windows of {meta.input_samples} samples every {meta.stride} ({meta.window_protocol}), "
+            f"window probabilities aggregated by {meta.aggregate}")

@@ -4,7 +4,8 @@ Input: a DataFrame (or a list of dicts) with one row per ECG and the columns ``s
 ``[leads][samples]`` in millivolts), ``fs`` (its sampling rate) and optionally ``leads`` (the names of
 the rows of ``signal``; default: the standard 12-lead order). The model resamples to its own rate,
 picks its leads by name, standardises with its training statistics, slides windows of its input length
-over the record, aggregates them as it was validated, and returns one probability per class, named.
+over the record every ``window_stride`` samples (as it was validated), aggregates them the same way, and
+returns one probability per class, named.
 Bad input raises :class:`InvalidEcgInput` with a message that says what is wrong.
 """
 
@@ -67,7 +68,7 @@ class EcgClassifier:
         crop = meta.input_samples
         x = prepare_record(signal, fs, None if leads is None else list(leads), meta, where,
                            parse_bounds(bounds, where, self.amplitude_bounds))
-        starts = window_starts(x.shape[1], crop, max(1, crop // 2))
+        starts = window_starts(x.shape[1], crop, meta.stride)
         windows = to_input_domain(np.stack([x[:, s:s + crop] for s in starts]), meta.input_domain)
         with torch.no_grad():
             logits = self.model(torch.from_numpy(windows)).numpy()

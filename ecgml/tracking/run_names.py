@@ -108,7 +108,7 @@ def unique_names(names: Iterable[str]) -> list[str]:
 def family_of(backbone: str) -> str:
     """``xresnet1d50_small`` -> ``xresnet``; ``resnet1d_wang`` -> ``resnet``; ``inception1d`` -> ``inception``:
     the family a run is tagged with and compared by (sweeps, report, params)."""
-    for family in ("xresnet", "inception", "resnet"):
+    for family in ("xresnet", "inception", "resnet", "s4d"):
         if backbone.startswith(family):
             return family
     return backbone
@@ -130,6 +130,7 @@ def training_params(config: Any, *, family: str, lineage: Mapping[str, str] | No
         "crop_s": config.crop_s, "center_crop": config.center_crop, "label_map": data.label_map, "task": data.task,
         "dataset": data.source,
     }
+    params.update(protocol_params(config))
     if config.kind == "pretrain":
         params["ptbxl_fraction"] = config.fraction
     if "ecgml.backbone_version" in lineage:
@@ -138,6 +139,19 @@ def training_params(config: Any, *, family: str, lineage: Mapping[str, str] | No
         params["ptbxl_fraction" if key == "ptbxl" else key] = value
     return params
 
+
+
+def protocol_params(config: Any) -> dict[str, Any]:
+    """The test-time windows and the layer-wise rates of a training config, as params: ``aggregate``,
+    ``window_stride`` (samples), ``windows`` (the protocol's name, ``custom`` if neither) and
+    ``layer_lr_fractions`` (``none`` when every group trains at the run's rate)."""
+    from ecgml.data.windows import protocol_of
+
+    optim = config.optim
+    fractions = getattr(optim, "layer_lr_fractions", ())
+    return {"aggregate": optim.aggregate, "window_stride": config.stride_samples,
+            "windows": protocol_of(optim.aggregate, config.stride_samples, config.crop_samples),
+            "layer_lr_fractions": ",".join(f"{f:g}" for f in fractions) if fractions else "none"}
 
 
 _TRAINING_PARAMS = ("`arm`, `family`, `backbone`, `strategy`, `fraction`, `fs`, `leads`, `input_domain`, `seed`, "

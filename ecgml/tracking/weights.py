@@ -48,7 +48,24 @@ class WeightMetadata:
     label_map: str
     aggregate: str = "max"
     input_domain: str = "time"
+    #: Samples between the windows the model is evaluated and served on (None: half a window, as weights
+    #: saved before the stride was stored were evaluated).
+    window_stride: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stride(self) -> int:
+        """Samples between serving windows: the stored stride, else half a window (``default_stride``)."""
+        from ecgml.data.windows import default_stride
+
+        return self.window_stride if self.window_stride is not None else default_stride(self.input_samples)
+
+    @property
+    def window_protocol(self) -> str:
+        """``max-half``, ``mean-disjoint`` or ``custom`` (see ``ecgml.data.windows.WINDOW_PROTOCOLS``)."""
+        from ecgml.data.windows import protocol_of
+
+        return protocol_of(self.aggregate, self.stride, self.input_samples)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -34,7 +34,7 @@ def finish_run(run: RunContext, tracked: TrackedRun, result: FitResult,
         leads=tuple(prepared.cache.leads), classes=tuple(splits.classes), norm_mean=tuple(map(float, mean)),
         norm_std=tuple(map(float, std)), source=dataset.source, dataset_version=dataset.version,
         cache_digest=prepared.cache.digest, task=dataset.task, label_map=dataset.label_map,
-        aggregate=config.optim.aggregate, input_domain=config.input_domain,
+        aggregate=config.optim.aggregate, input_domain=config.input_domain, window_stride=config.stride_samples,
         extra={"run_id": tracked.run_id, "config_digest": tracked.digest},
     )
     weights_dir = save_weights(config.runs_dir / tracked.run_id / "weights", model, metadata)

@@ -37,6 +37,7 @@ from ecgml.train.distributed import (
     broadcast_object,
     solo,
 )
+from ecgml.train.layer_lr import LAYER_LR_OPTION, check_fractions, group_lr_scales, split_overrides
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -60,6 +61,9 @@ class OptimConfig:
     strategy: str = "full"
     #: Clip the gradient norm (off by default, as in the PTB-XL benchmark; it costs ~5% of a CPU step).
     grad_clip: float | None = None
+    #: Layer-wise rates: the backbone's groups at these fractions of the head's rate (``ecgml.train.layer_lr``);
+    #: empty: every group at ``lr`` (or ``lr_decay``'s rule).
+    layer_lr_fractions: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -70,6 +74,11 @@ class OptimConfig:
             raise ValueError(f"aggregate must be 'max' or 'mean', not {self.aggregate!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        object.__setattr__(self, "layer_lr_fractions", tuple(float(f) for f in self.layer_lr_fractions))
+        if self.layer_lr_fractions:
+            check_fractions(self.layer_lr_fractions)
+            if self.lr_decay != 1:
+                raise ValueError(f"{LAYER_LR_OPTION} and lr_decay both set the groups' rates: give one of them")
 
 
 @dataclass
@@ -95,8 +104,10 @@ class FitResult:
 
 
 def _param_groups(model: nn.Module, lr: float, lr_decay: float, weight_decay: float,
-                  include_frozen: bool = False) -> list[dict[str, Any]]:
-    """Optimizer groups, input to output, with discriminative learning rates.
+                  include_frozen: bool = False, layer_lr_fractions: Sequence[float] = ()) -> list[dict[str, Any]]:
+    """Optimizer groups, input to output, with discriminative learning rates: ``layer_lr_fractions`` of the
+    head's rate per backbone group when given, else ``lr_decay``'s rule; a module's own ``optim_overrides``
+    (``ecgml.train.layer_lr``) split its parameters into a group of their own.
 
     ``include_frozen`` keeps frozen parameters in (gradual unfreezing thaws them later; AdamW skips a
     parameter while it has no gradient).
@@ -107,8 +118,10 @@ def _param_groups(model: nn.Module, lr: float, lr_decay: float, weight_decay: fl
     if not trainable:
         raise ValueError("every parameter is frozen: nothing to train")
     n = len(trainable)
-    return [{"params": params, "lr": lr * lr_decay ** (n - 1 - i), "weight_decay": weight_decay, "name": name}
-            for i, (name, params) in enumerate(trainable)]
+    scales = (group_lr_scales([name for name, _ in groups], layer_lr_fractions) if layer_lr_fractions else
+              {name: lr_decay ** (n - 1 - i) for i, (name, _) in enumerate(trainable)})
+    return [{**group, "name": name} for name, params in trainable
+            for group in split_overrides(params, model, lr * scales[name], weight_decay)]
 
 
 def load_scaler_state(scaler: torch.amp.GradScaler, state: dict[str, Any]) -> None:
@@ -178,7 +191,8 @@ class Trainer:
         if optim.strategy != "gradual":  # gradual wraps at each epoch's stage (_train_epoch)
             self._wrap()  # after freezing: DDP synchronises what requires a gradient when it is built
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, optim.lr, optim.lr_decay, optim.weight_decay,
-                                                         include_frozen=optim.strategy == "gradual"))
+                                                         include_frozen=optim.strategy == "gradual",
+                                                         layer_lr_fractions=optim.layer_lr_fractions))
         self.steps_per_epoch = math.ceil(len(self._train_indices()) / optim.batch_size)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],

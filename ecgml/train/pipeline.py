@@ -25,7 +25,7 @@ from ecgml.data.cache import Cache
 from ecgml.data.folds import stratified_subset
 from ecgml.data.labels import load_label_map
 from ecgml.data.prepare import Prepared
-from ecgml.data.windows import INPUT_DOMAINS
+from ecgml.data.windows import INPUT_DOMAINS, default_stride
 from ecgml.defaults import DEVICE_DATA
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
 from ecgml.train.loop import EpochRecord, OptimConfig
@@ -91,8 +91,10 @@ class TrainConfig:
 
     @property
     def stride_samples(self) -> int:
-        stride = self.eval_stride_s if self.eval_stride_s is not None else self.crop_s / 2
-        return max(1, round(stride * self.data.data.fs))
+        """Samples between evaluation windows: ``eval_stride_s``, else half a window (``default_stride``)."""
+        if self.eval_stride_s is None:
+            return default_stride(self.crop_samples)
+        return max(1, round(self.eval_stride_s * self.data.data.fs))
 
     def to_json(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -107,6 +109,8 @@ class TrainConfig:
             doc.pop(volatile, None)
         doc["data"].pop("cache_dir", None)
         doc["data"].pop("workers", None)
+        if not doc["optim"].get("layer_lr_fractions"):  # unset: the digest of runs from before the option
+            doc["optim"].pop("layer_lr_fractions", None)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -182,6 +186,29 @@ def label_map_document(prepared: Prepared) -> dict[str, Any]:
     if prepared.dataset.task != "shared18":
         return {"task": prepared.dataset.task, "classes": list(prepared.dataset.classes)}
     return load_label_map(prepared.dataset.label_map).to_dict()
+
+
+def check_model(model: Any, config: TrainConfig, leads: int) -> None:
+    """Refuses, before anything trains, a model that cannot take this run's windows (lead count, length:
+    ``Backbone.check_input``) or its layer-wise rates (no parameter groups)."""
+    from ecgml.train.layer_lr import check_layer_lr
+
+    if hasattr(model, "check_input"):
+        model.check_input(leads, config.crop_samples)
+    check_layer_lr(model, config.optim.layer_lr_fractions, config.model.backbone)
+
+
+def check_backbone_input(config: TrainConfig) -> None:
+    """:func:`check_model` on the backbone a run from scratch builds, before any data is read (a fine-tuning
+    run is checked on its pretrained model once loaded)."""
+    if config.init_uri:
+        return
+    from ecgml.data.leads import resolve_leads
+    from ecgml.models import create_backbone
+
+    leads = len(resolve_leads(config.data.leads))
+    model = create_backbone(config.model.backbone, **{"in_channels": leads, "num_classes": 1, **config.model.kwargs})
+    check_model(model, config, leads)
 
 
 def cache_workers(config: PrepareConfig) -> PrepareConfig:

@@ -66,6 +66,8 @@ from ecgml.train.pipeline import (
     TrainConfig,
     build_splits,
     cache_workers,
+    check_backbone_input,
+    check_model,
     epoch_metrics,
     label_map_document,
     make_datasets,
@@ -138,6 +140,7 @@ def _build_context(config: TrainConfig, device: torch.device, ctx: DistContext, 
                                 **config.model.kwargs)
     if config.crop_samples > prepared.cache.signals.shape[-1]:
         raise ValueError(f"crop of {config.crop_samples} samples is longer than the cached records")
+    check_model(model, config, len(leads))
     datasets = make_datasets(prepared.cache, splits, config)
     return RunContext(config, prepared, splits, model, datasets, device, ctx, macro_auc, lineage)
 
@@ -151,6 +154,7 @@ def _prepare_on_each_machine(config: TrainConfig, ctx: DistContext, progress: bo
     def first_on_machine() -> Prepared:
         if ctx.is_main:
             check_tracking_uri()
+            check_backbone_input(config)
             if config.init_uri:
                 _check_backbone_before_cache(config)
         return prepare(cache_workers(config.data), progress=progress and ctx.is_main)

@@ -69,12 +69,12 @@ def _batch(n: int = 8, leads: int = 12, length: int = 64, classes: int = 5) -> t
 
 # registry ------------------------------------------------------------------------------------------------------
 def test_registry_holds_the_study_families() -> None:
-    assert set(list_families()) == {"xresnet1d", "resnet1d", "inception1d"}
+    assert set(list_families()) == {"xresnet1d", "resnet1d", "inception1d", "s4d"}
     assert {"xresnet1d18", "xresnet1d34", "xresnet1d50", "xresnet1d101"} <= set(list_backbones("xresnet1d"))
     assert "resnet1d_wang" in list_backbones("resnet1d")
     assert "inception1d" in list_backbones("inception1d")
     assert sorted(NAMES) == NAMES
-    with pytest.raises(ValueError, match="families: inception1d, resnet1d, xresnet1d"):
+    with pytest.raises(ValueError, match="families: inception1d, resnet1d, s4d, xresnet1d"):
         list_backbones("transformer")
 
 

@@ -3,7 +3,8 @@ test_ddp_*.py tests.
 
 ``ddp_worker.py CACHE OUT [STRATEGY [RESUME]]``: CACHE and OUT may hold ``{rank}``, so that each rank has
 its own folders (two "nodes" without a shared file system); the checkpoint is ``OUT/ck.pt``. RESUME is
-``resume`` to continue from rank 0's checkpoint (the other ranks have none).
+``resume`` to continue from rank 0's checkpoint (the other ranks have none). ``$DDP_WORKER_BACKBONE`` (JSON
+``[name, kwargs]``) picks another backbone than the tiny xresnet1d18.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def main(cache_dir: str, out_dir: str, strategy: str = "full", mode: str = "trai
     train, val = split(folds <= 8), split(folds > 8)
     mean, std = cache.stats
     torch.manual_seed(0)
-    model = create_backbone("xresnet1d18", in_channels=12, num_classes=len(classes), width=0.25, layers=[1, 1])
+    default = '["xresnet1d18", {"width": 0.25, "layers": [1, 1]}]'
+    name, kwargs = json.loads(os.environ.get("DDP_WORKER_BACKBONE", default))
+    model = create_backbone(name, in_channels=12, num_classes=len(classes), **kwargs)
     seen: list[int] = []
     epochs = int(os.environ.get("DDP_WORKER_EPOCHS", "2"))
     trainer = Trainer(model, RandomCropDataset(cache.signals, train, mean, std, 250, seed=1),
