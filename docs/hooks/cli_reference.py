@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 PAGE = "reference/cli.md"
-WIDTH = 100
+WIDTH = 80  #: characters per help line: what fits the page's code column
 
 
 def _sections(command: click.Command, ctx: click.Context, depth: int = 2) -> list[str]:
@@ -20,8 +20,8 @@ def _sections(command: click.Command, ctx: click.Context, depth: int = 2) -> lis
         for name in command.list_commands(ctx):
             sub = command.get_command(ctx, name)
             if sub is not None and not sub.hidden:
-                out += _sections(sub, click.Context(sub, info_name=name, parent=ctx, max_content_width=WIDTH),
-                                 depth + 1)
+                settings = {"max_content_width": WIDTH, **sub.context_settings}  # show_default and the like
+                out += _sections(sub, click.Context(sub, info_name=name, parent=ctx, **settings), depth + 1)
     return out
 
 
@@ -29,7 +29,8 @@ def cli_reference_markdown() -> str:
     """The whole reference page, built from ``ecgml.cli.main``."""
     from ecgml.cli import main
 
-    ctx = click.Context(main, info_name="ecgml", max_content_width=WIDTH, terminal_width=WIDTH)
+    ctx = click.Context(main, info_name="ecgml", terminal_width=WIDTH,
+                        **{"max_content_width": WIDTH, **main.context_settings})
     head = ["# CLI reference", "",
             "Every `ecgml` command with the text its `--help` prints. This page is generated from the click "
             "commands each time the docs are built.", ""]
