@@ -319,8 +319,9 @@ def set_description(text: str, *, run_id: str | None = None, experiment: str | N
         client.set_tag(run_id, NOTE_TAG, text)
 
 
-#: MLflow's tag for what an experiment is for. MLflow 3's UI opens an experiment without it on the GenAI
-#: overview (traces, judges); with :data:`EXPERIMENT_KIND` it opens on the runs table.
+#: MLflow's tag for what an experiment holds: model training, not a GenAI application. MLflow's tools that pick
+#: a view per experiment read it; the 3.17 UI takes its view from its GenAI / Model training switch instead,
+#: which the link of :func:`experiment_runs_link` sets.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
