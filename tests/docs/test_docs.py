@@ -122,18 +122,16 @@ def test_the_readme_and_most_pages_have_runnable_blocks() -> None:
         assert len(MARKER_LINE.findall(text)) == len(BLOCK.findall(text)), page
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("docs-commands")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(("where", "commands"), runnable_blocks(), ids=[w for w, _ in runnable_blocks()])
-def test_a_runnable_block_runs(where: str, commands: str, workdir: Path) -> None:
-    """The block as a reader pastes it, in a shell whose PATH has this environment's ``ecgml`` and ``mlflow``."""
+def test_every_runnable_block_runs_in_order(tmp_path: Path) -> None:
+    """Each block as a reader pastes it, in a shell whose PATH has this environment's ``ecgml`` and ``mlflow``,
+    all in one folder and in order (one test, so a parallel runner cannot split the sequence)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ECGML_"))}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(ROOT),
                ECGML_THREADS="1")
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{where} failed:\n{commands}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    blocks = runnable_blocks()
+    assert blocks
+    for where, commands in blocks:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", commands], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{where} failed:\n{commands}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
