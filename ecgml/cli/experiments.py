@@ -105,6 +105,11 @@ def report_command(experiment: str, sweeps: tuple[str, ...], parent_run_id: str 
     except (OSError, ValueError, CollectError, TrackingError) as exc:
         fail(exc)
     click.echo(f"report: {path.resolve()}")
+    from ecgml.tracking.runs import experiment_runs_link
+    from ecgml.tracking.store import tracking_client
+
+    found = tracking_client().get_experiment_by_name(experiment)
+    click.echo(f"runs:       {experiment_runs_link(found.experiment_id)}")
 
 
 COMMANDS: tuple[click.Command, ...] = (experiment_command, report_command)

@@ -59,7 +59,10 @@ def register_command(name: str, alias: str | None, task: str | None, registered_
         registered = register_shipped(name, alias=alias, task=task, registered_name=registered_name)
     except (PretrainedError, RegistryError) as exc:
         fail(exc)
+    from ecgml.tracking.runs import version_link
+
     click.echo(f"registered {name} as {registered_name} version {registered.version}")
+    click.echo(f"version:    {version_link(f'models:/{registered_name}/{registered.version}')}")
     click.echo(registered.uri)
 
 

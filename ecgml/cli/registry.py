@@ -35,6 +35,9 @@ def register_command(experiment: str, name: str, metric: str) -> None:
         fail(exc)
     click.echo(f"registered {info.name} version {info.version} from run {info.run_id} "
                f"({metric} {info.tags.get('metric.' + metric, '?')})")
+    from ecgml.tracking.runs import produced_text
+
+    click.echo(produced_text(info.run_id, f"models:/{info.name}/{info.version}"))
 
 
 @click.group("registry")

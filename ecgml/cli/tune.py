@@ -227,6 +227,9 @@ def _report(result: Any) -> None:
               f"params {json.dumps(result.best_params, sort_keys=True)}")
     if result.registered:
         _echo(f"registered {result.registered}")
+    from ecgml.tracking.runs import produced_text
+
+    _echo(produced_text(result.parent_run_id, result.registered))
     if result.unfinished:
         raise click.ClickException(f"{result.unfinished} trials did not finish (every worker stopped); continue with "
                                    f"`ecgml tune --resume --study-name {result.study_name}`")

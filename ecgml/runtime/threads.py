@@ -1,8 +1,8 @@
 """Each process's share of the cores, so processes that run side by side share them instead of fighting.
 
 Why: torch starts one intra-op (OpenMP) thread per core in every process. Two trainings side by side on
-2 cores then run 4 threads that spin-wait on each other, and together did 0.2 of the work per second of
-one alone (issue 15). A budget gives every process ecgml starts a share, and the shares add up to the
+2 cores then run 4 threads that spin-wait on each other, and together get less done than one alone
+(``benchmarks/README.md``, concurrency). A budget gives every process ecgml starts a share, and the shares add up to the
 machine: a process alone takes all the cores it may use (``os.sched_getaffinity``, capped by a cgroup CPU
 quota); N tuning workers (``ecgml tune --workers N``), N DDP ranks on one machine (``LOCAL_WORLD_SIZE``
 under torchrun) or N children of any launcher split them (:func:`split_cores`, :func:`child_env`).
@@ -19,25 +19,16 @@ Where a process's threads come from, first match wins (the budget's ``source`` s
 4. ``LOCAL_WORLD_SIZE`` > 1: this local rank's share of the cores.
 5. Otherwise all the cores.
 
-``ECGML_THREAD_BUDGET=off`` leaves torch's defaults alone (one thread per core, OpenMP's own waiting):
-the behaviour before the budget, kept as the switch the concurrency benchmark compares against.
+``ECGML_THREAD_BUDGET=off`` leaves torch's defaults alone (one thread per core, OpenMP's own waiting),
+the baseline the concurrency benchmark compares against.
 
-The OpenMP wait policy is PASSIVE (unless the user set ``OMP_WAIT_POLICY``), decided by measurement
-(``benchmarks/concurrency.py``, 2 cores, beside a nice-19 training of 5 threads): with OpenMP's default
-spin-then-sleep waiting one training alone did 15 samples/s in its epochs and took 205 s for a whole
-3-epoch run; with passive waiting 220 samples/s and 30 s. Two processes side by side: 0.16 of the best
-single process with torch's defaults (2 spinning threads each), 1.17 with each process's own budget and
-passive waiting, 1.68 with the shares a launcher gives (1 thread each). The policy only takes effect in a
-process that sets it before torch loads libgomp, so the ``ecgml`` command sets it first thing and
-launchers pass it to their children.
-
-Passive waiting has a price on a quiet machine (``benchmarks/concurrency.py --wait-policy PASSIVE|ACTIVE``,
-2 cores, nothing else running): one training alone with 2 threads did 484 samples/s in its epochs passive
-against 860 spinning (ACTIVE), 156 against 182 samples/s over the whole run, because every parallel region
-wakes a sleeping thread. Side by side, two processes of 2 threads each kept 1.08 of one alone passive and
-0.27 spinning. Passive stays the default: it loses at most that when alone and idle, spinning loses far
-more whenever anything else runs. A user who knows the machine is theirs exports ``OMP_WAIT_POLICY=ACTIVE``
-(the variable wins).
+The OpenMP wait policy is PASSIVE (unless the user set ``OMP_WAIT_POLICY``): OpenMP's default
+spin-then-sleep waiting makes a training collapse whenever another busy process shares its cores, while
+passive waiting costs a training alone on an idle machine part of its speed (both measured in
+``benchmarks/README.md``, concurrency). A user who knows the machine is theirs exports
+``OMP_WAIT_POLICY=ACTIVE`` (the variable wins). The policy only takes effect in a process that sets it
+before torch loads libgomp, so the ``ecgml`` command sets it first thing and launchers pass it to their
+children.
 """
 
 from __future__ import annotations

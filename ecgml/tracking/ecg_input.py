@@ -5,12 +5,11 @@ way over HTTP and from files. Each refusal is an :class:`InvalidEcgInput` whose 
 starts with where the record is (``row 3`` or a file) and says what to do.
 
 Units: a signal must be in millivolts. The rate (``fs``) cannot be checked (a 500 Hz record declared as
-250 Hz looks like a slow heart), but the amplitude can: :func:`typical_amplitude` of every real PTB-XL
-record (19,701 of them, ``benchmarks/amplitude_bounds.py``) and Georgia sample record lies between 0.24
-and 3.84 mV, so :data:`AMPLITUDE_BOUNDS_MV` refuses anything outside 0.03-15 mV, which catches volts
-(x 0.001), microvolts and raw ADC counts (x 1000, or x 200 at a 200/mV gain) with a margin of 3.9-8x
-on either side. A device whose records really lie outside can widen the bounds per request
-(``amplitude_bounds_mv``) or per loaded model (``model_config``).
+250 Hz looks like a slow heart), but the amplitude can: :data:`AMPLITUDE_BOUNDS_MV` refuses a
+:func:`typical_amplitude` outside 0.03-15 mV, which holds every real record with a wide margin and catches
+volts (x 0.001), microvolts and raw ADC counts (x 1000, or x 200 at a 200/mV gain); the real records'
+figures are in ``benchmarks/README.md`` (amplitude bounds). A device whose records really lie outside can
+widen the bounds per request (``amplitude_bounds_mv``) or per loaded model (``model_config``).
 """
 
 from __future__ import annotations

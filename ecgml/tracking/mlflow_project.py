@@ -1,9 +1,8 @@
 """What ``mlflow run . -e STEP`` does for ecgml before its entry point starts, as an MLflow plugin.
 
 Why: MLflow creates the project's run before it builds the environment, in the experiment named on its
-command line or else in ``Default``. Typed as the README shows it (``mlflow run . -e finetune -P
-fraction=0.1``), a run landed in ``Default``, and when the environment could not be built the run stayed
-RUNNING forever. MLflow asks its ``mlflow.default_experiment_provider`` plugins for the experiment when
+command line or else in ``Default``; and when the environment cannot be built, nothing ends that run.
+MLflow asks its ``mlflow.default_experiment_provider`` plugins for the experiment when
 none was given; this one answers only inside ``mlflow run`` on an ecgml project, with the step's own
 experiment (``ecgml-finetune``, ``ecgml-study``, ...). ``--experiment-name``/``--experiment-id`` and
 ``MLFLOW_EXPERIMENT_NAME``/``_ID`` still win, and MLflow then never asks a provider.

@@ -1,8 +1,8 @@
 """Run names and params a person can tell runs apart by, in MLflow's runs table, chart legends and compare view.
 
 Why: a run opened without a name gets MLflow's random adjective-animal name, drawn from Python's
-``random`` module, which training seeds just before the run opens, so every seed-0 run of a sweep was
-called the same. Every run now gets a deterministic name built from what distinguishes it
+``random`` module, which training seeds just before the run opens, so every seed-0 run of a sweep would
+get the same one. Every run gets a deterministic name built from what distinguishes it
 (``finetune xresnet1d50_small f=0.025 s=0``), and every setting that differs between runs of a comparison
 is an MLflow param, so the compare view shows it.
 

@@ -319,16 +319,27 @@ def set_description(text: str, *, run_id: str | None = None, experiment: str | N
         client.set_tag(run_id, NOTE_TAG, text)
 
 
+#: MLflow's tag for what an experiment holds: model training, not a GenAI application. MLflow's tools that pick
+#: a view per experiment read it; the 3.17 UI takes its view from its GenAI / Model training switch instead,
+#: which the link of :func:`experiment_runs_link` sets.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def describe_experiment(experiment_id: str) -> bool:
-    """Give a step experiment (``ecgml-finetune``, ...: :data:`~ecgml.tracking.run_names.EXPERIMENT_DESCRIPTIONS`)
-    its description, saying what its runs are and how to compare them, unless it already has one (a user's
-    text is never replaced). Returns whether it wrote one."""
+    """Mark an experiment ecgml logs into as model development (:data:`EXPERIMENT_KIND_TAG`, unless it has a
+    kind), and give a step experiment (``ecgml-finetune``, ...:
+    :data:`~ecgml.tracking.run_names.EXPERIMENT_DESCRIPTIONS`) its description, saying what its runs are and
+    how to compare them, unless it already has one (a user's text is never replaced). Returns whether it
+    wrote a description."""
     import mlflow
 
     from ecgml.tracking.run_names import experiment_description
 
     client = mlflow.MlflowClient()
     found = client.get_experiment(experiment_id)
+    if not (found.tags or {}).get(EXPERIMENT_KIND_TAG):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     text = experiment_description(found.name)
     if text is None or (found.tags or {}).get(NOTE_TAG):
         return False
@@ -336,21 +347,39 @@ def describe_experiment(experiment_id: str) -> bool:
     return True
 
 
+def ui_base(uri: str | None = None) -> tuple[str, str | None]:
+    """The UI's address for a store, and for a local store the command that starts the UI on it."""
+    uri = uri or tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/"), None
+    return "http://127.0.0.1:5000", f"mlflow ui --backend-store-uri {uri}"
+
+
+def experiment_runs_link(experiment_id: str, uri: str | None = None) -> str:
+    """The experiment's runs table (``workflowType=machine_learning``: the model-training view, not MLflow 3's
+    GenAI overview)."""
+    return f"{ui_base(uri)[0]}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def version_link(registered: str, uri: str | None = None) -> str:
+    """The registered version's page, from ``models:/NAME/VERSION``."""
+    name, _, version = registered.removeprefix("models:/").rpartition("/")
+    return f"{ui_base(uri)[0]}/#/models/{name}/versions/{version}"
+
+
 def run_link(run_id: str, uri: str | None = None) -> str:
     """Where a person opens the run: the server's page, or for a local store how to start the UI on it."""
     import mlflow
 
-    uri = uri or tracking_uri()
-    run = mlflow.MlflowClient(uri).get_run(run_id)
-    path = f"#/experiments/{run.info.experiment_id}/runs/{run_id}"
-    if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/{path}"
-    return f"http://127.0.0.1:5000/{path} (after `mlflow ui --backend-store-uri {uri}`)"
+    base, start = ui_base(uri)
+    run = mlflow.MlflowClient(uri or tracking_uri()).get_run(run_id)
+    link = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return link if start is None else f"{link} (after `{start}`)"
 
 
 def produced_text(run_id: str, registered: str | None = None, uri: str | None = None) -> str:
     """What a job produced, in the lines it ends by printing: run id and name, registered version (given, or
-    the run's ``ecgml.registered_as`` tag), UI link."""
+    the run's ``ecgml.registered_as`` tag), and the UI's pages: the experiment's runs, the run, the version."""
     import mlflow
 
     uri = uri or tracking_uri()
@@ -362,4 +391,7 @@ def produced_text(run_id: str, registered: str | None = None, uri: str | None = 
         name, _, version = registered.removeprefix("models:/").rpartition("/")
         lines.append(f"registered: {name} version {version} ({registered})")
     lines.append(f"open:       {run_link(run_id, uri)}")
+    lines.append(f"runs:       {experiment_runs_link(run.info.experiment_id, uri)}")
+    if registered:
+        lines.append(f"version:    {version_link(registered, uri)}")
     return "\n".join(lines)

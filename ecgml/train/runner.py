@@ -194,7 +194,7 @@ def _tracked_with_clear_errors(run: RunContext, request: RunRequest) -> RunOutco
 
 def _check_backbone_before_cache(config: TrainConfig) -> None:
     """A registered backbone whose rate, leads, input length or domain cannot fit the target is refused
-    before any cache is built (a wrong ``--fs 500`` against a 100 Hz backbone built a 916 MB cache first)."""
+    before any cache is built (a wrong ``--fs 500`` against a 100 Hz backbone would build a 900 MB cache first)."""
     from ecgml.data.leads import resolve_leads
     from ecgml.tracking.registry import download_weights, resolve_with_fallback
     from ecgml.tracking.weights import read_metadata

@@ -1,11 +1,9 @@
 """The worker processes of ``ecgml tune --workers N`` on one machine.
 
-Why this shape, measured with ``benchmarks/concurrency.py --tune`` on 2 cores (6 trials of 2 epochs): the
-launching process used to set the study up (about 6 s: imports, the data cache, the parent run and its dataset
-inputs), then start N new worker processes and only wait for them; each began its first trial 4.5-5 s after
-the study was ready (10 s on a busier machine: starting Python, importing torch, MLflow and Optuna, about
-3.3 s of imports alone, and opening the stores). Now worker 0 starts its first trial as soon as the study is
-ready and worker 1 about 1.4 s later, and the study took 25.4 s instead of 30.1 s (one worker: 36-40 s):
+Why this shape: a new worker needs seconds before its first trial (starting Python, importing torch,
+MLflow and Optuna, opening the stores), and the launcher's own set-up (imports, the data cache, the parent
+run) takes seconds too. So the two overlap, and the second worker begins its first trial about a second
+after the first (``benchmarks/README.md``, concurrency: ``tune --workers 2`` against 1):
 
 * the launching process is worker 0 itself (its share of the cores applied in place), so only N-1 new
   processes start, and its tracking store, storage and imports are already warm;

@@ -139,8 +139,8 @@ def run_main(config: MainConfig, *, say: Callable[[str], None] = _say) -> MainOu
     """Run the compact study; returns the main run's id, the run of each step and the report path."""
     import mlflow
 
-    from ecgml.tracking.runs import git_commit, log_json, open_run
-    from ecgml.tracking.store import check_tracking_uri, tracking_uri
+    from ecgml.tracking.runs import git_commit, log_json, open_run, produced_text
+    from ecgml.tracking.store import check_tracking_uri
 
     check_tracking_uri()
     start = time.perf_counter()
@@ -166,8 +166,7 @@ def run_main(config: MainConfig, *, say: Callable[[str], None] = _say) -> MainOu
         log_json({"steps": steps.runs, "reused": steps.reused, "backbone": backbone_uri,
                   "classifier": classifier_uri, "report": str(report)}, "main.json")
         say(f"\nreport: {report.resolve()}")
-        say(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri()}  (then open http://127.0.0.1:5000, "
-            f"experiment {config.experiment!r})")
+        say(produced_text(run.info.run_id, classifier_uri))
         say(f"main run {run.info.run_id} finished in {seconds / 60:.1f} min ({len(steps.reused)} steps reused)")
         return MainOutcome(run.info.run_id, steps.runs, report, steps.reused, seconds)
 

@@ -496,3 +496,17 @@ def test_pretrain_fraction_sweep_attaches_each_pretraining_to_the_settings_it_se
     pre = summary[summary["arm"] == "pretrain"].set_index("setting_label")["mean"]
     assert pre.to_dict() == {f"g12ec_fraction={g}, ptbxl_fraction={p}": auc
                              for p, auc in ((0.5, 0.91), (1.0, 0.93)) for g in (0.1, 1.0)}
+
+
+def test_ecgml_report_ends_with_the_link_to_the_experiments_runs(built: Built, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from ecgml.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{built.store.root}/mlflow.db")
+    done = CliRunner().invoke(main, ["report", "--experiment", EXPERIMENT, "--sweep", "leads", "--bootstrap", "10",
+                                     "--out", str(tmp_path / "report")])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[-1] == (f"runs:       http://127.0.0.1:5000/#/experiments/"
+                                            f"{built.store.experiment_id}/runs?workflowType=machine_learning")

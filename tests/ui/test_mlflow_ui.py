@@ -42,7 +42,7 @@ def _log_study(uri: str, artifacts: Path) -> dict[str, Any]:
     from ecgml.tracking.pyfunc import log_pyfunc
     from ecgml.tracking.registry import promote, register_run_model
     from ecgml.tracking.run_names import config_run_name, sweep_extras, training_params, unique_names
-    from ecgml.tracking.runs import set_description
+    from ecgml.tracking.runs import describe_experiment, set_description
     from tests.pretrained.conftest import tiny_weights
 
     os.environ["MLFLOW_TRACKING_URI"] = uri  # ecgml's registry helpers read it
@@ -51,6 +51,7 @@ def _log_study(uri: str, artifacts: Path) -> dict[str, Any]:
     experiment = client.create_experiment("ecgml-study", artifact_location=artifacts.as_uri())
     set_description("The study: one parent run per sweep; compare its children by arm, fraction and seed.",
                     experiment="ecgml-study")
+    describe_experiment(experiment)  # its kind, as every experiment ecgml logs into gets it
     jobs = [j for j in plan_sweep("fraction", StudyConfig(seeds=(0, 1), standalone_backbones=("inception1d_small",)),
                                   (0.25, 0.025)) if j.arm != "pretrain"]
     names = unique_names(config_run_name(j.config, sweep_extras(j.public_setting)) for j in jobs)
@@ -164,14 +165,39 @@ def _widen_name_column(page: Any, by: int = 260) -> None:
     page.wait_for_timeout(300)
 
 
-def test_runs_table_shows_distinct_descriptive_names(server: tuple[str, dict[str, Any]], page: Any) -> None:
+def test_the_printed_link_opens_the_experiments_runs_table(server: tuple[str, dict[str, Any]], page: Any) -> None:
+    """The link every job prints last opens the runs table in the "Model training" view, not MLflow 3's
+    GenAI overview (traces, a "Detect Issues" pop-up), which opening the experiment from the list shows."""
+    from ecgml.tracking.runs import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, experiment_runs_link
+
     url, study = server
-    page.goto(f"{url}/#/experiments/{study['experiment']}/runs")
-    page.get_by_text("sweep fraction standard").first.wait_for(timeout=60_000)  # the sweep's parent row
-    page.get_by_text("The study: one parent run per sweep").first.wait_for(timeout=30_000)  # its description
+    page.goto(experiment_runs_link(study["experiment"], url))
+    page.get_by_text("sweep fraction standard").first.wait_for(timeout=60_000)  # the runs table's sweep row
+    page.get_by_role("heading", name="Runs").first.wait_for(timeout=30_000)
+    assert "/runs" in page.url and "workflowType=machine_learning" in page.url, page.url
+    assert not page.get_by_text("Detect Issues").count()  # the GenAI overview's pop-up
+    _close_assistant(page)
+    _shot(page, "experiment_landing")
+    import mlflow
+
+    tags = mlflow.MlflowClient(url).get_experiment(study["experiment"]).tags
+    assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+
+def _close_assistant(page: Any) -> None:
     close = page.get_by_role("button", name="Close")  # MLflow 3.x opens an assistant panel beside the table
     if close.count():
         close.first.click()
+
+
+def test_runs_table_shows_distinct_descriptive_names(server: tuple[str, dict[str, Any]], page: Any) -> None:
+    from ecgml.tracking.runs import experiment_runs_link
+
+    url, study = server
+    page.goto(experiment_runs_link(study["experiment"], url))  # the link every job prints last
+    page.get_by_text("sweep fraction standard").first.wait_for(timeout=60_000)  # the sweep's parent row
+    page.get_by_text("The study: one parent run per sweep").first.wait_for(timeout=30_000)  # its description
+    _close_assistant(page)
     _shot(page, "runs_table_collapsed")
     assert page.locator(COLLAPSED).count() == 1  # opens collapsed: only the sweep's row, children hidden
     assert _expand_all_parents(page) >= 1 and page.locator(COLLAPSED).count() == 0
@@ -230,15 +256,15 @@ def test_registry_page_shows_versions_aliases_and_descriptions(server: tuple[str
     _shot(page, "registry_version")
 
 
-def test_the_readmes_filter_strings_find_what_they_say(server: tuple[str, dict[str, Any]]) -> None:
-    """The filter table of the README's "Comparing runs in the MLflow UI", run against the served study."""
+def test_the_docs_filter_strings_find_what_they_say(server: tuple[str, dict[str, Any]]) -> None:
+    """The filter table of the docs' "Comparing runs in the MLflow UI" page, run against the served study."""
     import re
 
     import mlflow
 
     url, study = server
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("### Comparing runs in the MLflow UI", 1)[1].split("\n## ", 1)[0]
+    page_text = (Path(__file__).resolve().parents[2] / "docs" / "ui.md").read_text()
+    section = page_text.split("## Filter strings", 1)[1].split("\n## ", 1)[0]
     filters = {row[0]: row[1] for row in re.findall(r"^\| ([^|]+?) \| `+ ?(.+?) ?`+ \|$", section, re.M)}
     client = mlflow.MlflowClient(url)
 
