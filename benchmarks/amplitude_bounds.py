@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ecgml.data.formats import DataFormatError
-from ecgml.data.g12ec import G12EC_GAIN_CORRECTIONS
 from ecgml.data.leads import STANDARD_LEADS
 from ecgml.data.records import load_signal
+from ecgml.data.sources.g12ec import G12EC_GAIN_CORRECTIONS
 from ecgml.tracking.pyfunc import AMPLITUDE_BOUNDS_MV, typical_amplitude
 
 QUANTILES = (0.0, 0.0001, 0.001, 0.01, 0.5, 0.99, 0.999, 0.9999, 1.0)

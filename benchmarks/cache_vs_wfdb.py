@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-from ecgml.data.cache import build_cache
-from ecgml.data.g12ec import G12EC_FS
-from ecgml.data.ptbxl import PTBXL_FS, read_ptbxl
+from ecgml.data.cache.cache import build_cache
 from ecgml.data.records import Dataset
 from ecgml.data.signal import Preprocessing
+from ecgml.data.sources.g12ec import G12EC_FS
+from ecgml.data.sources.ptbxl import PTBXL_FS, read_ptbxl
 
 TARGET_RATIO = 50.0
 
@@ -113,7 +113,7 @@ def _mat_case(args: argparse.Namespace, scratch: Path) -> bool:
     """G12EC ``.mat`` records: loadmat and wfdb per record against the cache at 500 Hz."""
     from scipy.io import loadmat
 
-    from ecgml.data.g12ec import read_g12ec
+    from ecgml.data.sources.g12ec import read_g12ec
     from ecgml.data.synth import generate_g12ec
 
     root = scratch / "g12ec"

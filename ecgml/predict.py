@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from ecgml.data.formats import DataFormatError, read_header
-from ecgml.data.g12ec import G12EC_GAIN_CORRECTIONS
 from ecgml.data.leads import MissingLeadError
 from ecgml.data.records import load_signal
 from ecgml.data.signal import flat_leads
+from ecgml.data.sources.g12ec import G12EC_GAIN_CORRECTIONS
 from ecgml.io import atomic_write_text
 from ecgml.tracking.ecg_input import InvalidEcgInput
 

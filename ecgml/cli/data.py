@@ -11,7 +11,7 @@ import click
 from ecgml.cli.options import data_options, fail, prepare_config
 from ecgml.config import default_data_dir, to_jsonable
 from ecgml.data.download import SOURCES as DOWNLOAD_SOURCES
-from ecgml.data.ptbxl import PTBXL_FS
+from ecgml.data.sources.ptbxl import PTBXL_FS
 from ecgml.defaults import DATA_EXPERIMENT
 
 
@@ -156,7 +156,7 @@ def _cache_dir_option(fn: Any) -> Any:
 @_cache_dir_option
 def cache_list_command(cache_dir: Path | None) -> None:
     """Each cache: dataset, rate, leads, records, size on disk, created, last used, tasks labelled on it."""
-    from ecgml.data.cache_store import format_table, list_caches
+    from ecgml.data.cache.store import format_table, list_caches
 
     folder = cache_dir or default_data_dir() / "cache"
     try:
@@ -177,7 +177,7 @@ def cache_prune_command(cache_dir: Path | None, older_than: float | None, unused
     """Remove caches by age, by disuse or all; a dry run unless --yes. A cache being built is kept."""
     from datetime import timedelta
 
-    from ecgml.data.cache_store import format_size, list_caches, remove_cache, select_for_prune
+    from ecgml.data.cache.store import format_size, list_caches, remove_cache, select_for_prune
 
     folder = cache_dir or default_data_dir() / "cache"
     try:

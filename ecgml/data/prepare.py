@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ecgml.data.cache import Cache, build_cache
+from ecgml.data.cache.cache import Cache, build_cache
 from ecgml.data.records import Dataset, SplitSpec
 from ecgml.data.signal import Preprocessing
 from ecgml.data.sources import ReadRequest, get_dataset_source

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecgml.defaults import STANDALONE_BACKBONES
 from ecgml.evaluate.paired import significance
 from ecgml.experiments import schema
 from ecgml.experiments.collect import ArtifactMissingError, Collected, setting_label
@@ -22,7 +23,6 @@ from ecgml.experiments.collect import ArtifactMissingError, Collected, setting_l
 SWEEP_AXIS = {"fraction": "g12ec_fraction", "pretrain-fraction": "ptbxl_fraction", "sampling-rate": "fs",
               "input-domain": "domain", "leads": "leads", "strategy": "strategy", "calibration": "g12ec_fraction"}
 LOG_AXES = ("g12ec_fraction", "ptbxl_fraction")
-FAMILY_ORDER = ("xresnet", "resnet", "inception")
 ARM_ORDER = ("standalone", "pretrain", "finetune")
 MIN_SEEDS = 3
 # named choices in the order a reader expects (least to most adapted; time before frequency)
@@ -48,7 +48,10 @@ def value_key(value: Any, key: str | None = None) -> tuple[int, float, str]:
 
 
 def family_key(family: str) -> tuple[int, str]:
-    return (FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER), family)
+    """Families in the order of the standalone baselines (one per family), others after by name."""
+    from ecgml.models.registry import family_rank
+
+    return family_rank(family, STANDALONE_BACKBONES)
 
 
 def fmt(x: float, digits: int = 3, sign: bool = False) -> str:

@@ -14,7 +14,6 @@ import json
 from typing import Any
 
 from ecgml.defaults import STUDY_EXPERIMENT
-from ecgml.tracking.run_names import family_of
 
 DEFAULT_STUDY_EXPERIMENT = STUDY_EXPERIMENT
 
@@ -39,6 +38,8 @@ def setting_tag(setting: dict[str, Any]) -> str:
 
 def sweep_tags(sweep: str, protocol: str, arm: str, backbone: str, setting: dict[str, Any],
                seed: int) -> dict[str, str]:
-    """The tags of one child run of a sweep."""
+    """The tags of one child run of a sweep (the family as the backbone registry names it)."""
+    from ecgml.models.registry import family_of
+
     return {SWEEP: sweep, PROTOCOL: protocol, ARM: arm, FAMILY: family_of(backbone), SETTING: setting_tag(setting),
             SEED: str(seed)}

@@ -14,6 +14,8 @@ from ecgml.models.inception1d import Inception1d
 from ecgml.models.registry import (
     BackboneEntry,
     create_backbone,
+    family_of,
+    family_rank,
     get_backbone_entry,
     list_backbones,
     list_families,
@@ -36,6 +38,8 @@ __all__ = [
     "XResNet1d",
     "count_parameters",
     "create_backbone",
+    "family_of",
+    "family_rank",
     "get_backbone_entry",
     "inception1d",
     "list_backbones",

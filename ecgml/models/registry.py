@@ -122,6 +122,27 @@ def list_families() -> list[str]:
     return sorted({e.family for e in _REGISTRY.values()})
 
 
+#: What a family's module name ends with that its comparison name leaves out (``xresnet1d`` -> ``xresnet``).
+_FAMILY_SUFFIX = "1d"
+
+
+def family_of(backbone: str) -> str:
+    """The family runs of ``backbone`` are tagged and compared by: its entry's family without the ``1d`` of the
+    module name (``xresnet1d50_small`` -> ``xresnet``, ``resnet1d_wang`` -> ``resnet``); a name that is not
+    registered stands for itself, so a run of an unknown architecture is never put in another's family."""
+    entry = _REGISTRY.get(backbone)
+    if entry is None:
+        return backbone
+    return entry.family.removesuffix(_FAMILY_SUFFIX) or entry.family
+
+
+def family_rank(family: str, order: tuple[str, ...]) -> tuple[int, str]:
+    """Sort key of a family: its place among the families of the backbones ``order`` names (e.g. the standalone
+    trio), families not among them after, by name."""
+    ranked = list(dict.fromkeys(family_of(name) for name in order))
+    return (ranked.index(family) if family in ranked else len(ranked), family)
+
+
 def rebuild_backbone(spec: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] | None = None,
                      *, strict: bool = True) -> Backbone:
     """Rebuilds a model from ``model.constructor`` (e.g. read back from JSON), loading ``state_dict`` if given."""

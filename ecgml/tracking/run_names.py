@@ -105,15 +105,6 @@ def unique_names(names: Iterable[str]) -> list[str]:
     return out
 
 
-def family_of(backbone: str) -> str:
-    """``xresnet1d50_small`` -> ``xresnet``; ``resnet1d_wang`` -> ``resnet``; ``inception1d`` -> ``inception``:
-    the family a run is tagged with and compared by (sweeps, report, params)."""
-    for family in ("xresnet", "inception", "resnet", "s4d"):
-        if backbone.startswith(family):
-            return family
-    return backbone
-
-
 def training_params(config: Any, *, family: str, lineage: Mapping[str, str] | None = None,
                     extras: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Every setting that can differ between runs of a comparison, as MLflow params (the compare view shows

@@ -1,6 +1,6 @@
 """What the training loop eats: random crops for training, sliding windows for evaluation, in batches.
 
-Both read rows of a :class:`~ecgml.data.cache.Cache` (a memory map, so workers share pages instead of
+Both read rows of a :class:`~ecgml.data.cache.cache.Cache` (a memory map, so workers share pages instead of
 copies) and standardise them with the training split's per-lead statistics. A batch is cut in one
 vectorised gather (no Python loop over its records), on the host here or on the device
 (:mod:`ecgml.train.device_data`), with the same crops and windows either way.

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ecgml.config import PrepareConfig, default_data_dir, to_jsonable
-from ecgml.data.cache import Cache
+from ecgml.data.cache.cache import Cache
 from ecgml.data.folds import stratified_subset
 from ecgml.data.labels import load_label_map
 from ecgml.data.prepare import Prepared

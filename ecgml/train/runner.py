@@ -349,7 +349,8 @@ def runtime_params(run: RunContext) -> dict[str, str | int]:
 
 def _start_or_resume(run: RunContext, request: RunRequest, run_id: str) -> bool:
     """Whether the run resumes; log the inputs of a new run, and where it trains on every start."""
-    from ecgml.tracking.run_names import family_of, training_params
+    from ecgml.models.registry import family_of
+    from ecgml.tracking.run_names import training_params
     from ecgml.tracking.runs import log_params_once, log_split_inputs
 
     config, prepared, splits = run.config, run.prepared, run.splits

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 import wfdb
 
-from ecgml.data import bulk, cache_rows
-from ecgml.data.cache import Cache, build_cache
+from ecgml.data.cache import bulk
+from ecgml.data.cache import rows as cache_rows
+from ecgml.data.cache.cache import Cache, build_cache
 from ecgml.data.formats import parse_header, write_challenge_record, write_wfdb_record
-from ecgml.data.g12ec import read_g12ec
-from ecgml.data.ptbxl import read_ptbxl
 from ecgml.data.records import Dataset
 from ecgml.data.signal import Preprocessing
+from ecgml.data.sources.g12ec import read_g12ec
+from ecgml.data.sources.ptbxl import read_ptbxl
 from tests.data.trees import PTBXL_LEAD_NAMES, write_tiny_ptbxl
 
 

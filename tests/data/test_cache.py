@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import wfdb
 
-from ecgml.data import cache as cache_module
-from ecgml.data.cache import Cache, build_cache
+from ecgml.data.cache import cache as cache_module
+from ecgml.data.cache.cache import Cache, build_cache
 from ecgml.data.formats import write_wfdb_record
-from ecgml.data.ptbxl import read_ptbxl
 from ecgml.data.signal import Preprocessing
+from ecgml.data.sources.ptbxl import read_ptbxl
 from tests.data.trees import PTBXL_LEAD_NAMES, write_tiny_ptbxl
 
 
@@ -139,8 +139,8 @@ def test_two_processes_building_the_same_cache(tree: Path, tmp_path: Path) -> No
 def test_a_killed_build_leaves_nothing_that_looks_finished(tree: Path, tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
-        "from ecgml.data import cache\n"
-        "from ecgml.data.ptbxl import read_ptbxl\n"
+        "from ecgml.data.cache import cache\n"
+        "from ecgml.data.sources.ptbxl import read_ptbxl\n"
         "from ecgml.data.signal import Preprocessing\n"
         "slow = cache._load_rows\n"
         "def crawl(job):\n"
@@ -184,7 +184,7 @@ def test_truncated_cache_is_refused(tree: Path, tmp_path: Path) -> None:
 
 
 def test_direct_io_or_not_the_bytes_are_the_same(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ecgml.data import cache_rows
+    from ecgml.data.cache import rows as cache_rows
 
     dataset = read_ptbxl(tree, fs=500, task="all")
     pre = Preprocessing(fs=500)
@@ -209,7 +209,7 @@ def test_direct_io_or_not_the_bytes_are_the_same(tree: Path, tmp_path: Path, mon
 
 @pytest.mark.parametrize("shape", [(100, 12, 1000), (100, 12, 5000), (10, 1, 1000), (1000, 3, 250), (50, 7, 333)])
 def test_every_slice_but_the_last_starts_on_a_direct_io_block(shape: tuple[int, int, int]) -> None:
-    from ecgml.data.cache_rows import ALIGN
+    from ecgml.data.cache.rows import ALIGN
 
     rows = cache_module.chunk_rows(shape)
     assert rows >= 1 and (rows * shape[1] * shape[2] * 4) % ALIGN == 0

@@ -12,10 +12,10 @@ import numpy as np
 from click.testing import CliRunner
 
 from ecgml.cli import main
-from ecgml.data.cache import Cache, build_cache
-from ecgml.data.cache_store import LAST_USED, list_caches, remove_cache, select_for_prune
-from ecgml.data.ptbxl import read_ptbxl
+from ecgml.data.cache.cache import Cache, build_cache
+from ecgml.data.cache.store import LAST_USED, list_caches, remove_cache, select_for_prune
 from ecgml.data.signal import Preprocessing
+from ecgml.data.sources.ptbxl import read_ptbxl
 from tests.data.trees import write_tiny_ptbxl
 
 

@@ -35,7 +35,7 @@ from ecgml.data.download import (
 )
 from ecgml.data.formats import read_header, write_challenge_record
 from ecgml.data.leads import STANDARD_LEADS
-from ecgml.data.ptbxl import read_version
+from ecgml.data.sources.common import read_version
 from tests.data.trees import write_tiny_ptbxl
 
 PTBXL_TOP = "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3"

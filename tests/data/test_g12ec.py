@@ -11,9 +11,9 @@ import wfdb
 
 from ecgml.data.folds import iterative_stratification
 from ecgml.data.formats import read_matv4, write_challenge_record
-from ecgml.data.g12ec import foreign_database, parse_dx, read_g12ec
 from ecgml.data.labels import load_label_map
 from ecgml.data.leads import STANDARD_LEADS
+from ecgml.data.sources.g12ec import foreign_database, parse_dx, read_g12ec
 
 
 def _dx_lines(root: Path) -> dict[str, list[str]]:

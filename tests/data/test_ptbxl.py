@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from ecgml.data.labels import load_label_map
-from ecgml.data.ptbxl import parse_scp_codes, read_ptbxl
 from ecgml.data.records import SplitSpec
+from ecgml.data.sources.ptbxl import parse_scp_codes, read_ptbxl
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from ecgml import io as ecgml_io
-from ecgml.data import cache as cache_module
-from ecgml.data.cache import Cache, build_cache
-from ecgml.data.ptbxl import read_ptbxl
+from ecgml.data.cache import cache as cache_module
+from ecgml.data.cache.cache import Cache, build_cache
 from ecgml.data.signal import Preprocessing
+from ecgml.data.sources.ptbxl import read_ptbxl
 from ecgml.models import create_backbone
 from ecgml.tracking.weights import WeightMetadata, load_model, save_weights
 from ecgml.train.checkpoint import load_checkpoint, save_checkpoint
@@ -112,8 +112,8 @@ def test_permission_denied_when_publishing_the_cache(tree: Path, tmp_path: Path,
 
 _CONCURRENT = textwrap.dedent("""
     import json, sys, time
-    from ecgml.data import cache
-    from ecgml.data.ptbxl import read_ptbxl
+    from ecgml.data.cache import cache
+    from ecgml.data.sources.ptbxl import read_ptbxl
     from ecgml.data.signal import Preprocessing
     slow = cache._load_rows
     def crawl(job):
@@ -248,8 +248,8 @@ def test_disk_full_while_saving_weights_keeps_the_previous_ones(tmp_path: Path, 
 
 _LIMITED = textwrap.dedent("""
     import resource, signal, sys, torch
-    from ecgml.data.cache import build_cache
-    from ecgml.data.ptbxl import read_ptbxl
+    from ecgml.data.cache.cache import build_cache
+    from ecgml.data.sources.ptbxl import read_ptbxl
     from ecgml.data.signal import Preprocessing
     from ecgml.train.checkpoint import load_checkpoint, save_checkpoint
     out = sys.argv[1]

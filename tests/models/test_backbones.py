@@ -19,6 +19,8 @@ from ecgml.models import (
     XResNet1d,
     count_parameters,
     create_backbone,
+    family_of,
+    family_rank,
     get_backbone_entry,
     list_backbones,
     list_families,
@@ -108,6 +110,7 @@ def test_a_new_model_is_one_decorated_function() -> None:
 
         model = create_backbone("dummy_net", num_classes=3)
         assert list_backbones("dummy") == ["dummy_net"]
+        assert family_of("dummy_net") == "dummy"  # a new family is tagged by its own name, not folded into another
         assert model.constructor == {"name": "dummy_net", "kwargs": {"num_classes": 3}}
         assert model(torch.randn(2, 12, 10)).shape == (2, 3)
         with pytest.raises(ValueError, match="already registered"):
@@ -115,6 +118,15 @@ def test_a_new_model_is_one_decorated_function() -> None:
     finally:
         registry_module._REGISTRY.pop("dummy_net", None)
     assert "dummy_net" not in list_backbones()
+
+
+def test_families_are_named_by_the_registry_and_ranked_by_the_order_given() -> None:
+    assert [family_of(n) for n in ("xresnet1d50_small", "resnet1d_wang_small", "inception1d_small")] == [
+        "xresnet", "resnet", "inception"]
+    assert family_of("not_registered") == "not_registered"
+    order = ("inception1d_small", "xresnet1d18")
+    assert sorted(["xresnet", "zeta", "inception", "resnet"], key=lambda f: family_rank(f, order)) == [
+        "inception", "xresnet", "resnet", "zeta"]
 
 
 def test_kwargs_must_be_json_values() -> None:

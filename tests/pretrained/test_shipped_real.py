@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecgml.data.ptbxl import parse_scp_codes
 from ecgml.data.records import load_signal
+from ecgml.data.sources.ptbxl import parse_scp_codes
 from ecgml.evaluate.auc import macro_auc
 from ecgml.pretrained.shipped import list_shipped, load_shipped, materialise
 from ecgml.tracking.pyfunc import EcgClassifier

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from ecgml.data.formats import read_header, read_matv4
-from ecgml.data.g12ec import G12EC_GAIN_CORRECTIONS
 from ecgml.data.leads import STANDARD_LEADS
 from ecgml.data.records import load_signal
+from ecgml.data.sources.g12ec import G12EC_GAIN_CORRECTIONS
 from ecgml.tracking.ecg_input import AMPLITUDE_BOUNDS_MV, REAL_RANGE_MV, typical_amplitude, unit_problem
 from ecgml.tracking.pyfunc import EcgClassifier, InvalidEcgInput, log_pyfunc
 from tests.serving.conftest import ecg as _ecg

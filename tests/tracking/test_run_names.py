@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ecgml.experiments.schema import family_of
 from ecgml.experiments.study import StudyConfig, plan_sweep
+from ecgml.models import family_of
 from ecgml.tracking.run_names import (
     calibration_run_name,
     config_run_name,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecgml.data.cache import Cache
+from ecgml.data.cache.cache import Cache
 from ecgml.models import create_backbone
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
 from ecgml.train.distributed import init_distributed, shutdown_distributed

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from ecgml.data.cache import build_cache
-from ecgml.data.ptbxl import read_ptbxl
+from ecgml.data.cache.cache import build_cache
 from ecgml.data.signal import Preprocessing
+from ecgml.data.sources.ptbxl import read_ptbxl
 from ecgml.models import create_backbone
 from ecgml.train.data import CropBatches, RandomCropDataset, SlidingWindowDataset, SplitArrays, shard
 from ecgml.train.device_data import DeviceCrops, DeviceWindows, use_device_data

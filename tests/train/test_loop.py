@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ecgml.data.cache import build_cache
-from ecgml.data.ptbxl import read_ptbxl
+from ecgml.data.cache.cache import build_cache
 from ecgml.data.signal import Preprocessing
+from ecgml.data.sources.ptbxl import read_ptbxl
 from ecgml.data.windows import aggregate_windows, window_starts
 from ecgml.models import create_backbone
 from ecgml.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint

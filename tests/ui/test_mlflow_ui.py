@@ -39,6 +39,7 @@ def _log_study(uri: str, artifacts: Path) -> dict[str, Any]:
 
     from ecgml.experiments import schema
     from ecgml.experiments.study import StudyConfig, plan_sweep
+    from ecgml.models import family_of
     from ecgml.tracking.pyfunc import log_pyfunc
     from ecgml.tracking.registry import promote, register_run_model
     from ecgml.tracking.run_names import config_run_name, sweep_extras, training_params, unique_names
@@ -61,7 +62,7 @@ def _log_study(uri: str, artifacts: Path) -> dict[str, Any]:
     for n, (job, name) in enumerate(zip(jobs, names, strict=True)):
         run = client.create_run(experiment, run_name=name, tags={**job.tags, schema.KIND: job.arm,
                                                                  "mlflow.parentRunId": sweep.info.run_id})
-        params = training_params(job.config, family=schema.family_of(job.config.model.backbone),
+        params = training_params(job.config, family=family_of(job.config.model.backbone),
                                  lineage={"ecgml.backbone_version": "models:/ecgml-study-backbone/1"}
                                  if job.arm == "finetune" else {})
         for key, value in params.items():

@@ -5,7 +5,7 @@ source is pinned to one published release; the archive is fetched with HTTP Rang
 (multi-GB archives over flaky links), checked against the checksum its publisher printed *before* it is
 used, unpacked without trusting member names, verified file by file where a ``SHA256SUMS.txt`` is
 published, and renamed into place only when complete. A ``DOWNLOAD.json`` receipt in the dataset root
-records what was fetched (and is how :func:`ecgml.data.ptbxl.read_version` names the release).
+records what was fetched (and is how :func:`ecgml.data.sources.common.read_version` names the release).
 
 One module per job: :mod:`.catalogue` (what each release is: URLs, checksums, layout, licence),
 :mod:`.fetch` (the resumable, checksum-verified fetch), :mod:`.unpack` (the safe unpack),

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ecgml.data.g12ec import G12EC_FS
-from ecgml.data.ptbxl import PTBXL_FS
+from ecgml.data.sources.g12ec import G12EC_FS
+from ecgml.data.sources.ptbxl import PTBXL_FS
 from ecgml.data.synth.labels import SOURCES, Priors
 from ecgml.data.synth.noise import G12EC_NOISE, PTBXL_NOISE, NoiseConfig
 

@@ -31,9 +31,9 @@ from scipy.signal import firwin, resample_poly
 from tqdm import tqdm
 
 from ecgml.data.formats import write_challenge_record, write_wfdb_record
-from ecgml.data.g12ec import G12EC_FS
 from ecgml.data.labels import load_label_map
 from ecgml.data.leads import STANDARD_LEADS
+from ecgml.data.sources.g12ec import G12EC_FS
 from ecgml.data.synth.config import SynthConfig
 from ecgml.data.synth.labels import georgia_codes, nsr_share, ptbxl_statements
 from ecgml.data.synth.metadata import (

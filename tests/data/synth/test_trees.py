@@ -13,10 +13,10 @@ import pytest
 import wfdb
 
 from ecgml.data.formats import read_dat16, read_header, read_matv4, to_physical
-from ecgml.data.g12ec import header_fields, parse_dx, read_g12ec
 from ecgml.data.labels import snomed_vocabulary
 from ecgml.data.leads import STANDARD_LEADS
-from ecgml.data.ptbxl import read_ptbxl
+from ecgml.data.sources.g12ec import header_fields, parse_dx, read_g12ec
+from ecgml.data.sources.ptbxl import read_ptbxl
 from ecgml.data.synth import generate_g12ec, generate_ptbxl
 from ecgml.data.synth.metadata import PTBXL_COLUMNS
 from ecgml.data.synth.writers import PTBXL_LEAD_NAMES, decimate_to_100

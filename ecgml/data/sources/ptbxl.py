@@ -15,9 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from ecgml.data.download.catalogue import RECEIPT_NAME
 from ecgml.data.labels import DEFAULT_LABEL_MAP, PTBXL_TASKS, LabelMap, ScpStatements, load_label_map
 from ecgml.data.records import Dataset, RecordProblem, SplitSpec, summarize_problems
+from ecgml.data.sources.common import read_version
 
 PTBXL_FS = (100, 500)
 #: Every PTB-XL record is ten seconds long.
@@ -67,20 +67,6 @@ def unsafe_relative_path(value: object) -> str | None:
     if ".." in parts:
         return "leaves the dataset folder (a '..' component)"
     return None
-
-
-def read_version(root: Path) -> str:
-    """The release named in the tree (a ``RELEASE``/``VERSION`` file or the download receipt)."""
-    for name in ("VERSION", "RELEASE"):
-        path = root / name
-        if path.is_file():
-            return path.read_text(encoding="utf-8").strip() or "unknown"
-    receipt = root / RECEIPT_NAME
-    if receipt.is_file():
-        import json
-
-        return str(json.loads(receipt.read_text(encoding="utf-8")).get("version", "unknown"))
-    return "unknown"
 
 
 def read_ptbxl(

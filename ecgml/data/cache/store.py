@@ -2,7 +2,7 @@
 
 Caches are large (PTB-XL at 100 Hz is about 1 GB, at 500 Hz five times that) and a new one appears for
 every change of preprocessing or data, so users need to see and reclaim them. Last use is the time of a
-``.last_used`` file that :class:`~ecgml.data.cache.Cache` touches whenever it opens a cache. Pruning never
+``.last_used`` file that :class:`~ecgml.data.cache.cache.Cache` touches whenever it opens a cache. Pruning never
 touches a cache whose build lock is held (one being built, or rebuilt, right now).
 """
 

@@ -20,8 +20,8 @@ from tqdm import tqdm
 from ecgml.data.folds import load_or_build_folds
 from ecgml.data.formats import DataFormatError, WfdbHeader, read_header
 from ecgml.data.labels import DEFAULT_LABEL_MAP, load_label_map, snomed_vocabulary
-from ecgml.data.ptbxl import read_version
 from ecgml.data.records import Dataset, RecordProblem, SplitSpec, summarize_problems
+from ecgml.data.sources.common import read_version
 
 G12EC_FS = 500
 #: The 2020 Georgia release declares this gain in some headers; the data are stored at 1000/mV.

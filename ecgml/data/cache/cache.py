@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ecgml.data.cache_rows import Facts, Job, rows_per_aligned_step
-from ecgml.data.cache_rows import load_rows as _load_rows
-from ecgml.data.cache_store import touch_last_used
+from ecgml.data.cache.rows import Facts, Job, rows_per_aligned_step
+from ecgml.data.cache.rows import load_rows as _load_rows
+from ecgml.data.cache.store import touch_last_used
 from ecgml.data.formats import DataFormatError
 from ecgml.data.records import Dataset
 from ecgml.data.signal import Preprocessing, RunningStats

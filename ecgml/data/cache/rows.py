@@ -1,6 +1,6 @@
 """Loading one slice of records into cache rows: what each cache-build worker does.
 
-Records whose files are plain (see :mod:`ecgml.data.bulk`) are read in batches of one shape and checked,
+Records whose files are plain (see :mod:`ecgml.data.cache.bulk`) are read in batches of one shape and checked,
 converted and preprocessed together; every other record, and every record a batch check rejects, goes
 through the per-record reader, which keeps its exact errors. The slice is written with one ``pwrite``:
 faster than touching a fresh memory map page by page.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ecgml.data import bulk
+from ecgml.data.cache import bulk
 from ecgml.data.formats import DataFormatError
 from ecgml.data.leads import MissingLeadError
 from ecgml.data.records import load_signal

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from ecgml.data.g12ec import G12EC_FS, read_g12ec
 from ecgml.data.labels import DEFAULT_LABEL_MAP, PTBXL_TASKS
-from ecgml.data.ptbxl import PTBXL_FS, read_ptbxl
 from ecgml.data.records import Dataset, SplitSpec
+from ecgml.data.sources.g12ec import G12EC_FS, read_g12ec
+from ecgml.data.sources.ptbxl import PTBXL_FS, read_ptbxl
 
 
 @dataclass(frozen=True)
