@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from ecgml.config import STRATEGIES
-from ecgml.data.cache import build_cache
-from ecgml.data.ptbxl import read_ptbxl
+from ecgml.data.cache.cache import build_cache
 from ecgml.data.signal import Preprocessing
+from ecgml.data.sources.ptbxl import read_ptbxl
 from ecgml.data.synth import generate_g12ec, generate_ptbxl
 from ecgml.models import create_backbone, get_backbone_entry
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
