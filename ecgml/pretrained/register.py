@@ -48,7 +48,7 @@ def register_shipped(name: str, *, alias: str | None = None, task: str | None = 
     import mlflow
 
     from ecgml.tracking.pyfunc import log_pyfunc
-    from ecgml.tracking.registry import promote
+    from ecgml.tracking.registry import create_version, promote
     from ecgml.tracking.runs import describe_experiment
     from ecgml.tracking.store import tracking_client, tracking_uri
 
@@ -74,7 +74,7 @@ def register_shipped(name: str, *, alias: str | None = None, task: str | None = 
         client.get_registered_model(registered_name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(registered_name, description="ecgml backbones pretrained on PTB-XL")
-    version = client.create_model_version(registered_name, info.model_uri, tags=tags)
+    version = create_version(client, registered_name, info.model_uri, tags=tags)
     try:
         if alias is not None:
             promote(registered_name, str(version.version), stage=alias if alias in ("staging", "production") else None,

@@ -162,6 +162,21 @@ def version_description(name: str, run: Any, tags: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def logged_model_id(source: str) -> str | None:
+    """The logged model's ID in a ``models:/m-...`` source; None for any other source (a run's path, a
+    registered version)."""
+    body = source.removeprefix("models:/") if source.startswith("models:/") else ""
+    return body if body.startswith("m-") and "/" not in body and "@" not in body else None
+
+
+def create_version(client: Any, name: str, source: str, *, run_id: str | None = None,
+                   tags: dict[str, str] | None = None, description: str | None = None) -> Any:
+    """``client.create_model_version`` with the logged model's ID passed along: a tracking server (MLflow
+    3.17) refuses a ``models:/m-...`` source unless ``model_id`` names the logged model that holds it."""
+    return client.create_model_version(name, source, run_id=run_id, tags=tags, description=description,
+                                       model_id=logged_model_id(source))
+
+
 def register_run(run_id: str, name: str = DEFAULT_BACKBONE_MODEL, *, selected_by: str = "explicit run",
                  extra_tags: dict[str, str] | None = None) -> VersionInfo:
     """Register one finished run's logged model as a new version of ``name`` (created if needed)."""
@@ -193,8 +208,8 @@ def register_run(run_id: str, name: str = DEFAULT_BACKBONE_MODEL, *, selected_by
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description="ecgml backbones pretrained on PTB-XL")
-    version = client.create_model_version(name, run.data.tags[MODEL_URI_TAG], run_id=run.info.run_id, tags=tags,
-                                          description=version_description(name, run, tags))
+    version = create_version(client, name, run.data.tags[MODEL_URI_TAG], run_id=run.info.run_id, tags=tags,
+                             description=version_description(name, run, tags))
     return show(name, version.version)
 
 
@@ -218,8 +233,8 @@ def register_run_model(name: str, run_id: str, model_uri: str, tags: dict[str, s
     if fingerprint:
         tags[TEST_SET_TAG] = fingerprint
     run = client.get_run(run_id)
-    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags,
-                                          description=version_description(name, run, tags))
+    version = create_version(client, name, model_uri, run_id=run_id, tags=tags,
+                             description=version_description(name, run, tags))
     return str(version.version)
 
 

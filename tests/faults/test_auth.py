@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import secrets
 import subprocess
 import sys
 import urllib.error
@@ -18,26 +17,17 @@ import pytest
 
 from ecgml.tracking.runs import open_run
 from ecgml.tracking.store import TrackingError, check_tracking_uri
-from tests.faults.mlflow_server import MlflowServer
+from tests.faults.mlflow_server import AUTH_ADMIN as ADMIN
+from tests.faults.mlflow_server import MlflowServer, start_auth_server
 
-ADMIN = "admin"
 # MLflow's basic-auth app needs the `auth` extra (Flask-WTF); the dev extra installs it.
 pytest.importorskip("flask_wtf", reason="mlflow[auth] (Flask-WTF) is not installed: pip install -e '.[dev]'")
 
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MlflowServer, str]]:
-    folder = tmp_path_factory.mktemp("auth")
-    config = folder / "basic_auth.ini"
-    config.write_text("[mlflow]\ndefault_permission = READ\n"
-                      f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
-                      f"admin_username = {ADMIN}\n"
-                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    password = secrets.token_urlsafe(18)  # MLflow 3 ships no default admin password; the server creates it
-    server = MlflowServer(folder, app_name="basic-auth",
-                          env={"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
-                               "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
-    yield server.start(), password
+    server, password = start_auth_server(tmp_path_factory.mktemp("auth"))
+    yield server, password
     server.stop()
 
 
