@@ -9,7 +9,9 @@ Any other alias (``champion``) can be set the same way.
 Promotion to ``production`` is guarded: a version whose test macro AUC is lower than the current
 production version's on the same test set (same :data:`TEST_SET_TAG` fingerprint) is refused unless
 forced; on a different or unknown test set the two figures are only compared with a warning. Every
-check happens before the first write, so a refusal leaves the registry as it was.
+check happens before the first write, so a refusal leaves the registry as it was. Promotions of one model
+never race: each holds the model's lock on the tracking store (:mod:`ecgml.tracking.promotion_lock`) from
+reading the current holder to writing the histories.
 """
 
 from __future__ import annotations
@@ -94,7 +96,9 @@ def _say_warning(text: str) -> None:
 
 def model_names() -> list[str]:
     """Every registered model's name, sorted."""
-    return sorted(m.name for m in _client().search_registered_models(max_results=1000))
+    from ecgml.tracking.promotion_lock import is_lock_name
+
+    return sorted(m.name for m in _client().search_registered_models(max_results=1000) if not is_lock_name(m.name))
 
 
 def _unknown_model(name: str) -> RegistryError:
@@ -284,7 +288,15 @@ def promote(name: str, version: str, stage: str | None = None, alias: str | None
     """Move ``version`` to a stage (as an alias) or set any alias, recording who did it and when.
 
     Every check runs before the first write: a refused request leaves the registry unchanged.
+    Promotions of one model are serialised by a lock on the tracking store
+    (:mod:`ecgml.tracking.promotion_lock`): the holder is read, the production guard applied and the alias
+    and both histories written while no other promotion of the model runs, so of two concurrent promotions
+    the second sees (and is guarded against, and records that it demoted) the first, and the histories
+    always agree with the aliases. After the writes the alias is read back: a version it does not name
+    (moved by something outside ecgml meanwhile) is an error, not a success.
     """
+    from ecgml.tracking.promotion_lock import PromotionBusy, promotion_lock
+
     if (stage is None) == (alias is None):
         raise RegistryError("give exactly one of a stage (staging, production, archived) or an alias")
     if stage is not None and stage not in STAGES:
@@ -293,6 +305,18 @@ def promote(name: str, version: str, stage: str | None = None, alias: str | None
         raise RegistryError(f"{alias!r} cannot be an alias (not empty, a number, 'latest' or 'archived')")
     client = _client()
     _require_model(name)
+    show(name, version)  # no such version: refused before the lock is taken
+    try:
+        with promotion_lock(client, name, warn=warn):
+            _promote_locked(client, name, version, stage, alias, user, force=force, warn=warn)
+    except PromotionBusy as exc:
+        raise RegistryError(str(exc)) from None
+    return show(name, version)
+
+
+def _promote_locked(client: Any, name: str, version: str, stage: str | None, alias: str | None,
+                    user: str | None, *, force: bool, warn: Callable[[str], None]) -> None:
+    """:func:`promote`'s reads, checks and writes, with the model's promotion lock held."""
     current = show(name, version)
     target = stage or alias
     holder = _alias_holder(name, str(target)) if stage != "archived" else None
@@ -321,7 +345,11 @@ def promote(name: str, version: str, stage: str | None = None, alias: str | None
     if check.lower:
         entry["forced"] = True
     _append_history(current, entry)
-    return show(name, version)
+    if stage != "archived":
+        now = client.get_model_version_by_alias(name, str(target)).version
+        if str(now) != str(version):
+            raise RegistryError(f"{name}@{target} names v{now}, not v{version}: it was moved outside ecgml while "
+                                "this promotion ran; check `ecgml registry list` and promote again")
 
 
 def _alias_holder(name: str, alias: str) -> VersionInfo | None:
