@@ -421,7 +421,9 @@ def resolve(uri: str) -> VersionInfo:
 
 
 def resolve_with_fallback(uri: str) -> tuple[VersionInfo, str | None]:
-    """Like :func:`resolve`, but ``@production`` falls back to the newest version, with a warning text."""
+    """Like :func:`resolve`, but ``@production`` falls back to the newest version that is not archived, with
+    a warning text naming the archived versions it skipped; when every version is archived it refuses (an
+    archived version was withdrawn: using it by default would undo the withdrawal)."""
     try:
         return resolve(uri), None
     except RegistryError:
@@ -429,9 +431,17 @@ def resolve_with_fallback(uri: str) -> tuple[VersionInfo, str | None]:
         if "@" not in body or not body.endswith("@production"):
             raise
         name = body.split("@", 1)[0]
-        latest = list_versions(name)[-1]
-        return latest, (f"{name} has no 'production' alias; using its latest version {latest.version} "
-                        f"(promote one with `ecgml registry promote {name} VERSION --stage production`)")
+        versions = list_versions(name)
+        live = [v for v in versions if not v.archived]
+        archived = ", ".join(f"v{v.version}" for v in reversed(versions) if v.archived)
+        promote_hint = f"promote one with `ecgml registry promote {name} VERSION --stage production`"
+        if not live:
+            raise RegistryError(f"{name} has no 'production' alias and every version is archived ({archived}); "
+                                f"{promote_hint}, or name a version (models:/{name}/VERSION)") from None
+        latest = live[-1]
+        skipped = f" that is not archived (skipped archived {archived})" if latest is not versions[-1] else ""
+        return latest, (f"{name} has no 'production' alias; using its latest version {latest.version}{skipped} "
+                        f"({promote_hint})")
 
 
 def download_weights(info: VersionInfo) -> Path:

@@ -204,3 +204,22 @@ def test_bad_names_get_close_matches_and_refusals_change_nothing(store: Path) ->
             promote("ecgml-g12ec-classifier", "1", **bad)
     assert _snapshot("ecgml-g12ec-classifier") == before
     assert list(list_models()) == ["ecgml-g12ec-classifier"]
+
+
+def test_the_production_fallback_skips_archived_versions_and_refuses_when_none_is_left(store: Path) -> None:
+    """Withdrawing production (archiving it) must stick: the default @production never falls back to it."""
+    from ecgml.tracking.registry import resolve_with_fallback
+
+    for folder in ("a", "b", "c"):
+        register_run(_pretrain_run(store / folder, 0.8), "bb")
+    promote("bb", "3", stage="production")
+    promote("bb", "3", stage="archived")
+    info, warning = resolve_with_fallback("models:/bb@production")
+    assert info.version == "2" and warning is not None
+    assert "using its latest version 2 that is not archived (skipped archived v3)" in warning
+    promote("bb", "2", stage="archived")
+    promote("bb", "1", stage="archived")
+    with pytest.raises(RegistryError, match=r"no 'production' alias and every version is archived \(v3, v2, v1\)"):
+        resolve_with_fallback("models:/bb@production")
+    promote("bb", "1", stage="staging")  # promoting un-archives it
+    assert resolve_with_fallback("models:/bb@production")[0].version == "1"
