@@ -112,3 +112,21 @@ def test_real_records_pass_in_millivolts_and_are_refused_in_raw_counts(
     raw = read_matv4(real_g12ec / "E07500.mat").data.astype(np.float32)
     message = _refusal(weights, {"signal": raw.tolist(), "fs": 500})
     assert "looks like microvolts or raw ADC counts" in message
+
+
+def test_a_lead_sent_twice_is_refused_by_name(weights: Path, tmp_path: Path) -> None:
+    """12 standard leads plus a second II: which copy the model reads would decide the answer."""
+    from ecgml.data.formats import write_wfdb_record
+    from ecgml.predict import predict_files
+
+    x = _ecg()
+    row = {"signal": np.vstack([x, x[1:2] * 0.5]).tolist(), "fs": 100, "leads": [*STANDARD_LEADS, "II"]}
+    message = _refusal(weights, row)
+    assert message.startswith("row 0: lead(s) II appear more than once") and "send each lead once" in message
+    lower = {**row, "leads": [*STANDARD_LEADS[:-1], "avr"]}  # aVR under another spelling, V6 missing
+    lower["signal"] = x.tolist()
+    assert "lead(s) aVR appear more than once" in _refusal(weights, lower)
+
+    write_wfdb_record(tmp_path, "twice", np.vstack([x, x[1:2] * 0.5]), 100, [*STANDARD_LEADS, "II"])
+    (outcome,) = predict_files(EcgClassifier(weights), [tmp_path / "twice.hea"])
+    assert outcome.status == "unreadable" and "lead(s) II appear more than once" in outcome.problems[-1]
