@@ -50,12 +50,13 @@ def register_shipped(name: str, *, alias: str | None = None, task: str | None = 
     from ecgml.tracking.pyfunc import log_pyfunc
     from ecgml.tracking.registry import create_version, promote
     from ecgml.tracking.runs import describe_experiment
-    from ecgml.tracking.store import tracking_client, tracking_uri
+    from ecgml.tracking.store import check_tracking_uri, tracking_client, tracking_uri
 
     _check_alias(alias)
     shipped = find_shipped(name, root, task=task)
     verify(shipped)
     card = shipped.card
+    check_tracking_uri()  # a server that refuses us says so now, before the model is logged
     mlflow.set_tracking_uri(tracking_uri())
     client = tracking_client()
     tags = {
