@@ -20,6 +20,7 @@ import difflib
 import getpass
 import hashlib
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -41,6 +42,42 @@ GUARD_METRIC = "test_macro_auc"
 
 class RegistryError(ValueError):
     """A registry request that cannot be met (no such run, model, version or alias)."""
+
+
+#: An alias ecgml sets: lower case (so ``Production`` can never sit beside ``production``), letters, digits,
+#: '-' and '_', starting with a letter or digit, at most :data:`MAX_ALIAS` characters.
+_ALIAS = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+MAX_ALIAS = 64
+#: Names MLflow or ecgml give a meaning already (``latest`` and ``vN`` name versions, ``archived`` is a stage
+#: that removes aliases).
+_RESERVED_ALIASES = ("latest", "archived")
+
+
+def check_alias(alias: str) -> None:
+    """Refuse an alias MLflow would refuse with a traceback, or that would shadow another: see :data:`_ALIAS`."""
+    shown = alias if len(alias) <= 40 else f"{alias[:40]}... ({len(alias)} characters)"
+    rule = (f"an alias is lower case letters, digits, '-' and '_' (at most {MAX_ALIAS} characters), "
+            "not 'latest', 'archived' or 'v<number>'")
+    if alias.lower() != alias and _ALIAS.match(alias.lower()) and len(alias) <= MAX_ALIAS:
+        raise RegistryError(f"alias {shown!r}: aliases are lower case, so that {alias.lower()!r} is never two "
+                            f"aliases; use {alias.lower()!r}")
+    if (not _ALIAS.match(alias) or len(alias) > MAX_ALIAS or alias in _RESERVED_ALIASES
+            or re.fullmatch(r"v\d+", alias) or alias.isdigit()):
+        raise RegistryError(f"alias {shown!r}: {rule}")
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why MLflow would refuse ``name`` as a registered model's name (empty, '/' or ':'), or None; checked
+    before anything is logged, so a bad name leaves no orphan logged model."""
+    if not name.strip():
+        return "a registered model's name cannot be empty"
+    if any(c in name for c in "/:"):
+        return f"registered model name {name!r}: names cannot contain '/' or ':'"
+    from ecgml.tracking.promotion_lock import is_lock_name
+
+    if is_lock_name(name):
+        return f"registered model name {name!r}: names ending in its suffix are ecgml's promotion locks"
+    return None
 
 
 @dataclass(frozen=True)
@@ -301,8 +338,10 @@ def promote(name: str, version: str, stage: str | None = None, alias: str | None
         raise RegistryError("give exactly one of a stage (staging, production, archived) or an alias")
     if stage is not None and stage not in STAGES:
         raise RegistryError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    if alias is not None and (not alias.strip() or alias in ("archived", "latest") or alias.isdigit()):
-        raise RegistryError(f"{alias!r} cannot be an alias (not empty, a number, 'latest' or 'archived')")
+    if alias is not None:
+        check_alias(alias)
+        if alias in STAGES:  # --alias production is the stage, guard included
+            stage, alias = alias, None
     client = _client()
     _require_model(name)
     show(name, version)  # no such version: refused before the lock is taken
@@ -410,7 +449,8 @@ def resolve(uri: str) -> VersionInfo:
             mv = _client().get_model_version_by_alias(name, alias)
         except mlflow.exceptions.MlflowException:
             _require_model(name)
-            held = sorted({a for v in _client().search_model_versions(f"name = '{name}'") for a in v.aliases or ()})
+            # MLflow 3's version search carries no aliases: the registered model holds them
+            held = sorted(getattr(_client().get_registered_model(name), "aliases", None) or {})
             raise RegistryError(f"registered model {name!r} has no alias {alias!r} "
                                 f"(its aliases: {', '.join(held) or 'none'})") from None
         return show(name, mv.version)
