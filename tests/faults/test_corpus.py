@@ -69,7 +69,7 @@ _CASE_NAMES: dict[str, list[str]] = {
               "header lying about lead count (a lead line removed)", "header lying about gain (100x)", "negative gain",
               "NaN lead", "flat lead", "every lead flat", "corrupted samples", "a lead under an unknown name",
               "binary garbage for a header", "listed record missing on disk",
-              "a lead twice (13 signals, a second II)", "unparsable scp_codes",
+              "a lead twice (13 signals, a second II)", "11 of 12 leads flat", "unparsable scp_codes",
               "non-numeric scp likelihood", "unknown SCP statement", "'..' in a record path", "absolute record path",
               "non-numeric fold", "duplicate ecg_id"],
     "g12ec": ["duplicate record id", "the 2020 release's 4880/mV gain", "truncated .mat", "header lying about length",
