@@ -68,6 +68,17 @@ def published_mode(target: Path) -> int:
         return 0o666 & ~current_umask()
 
 
+def process_scratch_dir(prefix: str) -> Path:
+    """A new temporary folder that is removed when this process exits (downloads and report figures a
+    command still reads after the call that made them returns, which would otherwise pile up in /tmp)."""
+    import atexit
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 @contextmanager
 def named_os_errors(path: str | os.PathLike[str]) -> Iterator[None]:
     """Re-raise an ``OSError`` that does not name a file as one naming ``path`` (same errno and class).

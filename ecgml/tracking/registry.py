@@ -488,8 +488,11 @@ def download_weights(info: VersionInfo) -> Path:
     """The weights folder (``metadata.json`` + ``state_dict.pt``) of a registered version, downloaded."""
     import mlflow
 
+    from ecgml.io import process_scratch_dir
+
     _client()
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{info.name}/{info.version}"))
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{info.name}/{info.version}",
+                                                     dst_path=str(process_scratch_dir("ecgml-weights-"))))
     for metadata in sorted(local.rglob("metadata.json")):
         if (metadata.parent / "state_dict.pt").is_file():
             return metadata.parent

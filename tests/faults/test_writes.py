@@ -317,3 +317,12 @@ def test_a_cache_built_under_umask_022_is_readable_by_everyone(tree: Path, tmp_p
     assert _mode(cache.path) == 0o755
     modes = {p.name: _mode(p) for p in cache.path.iterdir()}
     assert modes and set(modes.values()) == {0o644}, modes
+
+
+def test_scratch_folders_are_removed_when_the_process_exits(tmp_path: Path) -> None:
+    """Weight downloads and report figures used to stay in /tmp after every command."""
+    code = ("import sys; from ecgml.io import process_scratch_dir; d = process_scratch_dir('ecgml-test-'); "
+            "(d / 'x').write_text('1'); print(d)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    folder = Path(done.stdout.strip())
+    assert done.returncode == 0 and folder.name.startswith("ecgml-test-") and not folder.exists()

@@ -97,3 +97,16 @@ def test_bad_aliases_and_names_are_refused_before_anything_is_logged(shipped_roo
         assert done.exit_code == 1 and says in done.output, (args, done.output)
         assert "Traceback" not in done.output
     assert _versions(store) == [] and not (tmp_path / "mlruns").exists()  # no orphan logged model
+
+
+def test_registry_list_says_a_shipped_version_came_with_ecgml(shipped_root: Path, store: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import ecgml.pretrained.shipped as shipped
+    from ecgml.cli import main
+
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", shipped_root)
+    assert CliRunner().invoke(main, ["pretrained", "register", "tiny-superdiagnostic"]).exit_code == 0
+    listed = CliRunner().invoke(main, ["registry", "list", "ecgml-ptbxl-backbone"])
+    assert listed.exit_code == 0, listed.output
+    assert "shipped with ecgml (ecgml/pretrained/models/tiny-superdiagnostic/" in listed.output
+    assert "run None" not in listed.output and "val_macro_auc 0.500" in listed.output
