@@ -1,13 +1,17 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
 Everything ecgml writes (caches, manifests, folds, checkpoints, synthetic records) goes through here,
-so a crash, a full disk or a kill leaves the previous good file intact.
+so a crash, a full disk or a kill leaves the previous good file intact. A published file has the mode a
+plain ``open`` would give it (``0666`` less the umask) or, when it replaces a file, that file's mode, so
+teammates, a serving account or a container with another uid read it as they read everything else
+(the temporary file is created ``0600`` and only opened up as it is renamed).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +35,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, published_mode(target))
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -38,6 +43,40 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux says it (``/proc/self/status``): setting
+    it to read it back would give a file another thread creates meanwhile the wrong mode."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def published_mode(target: Path) -> int:
+    """The permission bits ``target`` gets: those of the file it replaces, else ``0666`` less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def process_scratch_dir(prefix: str) -> Path:
+    """A new temporary folder that is removed when this process exits (downloads and report figures a
+    command still reads after the call that made them returns, which would otherwise pile up in /tmp)."""
+    import atexit
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 @contextmanager

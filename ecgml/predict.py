@@ -148,6 +148,10 @@ def load_classifier(model_uri: str) -> Any:
 
     from ecgml.tracking.store import tracking_uri
 
+    body = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None
+    if body is not None and "/" not in body.rstrip("/") and "@" not in body and not body.startswith("m-"):
+        raise PredictError(f"{model_uri}: name a version or an alias: models:/{body.rstrip('/')}/VERSION or "
+                           f"models:/{body.rstrip('/')}@ALIAS (ecgml registry list {body.rstrip('/')} shows them)")
     mlflow.set_tracking_uri(tracking_uri())
     try:
         loaded = mlflow.pyfunc.load_model(model_uri)

@@ -82,3 +82,10 @@ def test_bad_backbone_kwargs_is_a_usage_error_before_anything_is_created(
     assert code == 2, out
     assert f"Invalid value for '--backbone-kwargs': {value!r} {problem}" in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_register_as_name_is_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    code, out = _run("finetune", "--register-as", "team/clf", "--runs-dir", str(tmp_path / "runs"))
+    assert code == 2 and "--register-as: registered model name 'team/clf': names cannot contain '/'" in out
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()

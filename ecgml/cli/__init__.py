@@ -14,7 +14,25 @@ import click
 from ecgml.cli import data, experiments, jobs, predict, pretrained, registry, train, tune
 
 
-@click.group()
+class _Main(click.Group):
+    """The ``ecgml`` group, with the one handler at the edge that turns every refusal of the tracking store
+    (401, 403, any ``MlflowException``) into one line instead of a traceback (``--verbose`` keeps it)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:
+            from ecgml.tracking.store import store_refusal
+
+            message = store_refusal(exc)
+            if message is None or ctx.params.get("verbose"):
+                raise
+            raise click.ClickException(message) from exc
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="ecgml")
 @click.option("--threads", type=int, default=None, metavar="N",
               help="Intra-op threads of this process, and of each process it starts [default: its share of the "

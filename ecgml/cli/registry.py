@@ -57,6 +57,9 @@ def _figures(info: Any) -> str:
     for key, label in labels.items():
         if f"metric.{key}" in info.tags:
             parts.append(f"{label} {float(info.tags[f'metric.{key}']):.3f}")
+    if auc is None:  # a shipped backbone: its card's figures (selected on fold 9, never tested here)
+        parts += [f"{key.removeprefix('metric.')} {float(value):.3f}" for key, value in sorted(info.tags.items())
+                  if key.startswith("metric.") and key.removeprefix("metric.") not in labels]
     return ", ".join(parts)
 
 
@@ -64,6 +67,15 @@ def _stage(info: Any) -> str:
     if info.archived:
         return "ARCHIVED (no aliases; promote it again to use it)"
     return f"aliases: {', '.join(sorted(info.aliases))}" if info.aliases else "no alias"
+
+
+def _origin(info: Any) -> str:
+    """Where a version came from: its run, or the card of a backbone shipped with ecgml (no run trained it here)."""
+    if info.run_id:
+        return f"run {info.run_id}"
+    if info.tags.get("ecgml.source") == "shipped-card":
+        return f"shipped with ecgml ({info.tags.get('ecgml.card', 'its card')})"
+    return "no run"
 
 
 def describe(info: Any, *, history: bool = False) -> str:
@@ -76,7 +88,7 @@ def describe(info: Any, *, history: bool = False) -> str:
             lineage.append(f"{label} {tags[key]}")
     lines = [f"{info.name} v{info.version}  {_stage(info)}" + (f"  {title}" if title else ""),
              f"  {_figures(info)}",
-             f"  {', '.join(lineage)}; run {info.run_id}"]
+             f"  {', '.join(lineage)}; {_origin(info)}"]
     events = json.loads(tags.get("ecgml.promotion_history", "[]"))
     shown = events if history else events[-1:]
     for event in shown:

@@ -20,13 +20,18 @@ from ecgml.defaults import (
 def train_config(kind: str, source: str, options: dict[str, Any]) -> Any:
     """The :class:`~ecgml.train.pipeline.TrainConfig` of :func:`train_options`' values (``backbone_kwargs``
     already a dict: :func:`~ecgml.cli.options.backbone_kwargs` parsed it)."""
-    from ecgml.models import get_backbone_entry
+    from ecgml.models import check_backbone_kwargs
     from ecgml.train.loop import OptimConfig
     from ecgml.train.pipeline import ModelConfig, TrainConfig
 
     aggregate, stride_s = windows_choice(options)
     try:
-        get_backbone_entry(options["backbone"])
+        check_backbone_kwargs(options["backbone"], options["backbone_kwargs"])
+        from ecgml.tracking.registry import model_name_problem
+
+        name_problem = options.get("register_as") and model_name_problem(options["register_as"])
+        if name_problem:  # refused now, not after the whole run has trained
+            raise ValueError(f"--register-as: {name_problem}")
         data = prepare_config(source, options["root"], options["fs"], options["task"], options["label_map"],
                               options["splits"], options["leads"], 10.0, None, options["cache_dir"], 1, False)
         config = TrainConfig(

@@ -29,6 +29,11 @@ class MissingLeadError(ValueError):
     """A record lacks a lead the caller asked for."""
 
 
+class DuplicateLeadError(MissingLeadError):
+    """A record names a lead it is asked for twice: which copy to read is a guess, so it is refused wherever
+    a missing lead is (a subclass, so every caller that lists unreadable records lists these too)."""
+
+
 def canonical_lead_name(name: str) -> str:
     """Return the standard spelling of a lead name (``AVR`` -> ``aVR``); unknown names pass unchanged."""
     return _CANONICAL.get(name.strip().upper(), name.strip())
@@ -57,9 +62,17 @@ def resolve_leads(spec: str | Sequence[str]) -> tuple[str, ...]:
 def lead_index(available: Sequence[str], wanted: Sequence[str], where: str) -> list[int]:
     """Positions of ``wanted`` leads in a record's ``available`` leads, matched by name.
 
-    ``where`` names the record in the error, so a user can find the file that lacks a lead.
+    ``where`` names the record in the error, so a user can find the file that lacks a lead. A wanted lead
+    named twice is refused (:class:`DuplicateLeadError`): the answer would depend on which copy is read.
     """
-    position = {canonical_lead_name(n): i for i, n in enumerate(available)}
+    canonical = [canonical_lead_name(n) for n in available]
+    position = {n: i for i, n in enumerate(canonical)}
+    twice = [n for n in dict.fromkeys(wanted) if canonical.count(n) > 1]
+    if twice:
+        raise DuplicateLeadError(
+            f"{where}: lead(s) {', '.join(twice)} appear more than once (the record has {', '.join(available)}); "
+            "send each lead once"
+        )
     missing = [n for n in wanted if n not in position]
     if missing:
         raise MissingLeadError(

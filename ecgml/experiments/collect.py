@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from ecgml.experiments import schema
+from ecgml.io import process_scratch_dir
 
 METRICS = ("test_macro_auc", "test_macro_auc_low", "test_macro_auc_high", "best_val_macro_auc", "test_macro_auprc",
            "test_fmax")
@@ -87,7 +88,7 @@ class Collected:
     sweeps: pd.DataFrame
     skipped: pd.DataFrame
     ignored: list[tuple[str, str]] = field(default_factory=list)
-    cache_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ecgml-report-")))
+    cache_dir: Path = field(default_factory=lambda: process_scratch_dir("ecgml-report-"))
     _memo: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     # ---- artifacts -------------------------------------------------------------------------------------------
@@ -420,4 +421,4 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
     return Collected(experiment=experiment, experiment_id=exp.experiment_id, tracking_uri=uri,
                      runs=runs.reset_index(drop=True), calibrations=calibrations.reset_index(drop=True),
                      sweeps=_sweeps_frame(raw), skipped=skipped, ignored=ignored,
-                     cache_dir=cache_dir or Path(tempfile.mkdtemp(prefix="ecgml-report-")))
+                     cache_dir=cache_dir or process_scratch_dir("ecgml-report-"))

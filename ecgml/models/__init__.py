@@ -13,6 +13,7 @@ from ecgml.models.base import Backbone, BackboneSpec, ClassifierHead, GlobalPool
 from ecgml.models.inception1d import Inception1d
 from ecgml.models.registry import (
     BackboneEntry,
+    check_backbone_kwargs,
     create_backbone,
     family_of,
     family_rank,
@@ -36,6 +37,7 @@ __all__ = [
     "Inception1d",
     "ResNet1d",
     "XResNet1d",
+    "check_backbone_kwargs",
     "count_parameters",
     "create_backbone",
     "family_of",

@@ -110,6 +110,36 @@ def create_backbone(name: str, **kwargs: Any) -> Backbone:
     return get_backbone_entry(name).fn(**kwargs)
 
 
+#: What the data sets: a backbone's inputs are the record's leads, its outputs the task's classes.
+_SET_BY_THE_DATA = ("in_channels", "num_classes")
+
+
+def check_backbone_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse, as a ValueError naming each bad key and the keys the backbone takes, keyword arguments its
+    constructor would reject with a TypeError (checked by building it once, a fraction of a second, so a
+    typo fails before any data is read or any run is opened)."""
+    import inspect
+    import re
+
+    entry = get_backbone_entry(name)
+    clash = [k for k in _SET_BY_THE_DATA if k in kwargs]
+    if clash:
+        raise ValueError(f"--backbone-kwargs: {' and '.join(clash)} {'is' if len(clash) == 1 else 'are'} set by the "
+                         "data (leads, classes), not by hand")
+    try:
+        entry.fn(**kwargs)
+    except TypeError as exc:
+        model = entry.fn()
+        taken = [p for p in inspect.signature(type(model).__init__).parameters
+                 if p not in ("self", "args", "kwargs", *_SET_BY_THE_DATA)]
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        unknown = [found.group(1)] if found else [k for k in kwargs if k not in taken]
+        if unknown:
+            raise ValueError(f"--backbone-kwargs: backbone {name!r} takes no argument {', '.join(map(repr, unknown))} "
+                             f"(it takes {', '.join(taken)})") from None
+        raise ValueError(f"--backbone-kwargs: backbone {name!r} refused {dict(kwargs)}: {exc}") from None
+
+
 def list_backbones(family: str | None = None) -> list[str]:
     """Registered names, sorted; only those of ``family`` if given (ValueError for an unknown family)."""
     if family is not None and family not in list_families():

@@ -17,9 +17,6 @@ from ecgml.pretrained.card import CARD_FILE
 from ecgml.pretrained.shipped import PretrainedError, find_shipped, materialise, verify
 from ecgml.tracking.weights import STATE_FILE
 
-#: Aliases MLflow refuses (``latest`` and ``vN`` name versions already).
-_RESERVED_ALIAS = ("latest",)
-
 
 @dataclass(frozen=True)
 class Registered:
@@ -32,15 +29,6 @@ class Registered:
         return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
 
 
-def _check_alias(alias: str | None) -> None:
-    if alias is None:
-        return
-    body = alias[1:] if alias[:1] in "vV" else ""
-    if not alias or alias.lower() in _RESERVED_ALIAS or body.isdigit() or not alias.replace("-", "").replace(
-            "_", "").isalnum():
-        raise PretrainedError(f"alias {alias!r}: use letters, digits, '-' and '_', not 'latest' or 'v<number>'")
-
-
 def register_shipped(name: str, *, alias: str | None = None, task: str | None = None,
                      registered_name: str = DEFAULT_BACKBONE_MODEL, root: Path | None = None) -> Registered:
     """Log the shipped backbone ``name`` as a pyfunc model and register it as a new version of
@@ -48,14 +36,22 @@ def register_shipped(name: str, *, alias: str | None = None, task: str | None = 
     import mlflow
 
     from ecgml.tracking.pyfunc import log_pyfunc
-    from ecgml.tracking.registry import promote
+    from ecgml.tracking.registry import RegistryError, check_alias, create_version, model_name_problem, promote
     from ecgml.tracking.runs import describe_experiment
-    from ecgml.tracking.store import tracking_client, tracking_uri
+    from ecgml.tracking.store import check_tracking_uri, tracking_client, tracking_uri
 
-    _check_alias(alias)
+    if alias is not None:
+        try:
+            check_alias(alias)
+        except RegistryError as exc:
+            raise PretrainedError(str(exc)) from None
+    problem = model_name_problem(registered_name)
+    if problem:
+        raise PretrainedError(f"--registered-name: {problem}")
     shipped = find_shipped(name, root, task=task)
     verify(shipped)
     card = shipped.card
+    check_tracking_uri()  # a server that refuses us says so now, before the model is logged
     mlflow.set_tracking_uri(tracking_uri())
     client = tracking_client()
     tags = {
@@ -74,7 +70,7 @@ def register_shipped(name: str, *, alias: str | None = None, task: str | None = 
         client.get_registered_model(registered_name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(registered_name, description="ecgml backbones pretrained on PTB-XL")
-    version = client.create_model_version(registered_name, info.model_uri, tags=tags)
+    version = create_version(client, registered_name, info.model_uri, tags=tags)
     try:
         if alias is not None:
             promote(registered_name, str(version.version), stage=alias if alias in ("staging", "production") else None,

@@ -9,7 +9,9 @@ Any other alias (``champion``) can be set the same way.
 Promotion to ``production`` is guarded: a version whose test macro AUC is lower than the current
 production version's on the same test set (same :data:`TEST_SET_TAG` fingerprint) is refused unless
 forced; on a different or unknown test set the two figures are only compared with a warning. Every
-check happens before the first write, so a refusal leaves the registry as it was.
+check happens before the first write, so a refusal leaves the registry as it was. Promotions of one model
+never race: each holds the model's lock on the tracking store (:mod:`ecgml.tracking.promotion_lock`) from
+reading the current holder to writing the histories.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import difflib
 import getpass
 import hashlib
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -39,6 +42,42 @@ GUARD_METRIC = "test_macro_auc"
 
 class RegistryError(ValueError):
     """A registry request that cannot be met (no such run, model, version or alias)."""
+
+
+#: An alias ecgml sets: lower case (so ``Production`` can never sit beside ``production``), letters, digits,
+#: '-' and '_', starting with a letter or digit, at most :data:`MAX_ALIAS` characters.
+_ALIAS = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+MAX_ALIAS = 64
+#: Names MLflow or ecgml give a meaning already (``latest`` and ``vN`` name versions, ``archived`` is a stage
+#: that removes aliases).
+_RESERVED_ALIASES = ("latest", "archived")
+
+
+def check_alias(alias: str) -> None:
+    """Refuse an alias MLflow would refuse with a traceback, or that would shadow another: see :data:`_ALIAS`."""
+    shown = alias if len(alias) <= 40 else f"{alias[:40]}... ({len(alias)} characters)"
+    rule = (f"an alias is lower case letters, digits, '-' and '_' (at most {MAX_ALIAS} characters), "
+            "not 'latest', 'archived' or 'v<number>'")
+    if alias.lower() != alias and _ALIAS.match(alias.lower()) and len(alias) <= MAX_ALIAS:
+        raise RegistryError(f"alias {shown!r}: aliases are lower case, so that {alias.lower()!r} is never two "
+                            f"aliases; use {alias.lower()!r}")
+    if (not _ALIAS.match(alias) or len(alias) > MAX_ALIAS or alias in _RESERVED_ALIASES
+            or re.fullmatch(r"v\d+", alias) or alias.isdigit()):
+        raise RegistryError(f"alias {shown!r}: {rule}")
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why MLflow would refuse ``name`` as a registered model's name (empty, '/' or ':'), or None; checked
+    before anything is logged, so a bad name leaves no orphan logged model."""
+    if not name.strip():
+        return "a registered model's name cannot be empty"
+    if any(c in name for c in "/:"):
+        return f"registered model name {name!r}: names cannot contain '/' or ':'"
+    from ecgml.tracking.promotion_lock import is_lock_name
+
+    if is_lock_name(name):
+        return f"registered model name {name!r}: names ending in its suffix are ecgml's promotion locks"
+    return None
 
 
 @dataclass(frozen=True)
@@ -94,7 +133,9 @@ def _say_warning(text: str) -> None:
 
 def model_names() -> list[str]:
     """Every registered model's name, sorted."""
-    return sorted(m.name for m in _client().search_registered_models(max_results=1000))
+    from ecgml.tracking.promotion_lock import is_lock_name
+
+    return sorted(m.name for m in _client().search_registered_models(max_results=1000) if not is_lock_name(m.name))
 
 
 def _unknown_model(name: str) -> RegistryError:
@@ -162,6 +203,21 @@ def version_description(name: str, run: Any, tags: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def logged_model_id(source: str) -> str | None:
+    """The logged model's ID in a ``models:/m-...`` source; None for any other source (a run's path, a
+    registered version)."""
+    body = source.removeprefix("models:/") if source.startswith("models:/") else ""
+    return body if body.startswith("m-") and "/" not in body and "@" not in body else None
+
+
+def create_version(client: Any, name: str, source: str, *, run_id: str | None = None,
+                   tags: dict[str, str] | None = None, description: str | None = None) -> Any:
+    """``client.create_model_version`` with the logged model's ID passed along: a tracking server (MLflow
+    3.17) refuses a ``models:/m-...`` source unless ``model_id`` names the logged model that holds it."""
+    return client.create_model_version(name, source, run_id=run_id, tags=tags, description=description,
+                                       model_id=logged_model_id(source))
+
+
 def register_run(run_id: str, name: str = DEFAULT_BACKBONE_MODEL, *, selected_by: str = "explicit run",
                  extra_tags: dict[str, str] | None = None) -> VersionInfo:
     """Register one finished run's logged model as a new version of ``name`` (created if needed)."""
@@ -193,8 +249,8 @@ def register_run(run_id: str, name: str = DEFAULT_BACKBONE_MODEL, *, selected_by
         client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(name, description="ecgml backbones pretrained on PTB-XL")
-    version = client.create_model_version(name, run.data.tags[MODEL_URI_TAG], run_id=run.info.run_id, tags=tags,
-                                          description=version_description(name, run, tags))
+    version = create_version(client, name, run.data.tags[MODEL_URI_TAG], run_id=run.info.run_id, tags=tags,
+                             description=version_description(name, run, tags))
     return show(name, version.version)
 
 
@@ -218,8 +274,8 @@ def register_run_model(name: str, run_id: str, model_uri: str, tags: dict[str, s
     if fingerprint:
         tags[TEST_SET_TAG] = fingerprint
     run = client.get_run(run_id)
-    version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags,
-                                          description=version_description(name, run, tags))
+    version = create_version(client, name, model_uri, run_id=run_id, tags=tags,
+                             description=version_description(name, run, tags))
     return str(version.version)
 
 
@@ -269,15 +325,37 @@ def promote(name: str, version: str, stage: str | None = None, alias: str | None
     """Move ``version`` to a stage (as an alias) or set any alias, recording who did it and when.
 
     Every check runs before the first write: a refused request leaves the registry unchanged.
+    Promotions of one model are serialised by a lock on the tracking store
+    (:mod:`ecgml.tracking.promotion_lock`): the holder is read, the production guard applied and the alias
+    and both histories written while no other promotion of the model runs, so of two concurrent promotions
+    the second sees (and is guarded against, and records that it demoted) the first, and the histories
+    always agree with the aliases. After the writes the alias is read back: a version it does not name
+    (moved by something outside ecgml meanwhile) is an error, not a success.
     """
+    from ecgml.tracking.promotion_lock import PromotionBusy, promotion_lock
+
     if (stage is None) == (alias is None):
         raise RegistryError("give exactly one of a stage (staging, production, archived) or an alias")
     if stage is not None and stage not in STAGES:
         raise RegistryError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    if alias is not None and (not alias.strip() or alias in ("archived", "latest") or alias.isdigit()):
-        raise RegistryError(f"{alias!r} cannot be an alias (not empty, a number, 'latest' or 'archived')")
+    if alias is not None:
+        check_alias(alias)
+        if alias in STAGES:  # --alias production is the stage, guard included
+            stage, alias = alias, None
     client = _client()
     _require_model(name)
+    show(name, version)  # no such version: refused before the lock is taken
+    try:
+        with promotion_lock(client, name, warn=warn):
+            _promote_locked(client, name, version, stage, alias, user, force=force, warn=warn)
+    except PromotionBusy as exc:
+        raise RegistryError(str(exc)) from None
+    return show(name, version)
+
+
+def _promote_locked(client: Any, name: str, version: str, stage: str | None, alias: str | None,
+                    user: str | None, *, force: bool, warn: Callable[[str], None]) -> None:
+    """:func:`promote`'s reads, checks and writes, with the model's promotion lock held."""
     current = show(name, version)
     target = stage or alias
     holder = _alias_holder(name, str(target)) if stage != "archived" else None
@@ -306,7 +384,11 @@ def promote(name: str, version: str, stage: str | None = None, alias: str | None
     if check.lower:
         entry["forced"] = True
     _append_history(current, entry)
-    return show(name, version)
+    if stage != "archived":
+        now = client.get_model_version_by_alias(name, str(target)).version
+        if str(now) != str(version):
+            raise RegistryError(f"{name}@{target} names v{now}, not v{version}: it was moved outside ecgml while "
+                                "this promotion ran; check `ecgml registry list` and promote again")
 
 
 def _alias_holder(name: str, alias: str) -> VersionInfo | None:
@@ -367,7 +449,8 @@ def resolve(uri: str) -> VersionInfo:
             mv = _client().get_model_version_by_alias(name, alias)
         except mlflow.exceptions.MlflowException:
             _require_model(name)
-            held = sorted({a for v in _client().search_model_versions(f"name = '{name}'") for a in v.aliases or ()})
+            # MLflow 3's version search carries no aliases: the registered model holds them
+            held = sorted(getattr(_client().get_registered_model(name), "aliases", None) or {})
             raise RegistryError(f"registered model {name!r} has no alias {alias!r} "
                                 f"(its aliases: {', '.join(held) or 'none'})") from None
         return show(name, mv.version)
@@ -378,7 +461,9 @@ def resolve(uri: str) -> VersionInfo:
 
 
 def resolve_with_fallback(uri: str) -> tuple[VersionInfo, str | None]:
-    """Like :func:`resolve`, but ``@production`` falls back to the newest version, with a warning text."""
+    """Like :func:`resolve`, but ``@production`` falls back to the newest version that is not archived, with
+    a warning text naming the archived versions it skipped; when every version is archived it refuses (an
+    archived version was withdrawn: using it by default would undo the withdrawal)."""
     try:
         return resolve(uri), None
     except RegistryError:
@@ -386,17 +471,28 @@ def resolve_with_fallback(uri: str) -> tuple[VersionInfo, str | None]:
         if "@" not in body or not body.endswith("@production"):
             raise
         name = body.split("@", 1)[0]
-        latest = list_versions(name)[-1]
-        return latest, (f"{name} has no 'production' alias; using its latest version {latest.version} "
-                        f"(promote one with `ecgml registry promote {name} VERSION --stage production`)")
+        versions = list_versions(name)
+        live = [v for v in versions if not v.archived]
+        archived = ", ".join(f"v{v.version}" for v in reversed(versions) if v.archived)
+        promote_hint = f"promote one with `ecgml registry promote {name} VERSION --stage production`"
+        if not live:
+            raise RegistryError(f"{name} has no 'production' alias and every version is archived ({archived}); "
+                                f"{promote_hint}, or name a version (models:/{name}/VERSION)") from None
+        latest = live[-1]
+        skipped = f" that is not archived (skipped archived {archived})" if latest is not versions[-1] else ""
+        return latest, (f"{name} has no 'production' alias; using its latest version {latest.version}{skipped} "
+                        f"({promote_hint})")
 
 
 def download_weights(info: VersionInfo) -> Path:
     """The weights folder (``metadata.json`` + ``state_dict.pt``) of a registered version, downloaded."""
     import mlflow
 
+    from ecgml.io import process_scratch_dir
+
     _client()
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{info.name}/{info.version}"))
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{info.name}/{info.version}",
+                                                     dst_path=str(process_scratch_dir("ecgml-weights-"))))
     for metadata in sorted(local.rglob("metadata.json")):
         if (metadata.parent / "state_dict.pt").is_file():
             return metadata.parent

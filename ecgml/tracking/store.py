@@ -106,6 +106,17 @@ def check_tracking_uri(uri: str | None = None, timeout: float = 5.0) -> str:
     return uri
 
 
+def _refused(uri: str, status: int, detail: str = "") -> str:
+    """The one line for a server that refused our credentials (401) or our account (403)."""
+    if status == 401:
+        sent = ("the credentials in MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
+                "were refused" if _auth_headers() else "no credentials were given")
+        return (f"tracking server {uri} refused the request: authentication required (HTTP 401), and {sent}. "
+                "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account on that server")
+    return (f"tracking server {uri} refused the request: the account in MLFLOW_TRACKING_USERNAME lacks "
+            f"permission (HTTP 403){f': {detail}' if detail else ''}")
+
+
 def _check_credentials(uri: str, timeout: float) -> None:
     """One authenticated read (``/health`` is open even behind basic auth): 401/403 become clear errors."""
     probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
@@ -114,15 +125,38 @@ def _check_credentials(uri: str, timeout: float) -> None:
         with urllib.request.urlopen(request, timeout=timeout):
             return
     except urllib.error.HTTPError as exc:
-        sent = ("the credentials in MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
-                "were refused" if _auth_headers() else "no credentials were given")
-        if exc.code == 401:
-            raise TrackingError(
-                f"tracking server {uri} refused the request: authentication required (HTTP 401), and {sent}. "
-                "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account on that server") from None
-        if exc.code == 403:
-            raise TrackingError(f"tracking server {uri} refused the request: the account in "
-                                "MLFLOW_TRACKING_USERNAME lacks permission (HTTP 403)") from None
+        if exc.code in (401, 403):
+            raise TrackingError(_refused(uri, exc.code)) from None
         # other answers (an old server without this endpoint, a proxy) are left to the first real call
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
         raise TrackingError(f"tracking server {uri} stopped answering ({getattr(exc, 'reason', exc)})") from None
+
+
+#: MLflow's error codes for a refused identity, and the HTTP status each stands for.
+_AUTH_CODES = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}
+
+
+def store_refusal(exc: BaseException) -> str | None:
+    """The one line to print for an error the tracking store raised (a :class:`TrackingError`, or any
+    ``MlflowException``: 401 and 403 worded as :func:`check_tracking_uri` words them, anything else as
+    ``tracking store URI refused the request: <MLflow's first line>``); None for any other error.
+
+    The command line's edge calls this for every command, so no store refusal reaches the user as a
+    traceback. MLflow is never imported here: an error of MLflow's can only exist once it is loaded.
+    """
+    import sys
+
+    if isinstance(exc, TrackingError):
+        return str(exc)
+    exceptions = sys.modules.get("mlflow.exceptions")
+    if exceptions is None or not isinstance(exc, exceptions.MlflowException):
+        return None
+    uri = tracking_uri()
+    text = str(getattr(exc, "message", exc))
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    status = _AUTH_CODES.get(str(exc.error_code))
+    if status is None:
+        status = next((code for code in (401, 403) if f"error code {code} " in first), None)
+    if status is not None:
+        return _refused(uri, status, first[:200] if status == 403 else "")
+    return f"tracking store {uri} refused the request: {first[:500]}"

@@ -1,4 +1,4 @@
-"""What a user reads after a tracking outage, and the command that finishes the same run."""
+"""What a user reads after a tracking outage or an interruption, and the command that finishes the same run."""
 
 from __future__ import annotations
 
@@ -51,4 +51,18 @@ def outage_message(*, uri: str, reason: str | None, run_id: str, experiment: str
             "What the server already holds is kept.\n"
             f"The training is not lost: {saved}.\n"
             "When the server answers again, finish the same run (nothing is retrained or logged twice) with:\n"
+            f"  {command}")
+
+
+def interrupted_message(*, signal_name: str, run_id: str, checkpoint: Path, last_epoch: int | None,
+                        command: str) -> str:
+    """What a user reads after Ctrl-C or SIGTERM stopped a training: the run is marked KILLED, what is kept,
+    and the command that continues the same run from the last finished epoch."""
+    if not checkpoint.is_file():
+        return (f"interrupted ({signal_name}): run {run_id} is marked KILLED; no epoch had finished, so there is "
+                "nothing to resume: start the training again")
+    saved = (f"the checkpoint of epoch {last_epoch + 1} is kept at {checkpoint}" if last_epoch is not None
+             else f"the checkpoint of its last finished epoch is kept at {checkpoint}")
+    return (f"interrupted ({signal_name}): run {run_id} is marked KILLED; {saved}.\n"
+            "Continue the same run from there with:\n"
             f"  {command}")

@@ -24,7 +24,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ecgml.data.prepare import Prepared, prepare
+from ecgml.runtime.signals import Terminated, sigterm_as_interrupt
 from ecgml.runtime.threads import ensure_budget
 from ecgml.tracking.registry import VersionInfo
 from ecgml.tracking.runs import MetricLog, log_json
@@ -60,7 +61,7 @@ from ecgml.train.distributed import (
 )
 from ecgml.train.finish import finish_run
 from ecgml.train.loop import EpochRecord, FitResult, Trainer
-from ecgml.train.outage import COMMANDS, outage_message, resume_command
+from ecgml.train.outage import COMMANDS, interrupted_message, outage_message, resume_command
 from ecgml.train.pipeline import (
     Splits,
     TrainConfig,
@@ -105,13 +106,17 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
     seed_everything(config.seed)
     budget = ensure_budget().with_loader_workers(config.num_workers)  # this process's share of the cores
     config = replace(config, num_workers=budget.loader_workers)
+    # SIGTERM (docker stop, Slurm, Kubernetes) stops a single-process training as Ctrl-C does; under torchrun
+    # the launcher's own protocol sends it to the ranks, and it is left to that
+    terminated_like_ctrl_c = nullcontext() if ctx.enabled else sigterm_as_interrupt()
     try:
-        run = _build_context(config, device, ctx, progress)
-        if not ctx.is_main:
-            outcome = _train_only(run)
-        else:
-            _warn_short_records(run.splits, config)
-            outcome = _tracked_with_clear_errors(run, request)
+        with terminated_like_ctrl_c:
+            run = _build_context(config, device, ctx, progress)
+            if not ctx.is_main:
+                outcome = _train_only(run)
+            else:
+                _warn_short_records(run.splits, config)
+                outcome = _tracked_with_clear_errors(run, request)
     except PeerFailed as exc:  # another rank failed and says why; this one stops quietly, with exit code 0,
         report_peer_failure(ctx, exc)  # so that torchrun names the failed rank and never stops it mid-message
         shutdown_distributed(ctx, wait=False)
@@ -381,13 +386,24 @@ def _tracked(run: RunContext, request: RunRequest) -> RunOutcome:
         metric_log = MetricLog(tracked.run_id, tracking_uri())
         logged = metric_log.logged_steps() if resuming else set()
 
+        checkpointed: list[int] = []
+
         def on_epoch(record: EpochRecord) -> None:
+            checkpointed.append(record.epoch)  # called after the epoch's checkpoint is written
             metric_log.log(record.epoch, epoch_metrics(record))  # an outage queues it; training goes on
             if request.on_epoch is not None:
                 request.on_epoch(record)
 
         trainer = _make_trainer(run, tracked.run_id, on_epoch=on_epoch, progress=request.progress)
-        result = trainer.fit(resume=resuming)
+        try:
+            result = trainer.fit(resume=resuming)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): open_run marks the run KILLED
+            sys.stderr.write("\n" + interrupted_message(
+                signal_name="SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C", run_id=tracked.run_id,
+                checkpoint=trainer.checkpoint_path, last_epoch=checkpointed[-1] if checkpointed else None,
+                command=resume_command(run.config.kind, tracked.run_id)) + "\n")
+            sys.stderr.flush()
+            raise
         predictions = _best_predictions(run, trainer, result)
         resumed_from = -1 if result.resumed_from is None else result.resumed_from
 

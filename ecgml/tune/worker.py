@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import socket
 import threading
 import time
@@ -26,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from ecgml.runtime.signals import sigterm_as_interrupt
 from ecgml.tune import logger
 from ecgml.tune.space import apply_params
 from ecgml.tune.spec import StudyError, TuneSpec
@@ -106,7 +106,7 @@ def run_worker(storage: str, study_name: str, *, worker_index: int = 0, heartbea
     grace = grace_period if grace_period is not None else 2 * heartbeat_interval
     me = f"{socket.gethostname()}:{os.getpid()}"
     poll = min(float(heartbeat_interval), 2.0)
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         while True:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # fail_stale_trials is experimental
@@ -179,23 +179,6 @@ def _heartbeat(storage: StudyStorage, trial_id: int, interval: int) -> Iterator[
     finally:
         stop.set()
         thread.join()
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler stopping the worker) ends the trial like Ctrl-C: failed, retried, run KILLED."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _run_trial(study: optuna.Study, spec: TuneSpec, trial_id: int, me: str, heartbeat_interval: int,

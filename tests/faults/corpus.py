@@ -144,6 +144,23 @@ def build_ptbxl(real: Path, root: Path) -> list[Case]:
     case(14, "missing_file", f"{rec(14)}.hea: record listed in ptbxl_database.csv but not found", True,
          "listed record missing on disk")
 
+    header = read_header(folder / f"{rec(22)}.hea")
+    signal = load_signal(folder / rec(22), header.lead_names)
+    write_wfdb_record(folder, rec(22), np.vstack([signal, signal[1:2] * 0.5]), header.fs,
+                      [*(s.name for s in header.signals), "II"], comments=header.comments)
+    case(22, "duplicate_lead", f"{rec(22)}.hea: lead(s) II appear more than once", True,
+         "a lead twice (13 signals, a second II)")
+
+    def eleven_flat(x: np.ndarray) -> np.ndarray:
+        x = x.copy()
+        x[1:] = 0.0
+        return x
+
+    _rewrite_ptbxl(folder, rec(23), eleven_flat)
+    # kept for training (the cache keeps any record with a moving lead) but refused by serving and predict:
+    # tests/serving/test_units.py::test_mostly_flat_records_are_refused_in_serving_and_predict
+    case(23, None, "", False, "11 of 12 leads flat", ("records_with_flat_leads",))
+
     table = pd.read_csv(root / "ptbxl_database.csv")
     at = table["ecg_id"].astype(int)
     table.loc[at == 15, "scp_codes"] = "{'NORM': 100.0"

@@ -79,3 +79,40 @@ class MlflowServer:
         while self.healthy() and time.monotonic() < deadline:  # workers die with the group
             time.sleep(0.1)
         self.proc = None
+
+
+#: The basic-auth app's administrator (its password is made per server).
+AUTH_ADMIN = "admin"
+
+
+def start_server(folder: Path, *, app_name: str | None = None, env: dict[str, str] | None = None,
+                 attempts: int = 3) -> MlflowServer:
+    """A started server in ``folder`` on a free port; a port another test process took between the pick and
+    the bind (pytest-xdist) gets a fresh one, up to ``attempts`` times."""
+    for attempt in range(attempts):
+        server = MlflowServer(folder, app_name=app_name, env=env)
+        try:
+            return server.start()
+        except RuntimeError:
+            server.stop()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def start_auth_server(folder: Path) -> tuple[MlflowServer, str]:
+    """A started server behind MLflow's basic-auth app (everyone may read, only :data:`AUTH_ADMIN` may write);
+    returns it with the administrator's password, made here (MLflow 3 ships none)."""
+    import secrets
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "basic_auth.ini"
+    config.write_text("[mlflow]\ndefault_permission = READ\n"
+                      f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
+                      f"admin_username = {AUTH_ADMIN}\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    password = secrets.token_urlsafe(18)
+    server = start_server(folder, app_name="basic-auth", env={
+        "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+    return server, password

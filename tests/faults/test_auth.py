@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import secrets
 import subprocess
 import sys
 import urllib.error
@@ -16,28 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from ecgml.defaults import PRETRAINED_EXPERIMENT
 from ecgml.tracking.runs import open_run
 from ecgml.tracking.store import TrackingError, check_tracking_uri
-from tests.faults.mlflow_server import MlflowServer
+from tests.faults.mlflow_server import AUTH_ADMIN as ADMIN
+from tests.faults.mlflow_server import MlflowServer, start_auth_server
 
-ADMIN = "admin"
 # MLflow's basic-auth app needs the `auth` extra (Flask-WTF); the dev extra installs it.
 pytest.importorskip("flask_wtf", reason="mlflow[auth] (Flask-WTF) is not installed: pip install -e '.[dev]'")
 
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MlflowServer, str]]:
-    folder = tmp_path_factory.mktemp("auth")
-    config = folder / "basic_auth.ini"
-    config.write_text("[mlflow]\ndefault_permission = READ\n"
-                      f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
-                      f"admin_username = {ADMIN}\n"
-                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    password = secrets.token_urlsafe(18)  # MLflow 3 ships no default admin password; the server creates it
-    server = MlflowServer(folder, app_name="basic-auth",
-                          env={"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
-                               "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
-    yield server.start(), password
+    server, password = start_auth_server(tmp_path_factory.mktemp("auth"))
+    yield server, password
     server.stop()
 
 
@@ -141,3 +132,62 @@ def test_compose_publishes_ports_on_loopback_only() -> None:
     # every entry under `ports:` is "HOST_IP:HOST_PORT:CONTAINER_PORT"; without a host IP Docker binds 0.0.0.0
     published = re.findall(r'^\s*-\s*"?([0-9.:]+:\d+)"?\s*$', compose.read_text(), flags=re.MULTILINE)
     assert len(published) >= 2 and all(p.startswith("127.0.0.1:") for p in published), published
+
+
+def _cli(server: MlflowServer, cwd: Path, *args: str, credentials: tuple[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "MLFLOW_EXPERIMENT_"))
+           and k != "MLFLOW_RUN_ID"}
+    env.update(MLFLOW_TRACKING_URI=server.uri, ECGML_DATA=str(cwd), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    if credentials:
+        env.update(MLFLOW_TRACKING_USERNAME=credentials[0], MLFLOW_TRACKING_PASSWORD=credentials[1])
+    return subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _create_user(server: MlflowServer, password: str, user: str, user_password: str) -> None:
+    """A second account (MLflow's auth API, as the administrator): it may read everything, write nothing."""
+    import json
+
+    request = urllib.request.Request(f"{server.uri}/api/2.0/mlflow/users/create", method="POST",
+                                     data=json.dumps({"username": user, "password": user_password}).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": "Basic " +
+                                              base64.b64encode(f"{ADMIN}:{password}".encode()).decode()})
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+@pytest.mark.slow
+def test_every_store_refusal_is_one_line(auth_server: tuple[MlflowServer, str], tmp_path: Path) -> None:
+    """401 and 403 from the registry commands and `pretrained register`: one line each, never a traceback,
+    and `pretrained register` without credentials refuses before it logs anything."""
+    server, password = auth_server
+    admin = (ADMIN, password)
+    assert _cli(server, tmp_path, "pretrained", "register", "ptbxl-superdiagnostic", credentials=admin
+                ).returncode == 0
+    unauthenticated = "refused the request: authentication required (HTTP 401), and no credentials were given"
+    for args in (["registry", "list"], ["registry", "show", "models:/ecgml-ptbxl-backbone/1"],
+                 ["registry", "promote", "ecgml-ptbxl-backbone", "1", "--stage", "production"],
+                 ["pretrained", "register", "ptbxl-superdiagnostic"]):
+        done = _cli(server, tmp_path, *args)
+        assert done.returncode == 1 and unauthenticated in done.stderr, (args, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+
+    import mlflow
+
+    client = mlflow.MlflowClient(server.uri)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+        env.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        assert [v.version for v in client.search_model_versions("name = 'ecgml-ptbxl-backbone'")] == ["1"]
+        experiment = client.get_experiment_by_name(PRETRAINED_EXPERIMENT)
+        logged = client.search_logged_models([experiment.experiment_id])
+        assert len(logged) == 1  # the refused registration logged no second model
+    _create_user(server, password, "reader", "reader-password-123")
+    reader = ("reader", "reader-password-123")
+    assert "ecgml-ptbxl-backbone v1" in _cli(server, tmp_path, "registry", "list", credentials=reader).stdout
+    for args in (["registry", "promote", "ecgml-ptbxl-backbone", "1", "--stage", "production"],
+                 ["pretrained", "register", "ptbxl-superdiagnostic"]):
+        done = _cli(server, tmp_path, *args, credentials=reader)
+        assert done.returncode == 1, (args, done.stderr[-2000:])
+        assert "lacks permission (HTTP 403)" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]

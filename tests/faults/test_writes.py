@@ -280,3 +280,49 @@ def test_a_real_write_failure_from_the_kernel(tree: Path, tmp_path: Path) -> Non
         "/signals.f32: File too large") for line in lines), lines
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "ptbxl") == ["cache", "checkpoint.pt"]
     assert _visible(tmp_path / "cache") == [] and not _leftovers(tmp_path)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_get_the_umask_mode_and_replacements_keep_theirs(tmp_path: Path, umask: int, expected: int) -> None:
+    """mkstemp makes 0600 files: published as they are, a teammate or a serving account could not read them."""
+    previous = os.umask(umask)
+    try:
+        ecgml_io.atomic_write_text(tmp_path / "new.txt", "a")
+        ecgml_io.atomic_write_stream(tmp_path / "new.pt", lambda h: torch.save({"x": 1}, h))
+        with ecgml_io.atomic_path(tmp_path / "table.csv") as tmp:
+            tmp.write_text("a,b\n")
+        for name in ("new.txt", "new.pt", "table.csv"):
+            assert _mode(tmp_path / name) == expected, name
+        kept = tmp_path / "kept.csv"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        ecgml_io.atomic_write_text(kept, "new")
+        assert _mode(kept) == 0o640 and kept.read_text() == "new"
+        assert ecgml_io.current_umask() == umask  # read, not changed
+        assert os.umask(umask) == umask
+    finally:
+        os.umask(previous)
+
+
+def test_a_cache_built_under_umask_022_is_readable_by_everyone(tree: Path, tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        cache = build_cache(read_ptbxl(tree, fs=100), Preprocessing(fs=100), tmp_path / "c", progress=False)
+    finally:
+        os.umask(previous)
+    assert _mode(cache.path) == 0o755
+    modes = {p.name: _mode(p) for p in cache.path.iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes
+
+
+def test_scratch_folders_are_removed_when_the_process_exits(tmp_path: Path) -> None:
+    """Weight downloads and report figures used to stay in /tmp after every command."""
+    code = ("import sys; from ecgml.io import process_scratch_dir; d = process_scratch_dir('ecgml-test-'); "
+            "(d / 'x').write_text('1'); print(d)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    folder = Path(done.stdout.strip())
+    assert done.returncode == 0 and folder.name.startswith("ecgml-test-") and not folder.exists()

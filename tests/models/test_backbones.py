@@ -349,3 +349,19 @@ def test_state_dict_and_constructor_rebuild_an_identical_model(name: str) -> Non
     model.unfreeze_last(1)
     copied = copy.deepcopy(model)  # e.g. a best-model snapshot: constructor and freeze state travel along
     assert copied.constructor == spec and copied.frozen_groups == model.frozen_groups
+
+
+def test_unknown_backbone_kwargs_are_named_before_training() -> None:
+    from click.testing import CliRunner
+
+    from ecgml.cli import main
+    from ecgml.models import check_backbone_kwargs
+
+    with pytest.raises(ValueError, match=r"takes no argument 'widht' \(it takes .*width"):
+        check_backbone_kwargs("xresnet1d18", {"widht": 0.5})
+    with pytest.raises(ValueError, match="num_classes is set by the data"):
+        check_backbone_kwargs("inception1d", {"num_classes": 3})
+    check_backbone_kwargs("xresnet1d18", {"width": 0.25, "layers": [1, 1]})
+    done = CliRunner().invoke(main, ["pretrain", "--backbone", "resnet1d_wang", "--backbone-kwargs", '{"depth": 3}'])
+    assert done.exit_code == 2 and "backbone 'resnet1d_wang' takes no argument 'depth'" in done.output
+    assert done.exception is None or isinstance(done.exception, SystemExit)

@@ -78,3 +78,35 @@ def test_nothing_is_registered_half_way(shipped_root: Path, store: str) -> None:
     with pytest.raises(PretrainedError, match=r"state_dict\.pt: SHA-256 .* does not match"):
         register_shipped("tiny-superdiagnostic", alias="production", root=shipped_root)
     assert _versions(store) == []
+
+
+def test_bad_aliases_and_names_are_refused_before_anything_is_logged(shipped_root: Path, store: str,
+                                                                     tmp_path: Path) -> None:
+    from ecgml.cli import main
+
+    for args, says in ((["--alias", "my alias"], "alias 'my alias': an alias is lower case letters"),
+                       (["--alias", "Production"], "use 'production'"),
+                       (["--alias", "a" * 300], "(300 characters)"),
+                       (["--registered-name", "bad name/x"], "--registered-name: registered model name 'bad name/x': "
+                                                             "names cannot contain '/' or ':'")):
+        import ecgml.pretrained.shipped as shipped
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(shipped, "SHIPPED_DIR", shipped_root)
+            done = CliRunner().invoke(main, ["pretrained", "register", "tiny-superdiagnostic", *args])
+        assert done.exit_code == 1 and says in done.output, (args, done.output)
+        assert "Traceback" not in done.output
+    assert _versions(store) == [] and not (tmp_path / "mlruns").exists()  # no orphan logged model
+
+
+def test_registry_list_says_a_shipped_version_came_with_ecgml(shipped_root: Path, store: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import ecgml.pretrained.shipped as shipped
+    from ecgml.cli import main
+
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", shipped_root)
+    assert CliRunner().invoke(main, ["pretrained", "register", "tiny-superdiagnostic"]).exit_code == 0
+    listed = CliRunner().invoke(main, ["registry", "list", "ecgml-ptbxl-backbone"])
+    assert listed.exit_code == 0, listed.output
+    assert "shipped with ecgml (ecgml/pretrained/models/tiny-superdiagnostic/" in listed.output
+    assert "run None" not in listed.output and "val_macro_auc 0.500" in listed.output

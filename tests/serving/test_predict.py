@@ -83,3 +83,15 @@ def test_nothing_to_predict_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PredictError, match=r"no record found in .*empty"):
         predict("models:/x/1", [tmp_path / "empty"], tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_model_uri_without_version_or_alias_says_so(tmp_path: Path) -> None:
+    import numpy as np
+
+    from ecgml.data.formats import write_wfdb_record
+    from ecgml.data.leads import STANDARD_LEADS
+
+    write_wfdb_record(tmp_path, "r1", np.zeros((12, 1000), np.float32) + 0.1, 100, list(STANDARD_LEADS))
+    with pytest.raises(PredictError, match=r"models:/clf: name a version or an alias: models:/clf/VERSION or "
+                                           r"models:/clf@ALIAS"):
+        predict("models:/clf", [tmp_path], tmp_path / "out.csv")

@@ -112,3 +112,45 @@ def test_real_records_pass_in_millivolts_and_are_refused_in_raw_counts(
     raw = read_matv4(real_g12ec / "E07500.mat").data.astype(np.float32)
     message = _refusal(weights, {"signal": raw.tolist(), "fs": 500})
     assert "looks like microvolts or raw ADC counts" in message
+
+
+def test_a_lead_sent_twice_is_refused_by_name(weights: Path, tmp_path: Path) -> None:
+    """12 standard leads plus a second II: which copy the model reads would decide the answer."""
+    from ecgml.data.formats import write_wfdb_record
+    from ecgml.predict import predict_files
+
+    x = _ecg()
+    row = {"signal": np.vstack([x, x[1:2] * 0.5]).tolist(), "fs": 100, "leads": [*STANDARD_LEADS, "II"]}
+    message = _refusal(weights, row)
+    assert message.startswith("row 0: lead(s) II appear more than once") and "send each lead once" in message
+    lower = {**row, "leads": [*STANDARD_LEADS[:-1], "avr"]}  # aVR under another spelling, V6 missing
+    lower["signal"] = x.tolist()
+    assert "lead(s) aVR appear more than once" in _refusal(weights, lower)
+
+    write_wfdb_record(tmp_path, "twice", np.vstack([x, x[1:2] * 0.5]), 100, [*STANDARD_LEADS, "II"])
+    (outcome,) = predict_files(EcgClassifier(weights), [tmp_path / "twice.hea"])
+    assert outcome.status == "unreadable" and "lead(s) II appear more than once" in outcome.problems[-1]
+
+
+def test_mostly_flat_records_are_refused_in_serving_and_predict(weights: Path, tmp_path: Path) -> None:
+    """11 of 12 leads flat was scored `ok`; more than 3 of 12 flat is refused, 3 still pass."""
+    from ecgml.data.formats import write_wfdb_record
+    from ecgml.predict import predict_files
+    from ecgml.tracking.ecg_input import max_flat_leads
+
+    assert [max_flat_leads(n) for n in (12, 6, 3, 1)] == [3, 1, 0, 0]
+    x = _ecg()
+    eleven = x.copy()
+    eleven[1:] = 0.0
+    message = _refusal(weights, {"signal": eleven.tolist(), "fs": 100})
+    assert message.startswith("row 0: 11 of the model's 12 leads are flat (II, III, aVR") and "at most 3" in message
+    four, three = x.copy(), x.copy()
+    four[8:] = 0.0
+    three[9:] = 0.0
+    assert "4 of the model's 12 leads are flat (V3, V4, V5, V6)" in _refusal(weights, {"signal": four.tolist(),
+                                                                                       "fs": 100})
+    assert EcgClassifier(weights).predict_proba([{"signal": three.tolist(), "fs": 100}]).shape == (1, 5)
+
+    write_wfdb_record(tmp_path, "eleven", eleven, 100, list(STANDARD_LEADS))
+    (outcome,) = predict_files(EcgClassifier(weights), [tmp_path / "eleven.hea"])
+    assert outcome.status == "refused" and "11 of the model's 12 leads are flat" in outcome.problems[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,46 @@ def test_bad_names_get_close_matches_and_refusals_change_nothing(store: Path) ->
             promote("ecgml-g12ec-classifier", "1", **bad)
     assert _snapshot("ecgml-g12ec-classifier") == before
     assert list(list_models()) == ["ecgml-g12ec-classifier"]
+
+
+def test_the_production_fallback_skips_archived_versions_and_refuses_when_none_is_left(store: Path) -> None:
+    """Withdrawing production (archiving it) must stick: the default @production never falls back to it."""
+    from ecgml.tracking.registry import resolve_with_fallback
+
+    for folder in ("a", "b", "c"):
+        register_run(_pretrain_run(store / folder, 0.8), "bb")
+    promote("bb", "3", stage="production")
+    promote("bb", "3", stage="archived")
+    info, warning = resolve_with_fallback("models:/bb@production")
+    assert info.version == "2" and warning is not None
+    assert "using its latest version 2 that is not archived (skipped archived v3)" in warning
+    promote("bb", "2", stage="archived")
+    promote("bb", "1", stage="archived")
+    with pytest.raises(RegistryError, match=r"no 'production' alias and every version is archived \(v3, v2, v1\)"):
+        resolve_with_fallback("models:/bb@production")
+    promote("bb", "1", stage="staging")  # promoting un-archives it
+    assert resolve_with_fallback("models:/bb@production")[0].version == "1"
+
+
+def test_aliases_are_checked_and_lower_case(store: Path) -> None:
+    """Aliases MLflow would refuse with a traceback, and `Production` beside `production`, are refused first;
+    `--alias production` is the guarded stage; a missing alias lists the real ones."""
+    same = ("E1", "E2")
+    register_run(_pretrain_run(store / "a", 0.95, test_ids=same), "clf")
+    register_run(_pretrain_run(store / "b", 0.80, test_ids=same), "clf")
+    promote("clf", "1", stage="production")
+    before = _snapshot("clf")
+    for bad, says in (("my alias", "lower case letters, digits"), ("team/prod", "lower case letters"),
+                      ("a;b", "lower case letters"), ("x" * 300, "(300 characters)"), ("v12", "'v<number>'"),
+                      ("latest", "not 'latest'"), ("Production", "aliases are lower case, so that 'production' is "
+                                                              "never two aliases; use 'production'")):
+        with pytest.raises(RegistryError, match=re.escape(says)):
+            promote("clf", "2", alias=bad)
+    with pytest.raises(RegistryError, match="scores lower than the current production version"):
+        promote("clf", "2", alias="production")  # the stage under its alias name: guarded all the same
+    assert _snapshot("clf") == before
+    promote("clf", "2", alias="champion")
+    with pytest.raises(RegistryError, match=r"has no alias 'nosuch' \(its aliases: champion, production\)"):
+        resolve("models:/clf@nosuch")
+    out = CliRunner().invoke(main, ["registry", "show", "models:/clf@nosuch"])
+    assert out.exit_code == 1 and "its aliases: champion, production" in out.output

@@ -41,7 +41,7 @@ from ecgml.data.cache.store import touch_last_used
 from ecgml.data.formats import DataFormatError
 from ecgml.data.records import Dataset
 from ecgml.data.signal import Preprocessing, RunningStats
-from ecgml.io import atomic_write_json, atomic_write_stream, named_os_errors
+from ecgml.io import atomic_write_json, atomic_write_stream, current_umask, named_os_errors
 
 #: 2: records with an implausible amplitude (a lying gain) are dropped; dropped records carry a kind.
 CACHE_FORMAT_VERSION = 2
@@ -231,6 +231,7 @@ def build_cache(
         try:
             with named_os_errors(final):
                 _build_into(tmp, dataset, preprocessing, digest, inputs, workers, progress)
+                os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the cache from teammates
                 os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

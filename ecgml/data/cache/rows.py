@@ -20,7 +20,7 @@ import numpy as np
 
 from ecgml.data.cache import bulk
 from ecgml.data.formats import DataFormatError
-from ecgml.data.leads import MissingLeadError
+from ecgml.data.leads import DuplicateLeadError, MissingLeadError
 from ecgml.data.records import load_signal
 from ecgml.data.signal import (
     PLAUSIBLE_LEAD_STD_MV,
@@ -118,6 +118,8 @@ def _load_one(job: Job, offset: int, block: np.ndarray, stats: RunningStats) -> 
         block[offset] = job.preprocessing.apply(raw, fs)
     except _Dropped as exc:
         return {"error": str(exc), "error_kind": exc.kind}
+    except DuplicateLeadError as exc:
+        return {"error": str(exc), "error_kind": "duplicate_lead"}
     except MissingLeadError as exc:
         return {"error": str(exc), "error_kind": "missing_lead"}
     except (DataFormatError, OSError) as exc:
