@@ -4,6 +4,7 @@ the cores each pytest-xdist worker runs with."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
     share = child_budgets(process_budget(), int(count), "pytest-xdist workers")[int(worker.removeprefix("gw"))]
     export_budget(share)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In xdist workers: the files with the most ``slow`` tests first, each file's tests in their order.
+
+    ``--dist loadfile`` hands a worker one file at a time in this order (``--no-loadscope-reorder`` keeps it),
+    so the long end-to-end files start at once and the many quick ones fill in behind them, instead of one
+    long file starting last and running alone at the end. Every worker sorts the same collection the same
+    way, as xdist requires; a run without xdist keeps pytest's own order.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    first = {}
+    for index, item in enumerate(items):
+        first.setdefault(item.path, index)
+    items.sort(key=lambda item: (-slow[item.path], first[item.path]))
 
 
 #: Which run and experiment MLflow uses when none is named: as the suite found them, for every test.

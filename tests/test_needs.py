@@ -17,5 +17,5 @@ def test_missing_skips_outside_ci(monkeypatch: pytest.MonkeyPatch, ci: str) -> N
 @pytest.mark.parametrize("ci", ["true", "TRUE", "1"])
 def test_missing_fails_under_ci(monkeypatch: pytest.MonkeyPatch, ci: str) -> None:
     monkeypatch.setenv("CI", ci)
-    with pytest.raises(pytest.fail.Exception, match="chromium is not installed.*CI=true"):
+    with pytest.raises(pytest.fail.Exception, match=r"chromium is not installed.*CI=true"):
         missing("chromium is not installed")

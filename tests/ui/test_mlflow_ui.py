@@ -27,6 +27,7 @@ from tests.needs import missing
 from tests.servers import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.slow  # a server and a browser start for the module
 #: Flags for a sandbox with no network but loopback (background networking only fails there).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"]
