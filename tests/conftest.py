@@ -1,8 +1,10 @@
-"""Shared fixtures: the real sample folder (skipped with a reason when absent) and tiny trees."""
+"""Shared fixtures: the real sample folder (skipped with a reason when absent) and tiny trees; the share of
+the cores each pytest-xdist worker runs with."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,46 @@ import pytest
 
 REAL_SAMPLE = Path(os.environ.get("ECGML_REAL_SAMPLE", Path(__file__).resolve().parents[1].parent
                                   / "shared" / "real-sample"))
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: absent under -p no:xdist
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (the suite's default, pyproject.toml): one worker per core this process may use, the same
+    count ecgml's thread budget splits (CPU affinity capped by a cgroup quota), not the machine's cores."""
+    from ecgml.runtime.threads import available_cores
+
+    return available_cores()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In an xdist worker, before any test module loads torch: this worker's share of the cores, exported the
+    way an ecgml launcher gives one to its children, so the workers' in-process trainings, and the processes
+    their tests start, split the cores instead of each taking them all. A count the user set
+    (``ECGML_THREADS``, ``OMP_NUM_THREADS``) is kept per worker, as for any launcher."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count:
+        return
+    from ecgml.runtime.threads import child_budgets, export_budget, process_budget
+
+    share = child_budgets(process_budget(), int(count), "pytest-xdist workers")[int(worker.removeprefix("gw"))]
+    export_budget(share)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In xdist workers: the files with the most ``slow`` tests first, each file's tests in their order.
+
+    ``--dist loadfile`` hands a worker one file at a time in this order (``--no-loadscope-reorder`` keeps it),
+    so the long end-to-end files start at once and the many quick ones fill in behind them, instead of one
+    long file starting last and running alone at the end. Every worker sorts the same collection the same
+    way, as xdist requires; a run without xdist keeps pytest's own order.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    first = {}
+    for index, item in enumerate(items):
+        first.setdefault(item.path, index)
+    items.sort(key=lambda item: (-slow[item.path], first[item.path]))
 
 
 #: Which run and experiment MLflow uses when none is named: as the suite found them, for every test.

@@ -71,6 +71,7 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_tiny_fraction_sweep_runs_and_is_reused(trees: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                   ) -> None:
     import mlflow

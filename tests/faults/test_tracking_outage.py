@@ -75,6 +75,7 @@ def _first_epoch_logged(proc: subprocess.Popen, runs: Path, before: set[Path], u
     return run_id, held
 
 
+@pytest.mark.slow
 def test_server_stopped_mid_training_then_resumed(workdir: Path, server: MlflowServer) -> None:
     runs = workdir / "data" / "runs"
     before = set(runs.iterdir()) if runs.exists() else set()
@@ -135,6 +136,7 @@ def test_server_stopped_mid_training_then_resumed(workdir: Path, server: MlflowS
     assert {a.path for a in client.list_artifacts(run_id)} >= {"weights", "eval", "config.json"}
 
 
+@pytest.mark.slow
 def test_a_short_outage_is_ridden_out(workdir: Path, server: MlflowServer) -> None:
     """Stopped after the first epoch and back a few seconds later: the queued epochs are sent once it
     answers, and the run ends normally, with every epoch exactly once."""

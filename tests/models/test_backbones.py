@@ -29,12 +29,18 @@ from ecgml.models import (
 )
 from ecgml.models import registry as registry_module
 from tests.models.make_reference_outputs import (
+    ATOL,
     FIXTURE,
+    RTOL,
+    outputs_of,
     perturb_batchnorm,
     reference_input,
     reference_outputs,
     tiny_kwargs_json,
     tiny_model,
+)
+from tests.models.make_reference_outputs import (
+    DTYPE as REFERENCE_DTYPE,
 )
 
 NAMES = list_backbones()
@@ -223,12 +229,59 @@ def test_a_few_training_steps_lower_the_loss(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_outputs(name: str, fixture_arrays: dict[str, np.ndarray]) -> None:
     regen = "regenerate deliberately with: .venv/bin/python -m tests.models.make_reference_outputs " + name
+    precision = str(fixture_arrays.get("dtype"))
+    assert precision == str(REFERENCE_DTYPE), f"{FIXTURE.name} has {precision} outputs, not {REFERENCE_DTYPE}; {regen}"
     assert f"{name}.init" in fixture_arrays, f"no reference outputs for {name}; {regen}"
     assert str(fixture_arrays[f"{name}.tiny"]) == tiny_kwargs_json(name), f"tiny kwargs of {name} changed; {regen}"
     for kind, out in reference_outputs(name).items():
-        np.testing.assert_allclose(out, fixture_arrays[f"{name}.{kind}"], rtol=1e-4, atol=1e-5,
+        np.testing.assert_allclose(out, fixture_arrays[f"{name}.{kind}"], rtol=RTOL, atol=ATOL,
                                    err_msg=f"{name} ({kind}) no longer reproduces its reference outputs; if the "
                                            f"architecture change is intended, {regen}")
+
+
+def _first_relu_leaky(model: Backbone) -> None:
+    parent, key = next((p, k) for p in model.modules() for k, c in p.named_children() if isinstance(c, nn.ReLU))
+    setattr(parent, key, nn.LeakyReLU(0.01))
+
+
+def _middle_conv_reflects(model: Backbone) -> None:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv1d) and m.kernel_size[0] > 1]
+    convs[len(convs) // 2].padding_mode = "reflect"
+
+
+def _one_weight_nudged(model: Backbone) -> None:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv1d)]
+    with torch.no_grad():
+        convs[len(convs) // 2].weight.view(-1)[0] += 1e-6
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_tolerance(name: str) -> None:
+    """The tolerance sits far above what another CPU's kernels change and far below what a changed layer does.
+
+    Kernels: float32 outputs differ from the float64 ones of the same network by the float32 kernels' rounding
+    (measured 1e-5 to 1e-4, the size of the AVX2 / AVX-512 disagreement that broke float32 references); float64
+    kernels round 2**29 times finer, so another CPU moves float64 outputs by about that rounding x 2**-29
+    (~1e-13; measured here: AVX2, SSE4.1 and AVX-512 kernels bit-identical, 1 vs 2 threads 4e-15). The bound
+    asks 100x more than that estimate of room below the tolerance. A changed layer (an activation, one
+    convolution's padding, one weight moved by 1e-6) must fail the comparison the reference test makes.
+    """
+    exact = reference_outputs(name)
+    rounded = reference_outputs(name, torch.float32)
+    for kind, out in exact.items():
+        float32_rounding = float(np.abs(rounded[kind] - out).max())
+        assert 0 < float32_rounding < 1e-3, f"{name} ({kind}): float32 and float64 runs are not the same network"
+        kernel_bound = 100 * float32_rounding * torch.finfo(torch.float64).eps / torch.finfo(torch.float32).eps
+        assert kernel_bound < ATOL + RTOL * float(np.abs(out).min()), f"{name} ({kind}): {kernel_bound:.2g}"
+    for change in (_first_relu_leaky, _middle_conv_reflects, _one_weight_nudged):
+        model = tiny_model(name)
+        change(model)
+        changed = outputs_of(model)
+        worst = max(float(np.abs(changed[k] - exact[k]).max()) for k in exact)
+        with pytest.raises(AssertionError):
+            for kind in exact:
+                np.testing.assert_allclose(changed[kind], exact[kind], rtol=RTOL, atol=ATOL)
+        assert worst > 100 * ATOL, f"{name}: {change.__name__} moves the outputs by only {worst:.2g}"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ecgml.runtime.console import (
     PlainText,
     StepCounter,
@@ -112,6 +114,7 @@ def test_verbose_shows_the_noise_still_without_escape_codes() -> None:
     assert "\x1b" not in loud
 
 
+@pytest.mark.slow
 def test_a_training_logs_one_plain_line_per_epoch_and_its_thread_budget(tmp_path: Path) -> None:
     """``ecgml --threads 1 pretrain`` into a pipe: one line per epoch, no escape codes or bar redraws, no
     artifact-download bars, and the budget among the run's params."""

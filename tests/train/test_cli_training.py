@@ -48,6 +48,7 @@ def _run_id(output: str) -> str:
     return line.split()[1].rstrip(":")
 
 
+@pytest.mark.slow
 def test_pretrain_and_standalone_log_everything(workdir: Path) -> None:
     done = _ecgml(workdir, "a.db", "pretrain", "--task", "superdiagnostic", *ARGS)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -71,6 +72,7 @@ def test_pretrain_and_standalone_log_everything(workdir: Path) -> None:
     assert run.data.tags["dataset"] == "g12ec" and run.data.params["fraction"] == "0.5"
 
 
+@pytest.mark.slow
 def test_bad_options_fail_before_any_work(workdir: Path) -> None:
     for args, message in (
         (["pretrain", "--backbone", "resnet9000"], "unknown backbone 'resnet9000'"),
@@ -129,6 +131,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(workdir: Path) -> None:
         assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], rel=1e-4, abs=1e-5), key
 
 
+@pytest.mark.slow
 def test_finetune_from_a_registered_backbone(workdir: Path) -> None:
     pre = _ecgml(workdir, "ft.db", "pretrain", "--task", "superdiagnostic", *ARGS, "--experiment", "ft-pre")
     assert pre.returncode == 0, pre.stderr[-3000:]

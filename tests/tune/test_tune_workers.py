@@ -92,6 +92,7 @@ def _wait_for_running_trial(storage: str, name: str, proc: subprocess.Popen[str]
     raise AssertionError(f"no trial reached its first epoch while running:\n{out[-3000:]}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["journal", "postgresql"])
 def test_two_workers_one_killed_mid_trial(kind: str, workdir: Path, request: pytest.FixtureRequest) -> None:
     """Exactly the requested trials complete, none lost or run twice; the killed trial is failed by heartbeat,
@@ -156,6 +157,7 @@ def test_two_workers_one_killed_mid_trial(kind: str, workdir: Path, request: pyt
     assert version.run_id == children[best.number][0].info.run_id
 
 
+@pytest.mark.slow
 def test_resumed_study_continues_counting(workdir: Path) -> None:
     import mlflow
     from optuna.trial import TrialState

@@ -23,14 +23,21 @@ from typing import Any
 
 import pytest
 
+from tests.needs import missing
 from tests.servers import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                                         "(apt-get install -y chromium; .ci/run installs it)")
+pytestmark = pytest.mark.slow  # a server and a browser start for the module
 #: Flags for a sandbox with no network but loopback (background networking only fails there).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium() -> None:
+    """Skip without Debian's chromium (fail under CI, which installs it), before any server starts."""
+    if CHROMIUM is None:
+        missing("Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
 
 
 def _log_study(uri: str, artifacts: Path) -> dict[str, Any]:
@@ -118,7 +125,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]' brings playwright")
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError:
+        missing("playwright is not installed (pip install -e '.[dev]' brings it)")
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1600, "height": 1000})
