@@ -37,6 +37,7 @@ from ecgml.train.distributed import (
     broadcast_object,
     solo,
 )
+from ecgml.train.optim import adamw
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -177,8 +178,8 @@ class Trainer:
         self._wrapped_for: tuple[bool, ...] | None = None
         if optim.strategy != "gradual":  # gradual wraps at each epoch's stage (_train_epoch)
             self._wrap()  # after freezing: DDP synchronises what requires a gradient when it is built
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, optim.lr, optim.lr_decay, optim.weight_decay,
-                                                         include_frozen=optim.strategy == "gradual"))
+        self.optimizer = adamw(_param_groups(self.model, optim.lr, optim.lr_decay, optim.weight_decay,
+                                             include_frozen=optim.strategy == "gradual"))
         self.steps_per_epoch = math.ceil(len(self._train_indices()) / optim.batch_size)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],
