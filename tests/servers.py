@@ -158,14 +158,15 @@ def post_invocations(port: int, payload: object) -> tuple[int, dict]:
 
 
 @contextlib.contextmanager
-def model_server(uri: str, cwd: Path, env: dict[str, str], *, timeout_s: float = 180) -> Iterator[int]:
-    """``mlflow models serve -m uri`` (local env, one worker) on 127.0.0.1; yields its port once /ping answers,
+def model_server(uri: str, cwd: Path, env: dict[str, str], *, timeout_s: float = 180,
+                 workers: int = 1) -> Iterator[int]:
+    """``mlflow models serve -m uri`` (local env, ``workers`` workers) on 127.0.0.1; yields its port once /ping answers,
     stops it at the end. A server that exits early fails with its stderr; one that never answers, after
     ``timeout_s``."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1",
-         "-p", str(port), "-w", "1"], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+         "-p", str(port), "-w", str(workers)], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True)
     try:
         deadline = time.time() + timeout_s

@@ -18,6 +18,9 @@ import numpy as np
 from ecgml.config import PrepareConfig
 from ecgml.defaults import EVALUATE_EXPERIMENT
 
+#: Records per request when a registered version is evaluated (one batched forward each).
+RECORDS_PER_REQUEST = 32
+
 
 class EvaluationError(ValueError):
     """The model and the data do not fit together; the message says how."""
@@ -32,13 +35,18 @@ class EvaluationOutcome:
 
 def _predict(classifier: Any, signals: np.ndarray, rows: np.ndarray, n_valid: np.ndarray, fs: int,
              leads: tuple[str, ...], progress: bool) -> np.ndarray:
-    """Record by record, as a client would send them (memory stays at one record)."""
+    """In requests of :data:`RECORDS_PER_REQUEST` records, as a client would send them (each request's
+    windows in batched forwards; memory stays at one request)."""
     from tqdm import tqdm
 
     out = np.zeros((len(rows), len(classifier.metadata.classes)))
-    for i in tqdm(range(len(rows)), desc="evaluate", unit="record", disable=not progress):
-        row = {"signal": np.asarray(signals[rows[i], :, : int(n_valid[i])]), "fs": fs, "leads": list(leads)}
-        out[i] = classifier.predict_proba([row])[0]
+    with tqdm(total=len(rows), desc="evaluate", unit="record", disable=not progress) as bar:
+        for lo in range(0, len(rows), RECORDS_PER_REQUEST):
+            part = range(lo, min(lo + RECORDS_PER_REQUEST, len(rows)))
+            request = [{"signal": np.asarray(signals[rows[i], :, : int(n_valid[i])]), "fs": fs, "leads": list(leads)}
+                       for i in part]
+            out[lo:lo + len(request)] = classifier.predict_proba(request)
+            bar.update(len(request))
     return out
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ecgml.data.windows import aggregate_windows, to_input_domain, window_starts
+from ecgml.tracking.batching import BatchedForward
 from ecgml.tracking.ecg_input import (
     AMPLITUDE_BOUNDS_MV,
     BOUNDS_FIELD,
@@ -46,11 +47,12 @@ class EcgClassifier:
     """Inference around a loaded weights folder (plain Python, so it is testable without MLflow).
 
     ``amplitude_bounds`` replaces the unit check's :data:`AMPLITUDE_BOUNDS_MV` for every record (a
-    request row's own ``amplitude_bounds_mv`` still wins for that row).
+    request row's own ``amplitude_bounds_mv`` still wins for that row). ``combine`` lets concurrent callers
+    (a scoring server's request threads) share forwards (:class:`~ecgml.tracking.batching.BatchedForward`).
     """
 
     def __init__(self, weights_dir: str | Path, temperatures: np.ndarray | None = None,
-                 amplitude_bounds: tuple[float, float] = AMPLITUDE_BOUNDS_MV) -> None:
+                 amplitude_bounds: tuple[float, float] = AMPLITUDE_BOUNDS_MV, *, combine: bool = True) -> None:
         import torch
 
         from ecgml.tracking.weights import load_model
@@ -59,39 +61,54 @@ class EcgClassifier:
         self.temperatures = temperatures
         self.amplitude_bounds = parse_bounds(amplitude_bounds, f"{weights_dir}: model_config")
         self._torch = torch
+        #: Every request's windows in batched forwards; concurrent requests (server threads) share them.
+        self.forward = BatchedForward(self._window_probabilities, combine=combine)
 
-    def predict_record(self, signal: Any, fs: Any, leads: Any, where: str, bounds: Any = None) -> np.ndarray:
-        """``float[classes]`` for one record, checked by :func:`~ecgml.tracking.ecg_input.prepare_record`
-        (``where`` names it in a refusal: ``row 3`` or a file)."""
-        torch = self._torch
+    def _window_probabilities(self, windows: np.ndarray) -> np.ndarray:
+        """Sigmoid of the model's logits for ``windows`` (``[n, leads, samples]`` in the input domain)."""
+        with self._torch.no_grad():
+            logits = self.model(self._torch.from_numpy(np.ascontiguousarray(windows))).numpy()
+        return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+    def record_windows(self, signal: Any, fs: Any, leads: Any, where: str, bounds: Any = None) -> np.ndarray:
+        """The model's input windows of one record, checked by
+        :func:`~ecgml.tracking.ecg_input.prepare_record` (``where`` names it in a refusal: ``row 3`` or a file)."""
         meta = self.metadata
         crop = meta.input_samples
         x = prepare_record(signal, fs, None if leads is None else list(leads), meta, where,
                            parse_bounds(bounds, where, self.amplitude_bounds))
         starts = window_starts(x.shape[1], crop, meta.stride)
-        windows = to_input_domain(np.stack([x[:, s:s + crop] for s in starts]), meta.input_domain)
-        with torch.no_grad():
-            logits = self.model(torch.from_numpy(windows)).numpy()
-        probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-        out = aggregate_windows(probs, np.zeros(len(starts), dtype=np.int64), 1, meta.aggregate)  # type: ignore[arg-type]
+        return to_input_domain(np.stack([x[:, s:s + crop] for s in starts]), meta.input_domain)
+
+    def predict_windows(self, per_record: list[np.ndarray]) -> np.ndarray:
+        """``float[records, classes]`` from each record's windows: one batched forward for all of them,
+        aggregated per record as the model was validated, then calibrated if the version carries a map."""
+        owner = np.repeat(np.arange(len(per_record)), [len(w) for w in per_record])
+        probs = self.forward(np.concatenate(per_record))
+        out = aggregate_windows(probs, owner, len(per_record), self.metadata.aggregate)  # type: ignore[arg-type]
         if self.temperatures is not None:  # fitted on these same aggregated probabilities (ecgml calibrate)
             out = apply_temperatures(out, self.temperatures)
-        return np.asarray(out[0], dtype=np.float64)
+        return np.asarray(out, dtype=np.float64)
+
+    def predict_record(self, signal: Any, fs: Any, leads: Any, where: str, bounds: Any = None) -> np.ndarray:
+        """``float[classes]`` for one record (see :meth:`record_windows` for the checks)."""
+        return self.predict_windows([self.record_windows(signal, fs, leads, where, bounds)])[0]
 
     def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        """``float[rows, classes]`` probabilities; an empty request is refused, not answered with nothing."""
+        """``float[rows, classes]`` probabilities, every row checked before any is scored, all of them in
+        batched forwards; an empty request is refused, not answered with nothing."""
         if not rows:
             raise InvalidEcgInput("the request holds no records: send one row per ECG with 'signal' and 'fs' "
                                   "(and optionally 'leads')")
-        out = np.zeros((len(rows), len(self.metadata.classes)))
+        windows = []
         for i, row in enumerate(rows):
             if not isinstance(row, dict) or "signal" not in row or "fs" not in row:
                 raise InvalidEcgInput(f"row {i}: needs 'signal' and 'fs' (and optionally 'leads')")
             leads = row.get("leads")
             if isinstance(leads, float) and np.isnan(leads):  # a DataFrame fills a column some rows lack
                 leads = None
-            out[i] = self.predict_record(row["signal"], row["fs"], leads, f"row {i}", row.get(BOUNDS_FIELD))
-        return out
+            windows.append(self.record_windows(row["signal"], row["fs"], leads, f"row {i}", row.get(BOUNDS_FIELD)))
+        return self.predict_windows(windows)
 
 
 def _rows(model_input: Any) -> list[dict[str, Any]]:
@@ -137,13 +154,17 @@ def make_python_model() -> Any:
 
     class EcgPyfunc(mlflow.pyfunc.PythonModel):
         def load_context(self, context: Any) -> None:
+            from ecgml.tracking.scoring_workers import apply_worker_share, batching_enabled
+
+            apply_worker_share()  # before torch loads: this server worker's share of the cores
             temperatures = None
             path = context.artifacts.get("temperatures")
             if path:
                 temperatures = np.load(path)
             config = context.model_config or {}
             self.classifier = EcgClassifier(context.artifacts["weights"], temperatures,
-                                            config.get(BOUNDS_FIELD) or AMPLITUDE_BOUNDS_MV)
+                                            config.get(BOUNDS_FIELD) or AMPLITUDE_BOUNDS_MV,
+                                            combine=batching_enabled())
 
         # No type hints here on purpose: MLflow reads them as an input schema (and warns about ``Any``).
         def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]

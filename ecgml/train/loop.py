@@ -38,6 +38,7 @@ from ecgml.train.distributed import (
     solo,
 )
 from ecgml.train.layer_lr import LAYER_LR_OPTION, check_fractions, group_lr_scales, split_overrides
+from ecgml.train.optim import adamw
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
 
@@ -190,9 +191,9 @@ class Trainer:
         self._wrapped_for: tuple[bool, ...] | None = None
         if optim.strategy != "gradual":  # gradual wraps at each epoch's stage (_train_epoch)
             self._wrap()  # after freezing: DDP synchronises what requires a gradient when it is built
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, optim.lr, optim.lr_decay, optim.weight_decay,
-                                                         include_frozen=optim.strategy == "gradual",
-                                                         layer_lr_fractions=optim.layer_lr_fractions))
+        self.optimizer = adamw(_param_groups(self.model, optim.lr, optim.lr_decay, optim.weight_decay,
+                                             include_frozen=optim.strategy == "gradual",
+                                             layer_lr_fractions=optim.layer_lr_fractions))
         self.steps_per_epoch = math.ceil(len(self._train_indices()) / optim.batch_size)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
             self.optimizer, max_lr=[g["lr"] for g in self.optimizer.param_groups],

@@ -78,3 +78,20 @@ def test_fmax_hand_computed_and_auprc() -> None:
     assert np.isnan(ap[2]) and ap[0] == pytest.approx(1.0)
     summary = ranking_summary(y, p, ("A", "B"))
     assert summary["auprc"]["A"] == pytest.approx(1.0) and 0 < summary["fmax"] <= 1
+
+
+def test_roc_panels_hold_each_class_curve_and_auc() -> None:
+    """The ROC grid (one axes, drawn cheaply) still shows each class's curve, titled with its AUC."""
+    from ecgml.evaluate.figures import roc_panels
+
+    rng = np.random.default_rng(4)
+    y = rng.random((200, 3)) < [0.3, 0.5, 0.0]
+    p = rng.random((200, 3)) + y * 0.4  # continuous: no ties
+    aucs = [roc_auc_score(y[:, j], p[:, j]) for j in range(2)] + [None]
+    panels = roc_panels(y, p, ("A", "B", "C"), aucs)
+    assert [panel.title for panel in panels] == [f"A ({aucs[0]:.3f})", f"B ({aucs[1]:.3f})", "C (undefined)"]
+    for j in range(2):
+        fpr, tpr = panels[j].fpr, panels[j].tpr
+        assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1 and np.all(np.diff(fpr) >= 0)
+        assert np.trapezoid(tpr, fpr) == pytest.approx(aucs[j], abs=1e-12)  # the curve's area is the AUC
+    assert panels[2].fpr is None

@@ -97,6 +97,12 @@ def test_training_lowers_the_loss_and_checkpoints_every_epoch(cache_and_splits: 
     assert result.best_epoch == int(np.argmax([r.val_macro_auc for r in result.history]))
 
 
+def test_the_trainer_steps_with_the_eager_adamw(cache_and_splits: tuple, tmp_path: Path) -> None:
+    from ecgml.train.optim import EagerAdamW
+
+    assert isinstance(_trainer(cache_and_splits, tmp_path, epochs=1).optimizer, EagerAdamW)
+
+
 def test_resume_continues_exactly(cache_and_splits: tuple, tmp_path: Path) -> None:
     """Two epochs, a stop, a resume to four: the same numbers as four epochs in one go."""
     straight = _trainer(cache_and_splits, tmp_path / "a").fit()
