@@ -22,7 +22,7 @@ def test_plans_have_the_arms_settings_and_seeds_the_issue_asks_for() -> None:
     standalone = [j for j in jobs if j.arm == "standalone"]
     assert len(finetune) == 5 * 3 and len(standalone) == 5 * 3 * 3  # 5 fractions x 3 seeds (x 3 families)
     assert {j.config.model.backbone for j in standalone} == set(study.standalone_backbones)
-    assert {j.public_setting["g12ec_fraction"] for j in finetune} == {1.0, 0.5, 0.25, 0.1, 0.05}
+    assert {j.public_setting["target_fraction"] for j in finetune} == {1.0, 0.5, 0.25, 0.1, 0.05}
     assert all(j.pretrain_key == jobs[0].key for j in finetune)
     assert len({j.key for j in jobs}) == len(jobs)  # every job distinct
 
@@ -81,7 +81,8 @@ def test_a_tiny_fraction_sweep_runs_and_is_reused(trees: Path, tmp_path: Path, m
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # The checkout under test may be dirty (no reuse then, by design): pretend it is a clean commit.
     monkeypatch.setattr("ecgml.tracking.runs.git_commit", lambda *_: "0123abcd")
-    config = StudyConfig(seeds=(0,), ptbxl_root=trees / "synthetic" / "ptbxl", g12ec_root=trees / "synthetic" / "g12ec",
+    config = StudyConfig(seeds=(0,), source_root=trees / "synthetic" / "ptbxl",
+                         target_root=trees / "synthetic" / "g12ec",
                          standalone_backbones=("xresnet1d18",), pretrain_task="superdiagnostic", pretrain_epochs=2,
                          epochs=2, runs_dir=tmp_path / "runs", cache_dir=tmp_path / "cache", **TINY)
     lines: list[str] = []
@@ -100,7 +101,7 @@ def test_a_tiny_fraction_sweep_runs_and_is_reused(trees: Path, tmp_path: Path, m
         assert run.info.status == "FINISHED"
         assert run.data.tags[schema.SWEEP] == "calibration" and run.data.tags[schema.SEED] == "0"
     finetune = [r for r in children if r.data.tags[schema.KIND] == "finetune"]
-    assert {json.loads(r.data.tags[schema.SETTING])["g12ec_fraction"] for r in finetune} == {1.0, 0.5}
+    assert {json.loads(r.data.tags[schema.SETTING])["target_fraction"] for r in finetune} == {1.0, 0.5}
     assert all(r.data.tags["ecgml.backbone_version"] == "models:/ecgml-study-backbone/1" for r in finetune)
     trained = sorted(r.info.run_id for r in children if r.data.tags[schema.KIND] in ("finetune", "standalone"))
     assert sorted(r.data.tags[schema.CALIBRATED_RUN] for r in calibrations) == trained
