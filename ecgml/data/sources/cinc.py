@@ -112,6 +112,12 @@ def parse_dx(text: str) -> tuple[list[str], list[str]]:
     return codes, duplicates
 
 
+def header_dialect(header: WfdbHeader) -> str:
+    """``2021`` for signal lines in the 2021 Georgia re-issue's style (``16x1+24 1000.0(0)/mV``), else ``2020``
+    (``16+24 1000/mV``, which the 2021 Challenge's own training folders still use)."""
+    return "2021" if any(s.baseline_written or "x" in s.fmt_text for s in header.signals) else "2020"
+
+
 def _age(value: str | None) -> float:
     try:
         return float(value) if value is not None else float("nan")
@@ -239,7 +245,7 @@ def _record_row(header_path: Path, header: WfdbHeader, fields: Mapping[str, str]
         "tranche": tranche_of(record_id),
         "age": _age(fields.get("Age")),
         "sex": fields.get("Sex", "Unknown"),
-        "header_dialect": "2020" if header.record_name.endswith(".mat") else "2021",
+        "header_dialect": header_dialect(header),
         "declared_gain": max(gains),
     }
 
