@@ -71,6 +71,8 @@ class DataConfig:
             raise ValueError(f"unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        object.__setattr__(self, "classes", tuple(self.classes))  # a list read back from config.json
+        object.__setattr__(self, "tranches", tuple(self.tranches))
         source = get_dataset_source(self.source)
         source.check_task(self.task)
         if (self.classes or self.tranches or self.cv) and not source.own_label_space:

@@ -20,6 +20,9 @@ from ecgml.defaults import (
     classifier_model_name,
 )
 
+#: ``--register-as`` for the name that follows the target (``ecgml-<target>-classifier``).
+AUTO_NAME = "auto"
+
 
 def target_training_options() -> Any:
     """What ``train-standalone`` and ``finetune`` add: the target, its label space, cross-validation."""
@@ -48,7 +51,7 @@ def train_config(kind: str, source: str, options: dict[str, Any]) -> Any:
                               classes=options.get("classes", ""), tranche=options.get("tranche", ""),
                               cv=cv, cv_fold=1 if cv else 0, allow_overlap=options.get("allow_overlap", False))
         register_as = options.get("register_as")
-        if register_as is None and kind == FINETUNE_KIND:
+        if register_as == AUTO_NAME and kind == FINETUNE_KIND:
             register_as = classifier_model_name(source)
         return TrainConfig(
             kind=kind, data=data, model=ModelConfig(options["backbone"], options["backbone_kwargs"]),
@@ -130,9 +133,9 @@ def train_standalone_command(resume: bool, resume_run_id: str | None, target: st
 @click.option("--backbone-uri", default=DEFAULT_BACKBONE_URI, show_default=True,
               help="Registered backbone: models:/NAME/VERSION or models:/NAME@ALIAS (production falls back to "
                    "the latest version, with a warning).")
-@click.option("--register-as", default=None,
-              help="Register the fine-tuned classifier under this name ('' to skip) "
-                   "[default: ecgml-<target>-classifier; not with --cv].")
+@click.option("--register-as", default=AUTO_NAME, show_default=True,
+              help=f"Register the fine-tuned classifier under this name ('' to skip; {AUTO_NAME}: "
+                   "ecgml-<target>-classifier). A cross-validation (--cv) registers nothing.")
 def finetune_command(resume: bool, resume_run_id: str | None, target: str, **options: Any) -> None:
     """Fine-tune a registered PTB-XL backbone on the target (new head, chosen strategy): G12EC's 18 shared
     classes by default, a Challenge collection's own codes with --target cinc."""
