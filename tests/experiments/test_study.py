@@ -114,3 +114,16 @@ def test_a_tiny_fraction_sweep_runs_and_is_reused(trees: Path, tmp_path: Path, m
     assert len(client.search_runs([client.get_experiment_by_name("ecgml-study").experiment_id],
                                   filter_string=f"tags.`{schema.KIND}` = 'calibrate'")) == 4  # reused too
 
+
+
+def test_a_sweep_on_another_target_reads_it_with_its_own_label_space(tmp_path: Path) -> None:
+    study = StudyConfig(seeds=(0,), target="cinc", target_root=tmp_path / "cpsc", target_min_positives=5,
+                        target_tranches=("A",))
+    jobs = plan_sweep("fraction", study, (1.0,))
+    pretrain, *trained = jobs
+    assert pretrain.config.data.data.source == "ptbxl"
+    assert {(j.config.data.data.source, j.config.data.data.task, j.config.data.data.min_positives,
+             j.config.data.data.tranches) for j in trained} == {("cinc", "own", 5, ("A",))}
+    assert all(j.public_setting == {"target_fraction": 1.0} for j in trained)
+    with pytest.raises(ValueError, match="target must differ from the source"):
+        StudyConfig(target="ptbxl")
