@@ -62,7 +62,7 @@ def _sweeps(work: Path, args: argparse.Namespace) -> None:
     print("\nsmallest configuration of each sweep (1 value, 1 seed, own-family standalone, "
           f"{args.sweep_epochs} epochs):")
     for name, values in SMALLEST.items():
-        study = StudyConfig(seeds=(0,), ptbxl_root=roots / "ptbxl", g12ec_root=roots / "g12ec",
+        study = StudyConfig(seeds=(0,), source_root=roots / "ptbxl", target_root=roots / "g12ec",
                             standalone_backbones=("xresnet1d50_small",), pretrain_epochs=args.sweep_epochs,
                             epochs=args.sweep_epochs, runs_dir=work / "data" / "runs",
                             cache_dir=work / "data" / "cache", experiment=f"bench-{name}",

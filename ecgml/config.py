@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, PTBXL_TASKS
+from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
+from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, SHARED_TASK, TASKS
 from ecgml.data.leads import resolve_leads
 from ecgml.data.records import SplitSpec
 from ecgml.data.signal import Preprocessing
@@ -29,6 +30,11 @@ STRATEGIES: tuple[str, ...] = ("full", "linear", "gradual")
 DEFAULT_FINETUNE_STRATEGY = "gradual"
 
 
+def own_label_space_sources() -> tuple[str, ...]:
+    """The sources whose classes are their own codes (``--min-positives``, ``--classes``, ``--cv``)."""
+    return tuple(name for name, s in DATASET_SOURCES.items() if s.own_label_space)
+
+
 def default_data_dir() -> Path:
     """Where data, synthetic trees and caches go unless told otherwise (``$ECGML_DATA`` or ``./data``)."""
     return Path(os.environ.get("ECGML_DATA", "data"))
@@ -41,20 +47,41 @@ class DataConfig:
     source: str
     root: Path
     fs: int = DEFAULT_FS
-    task: str = "shared18"
+    task: str = SHARED_TASK
     label_map: str = DEFAULT_LABEL_MAP
     splits: str = DEFAULT_SPLITS
     allow_foreign: bool = False
     fold_seed: int = 0
     #: G12EC: discard stored folds and build them again (results on old folds stop being comparable).
     rebuild_folds: bool = False
+    #: A target's own label space (sources with ``own_label_space``): codes with this many positives, or these.
+    min_positives: int = DEFAULT_MIN_POSITIVES
+    classes: tuple[str, ...] = ()
+    #: Challenge collections: only these tranches (record-id prefixes); empty: all.
+    tranches: tuple[str, ...] = ()
+    #: K-fold cross-validation (0: off) and the fold this config tests (1..K).
+    cv: int = 0
+    cv_fold: int = 0
+    #: Let a backbone pretrained on a source be fine-tuned or tested on records of that same source (the
+    #: Challenge's ``HR`` records are PTB-XL): refused unless set.
+    allow_overlap: bool = False
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"unknown source {self.source!r}; choose one of {', '.join(SOURCES)}")
-        if self.task not in PTBXL_TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(PTBXL_TASKS)}")
-        get_dataset_source(self.source).check_task(self.task)
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        object.__setattr__(self, "classes", tuple(self.classes))  # a list read back from config.json
+        object.__setattr__(self, "tranches", tuple(self.tranches))
+        source = get_dataset_source(self.source)
+        source.check_task(self.task)
+        if (self.classes or self.tranches or self.cv) and not source.own_label_space:
+            raise ValueError(f"{source.title} has fixed classes and folds: --classes, --tranche and --cv are for "
+                             f"sources with their own label space ({', '.join(own_label_space_sources())})")
+        if self.min_positives < 1:
+            raise ValueError(f"--min-positives must be at least 1, not {self.min_positives}")
+        if self.cv and (self.cv < 2 or not 1 <= self.cv_fold <= self.cv):
+            raise ValueError(f"--cv {self.cv}: needs at least 2 folds, and a tested fold in 1..{self.cv}")
         if self.label_map not in LABEL_MAPS:
             raise ValueError(f"unknown label map {self.label_map!r}; choose one of {', '.join(LABEL_MAPS)}")
         SplitSpec.parse(self.splits)
@@ -75,13 +102,16 @@ class PrepareConfig:
 
     data: DataConfig
     leads: str = "12"
-    seconds: float = 10.0
+    #: Seconds per cache row; None: the source's (``cache_seconds``: 10 s, 30 s for the Challenge collections).
+    seconds: float | None = None
     bandpass_low: float | None = None
     bandpass_high: float | None = None
     cache_dir: Path = field(default_factory=lambda: default_data_dir() / "cache")
     workers: int = 1
 
     def __post_init__(self) -> None:
+        if self.seconds is None:
+            object.__setattr__(self, "seconds", get_dataset_source(self.data.source).cache_seconds)
         resolve_leads(self.leads)
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, not {self.workers}")
@@ -90,7 +120,7 @@ class PrepareConfig:
     @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(
-            fs=self.data.fs, leads=resolve_leads(self.leads), seconds=self.seconds,
+            fs=self.data.fs, leads=resolve_leads(self.leads), seconds=float(self.seconds or 0),
             bandpass_low=self.bandpass_low, bandpass_high=self.bandpass_high,
         )
 

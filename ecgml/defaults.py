@@ -21,10 +21,26 @@ CACHE_RATES: tuple[int, ...] = (500, 250, 100, 50)
 #: The cache rate unless told otherwise (Hz).
 DEFAULT_FS = 100
 
-#: Registered model names: the pretrained PTB-XL backbone, the fine-tuned G12EC classifier, and the
-#: backbone a sweep pretrains (kept apart so sweeps never move the user's ``production`` alias).
+#: The roles of the study's two datasets: the source a backbone is pretrained on, and the target it is
+#: fine-tuned and compared on (``--target``; any registered dataset source, see ``ecgml.data.sources``).
+DEFAULT_SOURCE = "ptbxl"
+DEFAULT_TARGET = "g12ec"
+#: The kinds of training run (``ecgml.kind``), which are also the arms a sweep compares.
+PRETRAIN_KIND = "pretrain"
+FINETUNE_KIND = "finetune"
+STANDALONE_KIND = "standalone"
+TRAINING_KINDS: tuple[str, ...] = (FINETUNE_KIND, STANDALONE_KIND, PRETRAIN_KIND)
+
+
+def classifier_model_name(target: str) -> str:
+    """The registered name of a classifier fine-tuned on ``target``: ``ecgml-<target>-classifier``."""
+    return f"ecgml-{target}-classifier"
+
+
+#: Registered model names: the pretrained PTB-XL backbone, the fine-tuned classifier of the default target,
+#: and the backbone a sweep pretrains (kept apart so sweeps never move the user's ``production`` alias).
 DEFAULT_BACKBONE_MODEL = "ecgml-ptbxl-backbone"
-DEFAULT_CLASSIFIER_MODEL = "ecgml-g12ec-classifier"
+DEFAULT_CLASSIFIER_MODEL = classifier_model_name(DEFAULT_TARGET)
 STUDY_BACKBONE_MODEL = "ecgml-study-backbone"
 #: Stages a registered version moves through, as MLflow aliases (``archived`` removes its aliases).
 REGISTRY_STAGES: tuple[str, ...] = ("staging", "production", "archived")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shlex
 from pathlib import Path
 
@@ -42,6 +43,61 @@ def test_entry_point_parses_as_an_ecgml_command(name: str, tmp_path: Path) -> No
             break
         group, args = cmd, [*ctx._protected_args, *ctx.args]
     assert ctx.params, name
+
+
+#: Where an MLproject default differs in text from the CLI's and why it is still the same default (a None the CLI
+#: resolves at run time). Anything else that differs fails the test below.
+SAME_AS_RESOLVED = {
+    ("synth", "--out"): "the CLI's None is $ECGML_DATA/synthetic, data/synthetic when unset",
+    ("prepare", "--task"): "the CLI's None is shared18 for a source that has it (ptbxl, g12ec)",
+    ("stats", "--task"): "the CLI's None is shared18 for a source that has it (ptbxl, g12ec)",
+    ("tune", "--n-trials"): "the CLI's None is 20 for a new study",
+    ("experiment", "--report-dir"): "mlflow run writes the sweep's report by default; the CLI on request",
+}
+
+
+_UNSET = getattr(click.core, "UNSET", object())
+
+
+def _cli_default(command: click.Command, option: str) -> object:
+    param = next((p for p in command.params if option in p.opts), None)
+    assert param is not None, f"{command.name}: no option {option}"
+    return param.default
+
+
+def _same(mlproject: object, cli: object) -> bool:
+    if cli is None or (isinstance(cli, Path | str) and not isinstance(mlproject, int | float)):
+        return str(mlproject or "") == str(cli or "")
+    if isinstance(cli, bool) or not isinstance(cli, int | float):
+        return str(mlproject) == str(cli)
+    return float(mlproject) == float(cli)  # type: ignore[arg-type]
+
+
+def test_every_mlproject_default_equals_the_cli_default() -> None:
+    """`mlflow run . -e X` and `ecgml X` behave the same unless told otherwise: each parameter's default is the
+    default of the option it fills."""
+    import yaml
+
+    entries = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]
+    differ, checked = [], 0
+    for name, entry in entries.items():
+        argv = shlex.split(entry["command"])[3:]
+        command: click.Command = main
+        while isinstance(command, click.Group):
+            command, argv = command.commands[argv[0]], argv[1:]
+        for option, value in itertools.pairwise(argv):
+            if not (option.startswith("--") and value.startswith("{")):
+                continue
+            spec = entry.get("parameters", {}).get(value.strip("{}"), {})
+            if "default" not in spec or (name, option) in SAME_AS_RESOLVED:
+                continue
+            cli = _cli_default(command, option)
+            if cli is _UNSET:
+                continue  # an option without a default (tune --tag, --space: multiple)
+            checked += 1
+            if not _same(spec["default"], cli):
+                differ.append(f"{name} {option}: MLproject {spec['default']!r}, CLI {cli!r}")
+    assert differ == [] and checked > 80
 
 
 def test_conda_env_installs_the_package() -> None:

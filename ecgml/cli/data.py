@@ -114,7 +114,7 @@ def stats_command(json_path: Path | None, **options: Any) -> None:
 
     config = prepare_config(**options)
     try:
-        prepared = prepare(config)
+        prepared = prepare(config, require_labels=False)
         stats = dataset_stats(prepared)
     except (OSError, ValueError, KeyError) as exc:
         _fail_with_hint(exc)

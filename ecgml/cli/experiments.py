@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from ecgml.cli.options import FS_CHOICES, backbone_kwargs_option, fail, int_list, name_list
+from ecgml.cli.options import FS_CHOICES, backbone_kwargs_option, fail, int_list, name_list, target_option
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY, STRATEGIES, default_data_dir
+from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
 from ecgml.data.labels import PTBXL_TASKS
 from ecgml.defaults import DEFAULT_BACKBONE, DEFAULT_FS, STANDALONE_BACKBONES, STUDY_EXPERIMENT
 from ecgml.experiments.schema import PROTOCOLS, SWEEPS
@@ -19,11 +20,19 @@ from ecgml.experiments.schema import PROTOCOLS, SWEEPS
 @click.argument("name", type=click.Choice(SWEEPS))
 @click.option("--values", default=None, help="The swept values, comma-separated [default: the study's list].")
 @click.option("--protocol", type=click.Choice(PROTOCOLS), default=PROTOCOLS[0], show_default=True,
-              help="standard: PTB-XL folds 1-8/9/10, random crops, separate G12EC val/test; seed: the original's "
-                   "choices (PTB-XL test fold 5, G12EC fold 10 for val and test, centre crops, gradual unfreezing).")
+              help="standard: PTB-XL folds 1-8/9/10, random crops, separate target val/test folds; seed: the "
+                   "original's choices (PTB-XL test fold 5, target fold 10 for val and test, centre crops, gradual "
+                   "unfreezing).")
 @click.option("--seeds", default="0,1,2", show_default=True)
-@click.option("--ptbxl-root", default=None, help="PTB-XL root [default: the synthetic tree].")
-@click.option("--g12ec-root", default=None, help="G12EC root [default: the synthetic tree].")
+@target_option()
+@click.option("--source-root", "--ptbxl-root", "source_root", default=None,
+              help="Root of the source (PTB-XL) [default: the synthetic tree].")
+@click.option("--target-root", "--g12ec-root", "target_root", default=None,
+              help="Root of the target [default: the synthetic tree of that target].")
+@click.option("--min-positives", type=click.IntRange(1), default=DEFAULT_MIN_POSITIVES, show_default=True,
+              help="A target with its own label space (cinc): keep codes with this many positive records.")
+@click.option("--classes", default="", help="A target with its own label space: exactly these codes.")
+@click.option("--tranche", default="", help="Challenge collections: only these record-id prefixes.")
 @click.option("--fs", type=FS_CHOICES, default=str(DEFAULT_FS), show_default=True)
 @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Pretrained and fine-tuned backbone.")
 @backbone_kwargs_option()
@@ -42,8 +51,9 @@ from ecgml.experiments.schema import PROTOCOLS, SWEEPS
 @click.option("--device", default="auto", show_default=True)
 @click.option("--report-dir", type=click.Path(path_type=Path), default=None,
               help="Also write the report of this sweep here.")
-def experiment_command(name: str, values: str | None, protocol: str, seeds: str, ptbxl_root: str | None,
-                       g12ec_root: str | None, fs: str, backbone: str, backbone_kwargs: dict[str, Any],
+def experiment_command(name: str, values: str | None, protocol: str, seeds: str, target: str,
+                       source_root: str | None, target_root: str | None, min_positives: int, classes: str,
+                       tranche: str, fs: str, backbone: str, backbone_kwargs: dict[str, Any],
                        standalone: str, backbone_uri: str | None, pretrain_task: str, pretrain_epochs: int,
                        epochs: int, batch_size: int, lr: float, strategy: str, calibrate_all: bool, experiment: str,
                        device: str, report_dir: Path | None) -> None:
@@ -62,8 +72,11 @@ def experiment_command(name: str, values: str | None, protocol: str, seeds: str,
             check_values(name, parsed)
         data_dir = default_data_dir()
         study = StudyConfig(protocol=protocol, seeds=int_list(seeds, "seed"),
-                            ptbxl_root=Path(ptbxl_root) if ptbxl_root else None,
-                            g12ec_root=Path(g12ec_root) if g12ec_root else None, fs=int(fs), backbone=backbone,
+                            target=target, source_root=Path(source_root) if source_root else None,
+                            target_root=Path(target_root) if target_root else None,
+                            target_min_positives=min_positives, target_classes=name_list(classes) if classes else (),
+                            target_tranches=tuple(t.upper() for t in name_list(tranche)) if tranche else (),
+                            fs=int(fs), backbone=backbone,
                             backbone_kwargs=backbone_kwargs, standalone_backbones=families, pretrain_task=pretrain_task,
                             pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, lr=lr,
                             strategy=strategy, backbone_uri=backbone_uri, experiment=experiment,

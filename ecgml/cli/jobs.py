@@ -79,8 +79,8 @@ def evaluate_command(model_uri: str, source: str, root: str | None, label_map: s
     from ecgml.tracking.registry import RegistryError
     from ecgml.tracking.store import TrackingError
 
-    config = prepare_config(source, root, "100", "shared18", label_map, splits, "12", 10.0, None, cache_dir,
-                            os.cpu_count() or 1, False)
+    config = prepare_config(source=source, root=root, label_map=label_map, splits=splits, cache_dir=cache_dir,
+                            workers=os.cpu_count() or 1)
     try:
         outcome = run_evaluation(model_uri, config, split=split, experiment=experiment, bootstrap_rounds=bootstrap,
                                  runs_dir=runs_dir or default_data_dir() / "runs")

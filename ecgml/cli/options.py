@@ -14,8 +14,10 @@ from typing import Any, NoReturn
 import click
 
 from ecgml.config import SOURCES, STRATEGIES, DataConfig, PrepareConfig, default_data_dir
-from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, PTBXL_TASKS
-from ecgml.defaults import CACHE_RATES, DEFAULT_BACKBONE, DEFAULT_FS, DEFAULT_SPLITS, DEVICE_DATA
+from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
+from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS, SHARED_TASK, TASKS
+from ecgml.data.sources import get_dataset_source
+from ecgml.defaults import CACHE_RATES, DEFAULT_BACKBONE, DEFAULT_FS, DEFAULT_SPLITS, DEFAULT_TARGET, DEVICE_DATA
 
 Decorator = Callable[[Any], Any]
 
@@ -45,8 +47,31 @@ def fs_option(help: str | None = None) -> Decorator:
     return click.option("--fs", type=FS_CHOICES, default=str(DEFAULT_FS), show_default=True, help=help)
 
 
-def task_option(default: str) -> Decorator:
-    return click.option("--task", type=click.Choice(PTBXL_TASKS), default=default, show_default=True)
+def task_option(default: str | None) -> Decorator:
+    """``--task``; None: the default task of the source (or target) read."""
+    return click.option("--task", type=click.Choice(TASKS), default=default, show_default=default is not None,
+                        help=None if default else "Label task [default: shared18 where the dataset has it, else "
+                                                  "its own codes].")
+
+
+def target_option() -> Decorator:
+    """``--target``: the dataset a backbone is fine-tuned and compared on (a role, any registered source)."""
+    return click.option("--target", type=click.Choice(SOURCES), default=DEFAULT_TARGET, show_default=True,
+                        help="The dataset fine-tuned and compared on.")
+
+
+def label_space_options() -> list[Decorator]:
+    """How a target with its own label space (``cinc``) is labelled and which of its records are read."""
+    return [
+        click.option("--min-positives", type=click.IntRange(1), default=DEFAULT_MIN_POSITIVES, show_default=True,
+                     help="Own label space (cinc): keep every code with at least this many positive records."),
+        click.option("--classes", default="", help="Own label space: exactly these codes (comma list)."),
+        click.option("--tranche", default="", help="Challenge collections: only these record-id prefixes "
+                     "(comma list of A, Q, E, JS, S, HR, I) [default: all]."),
+        click.option("--allow-overlap", is_flag=True,
+                     help="Fine-tune or test a backbone on records of its own pretraining source (the "
+                          "Challenge's HR records are PTB-XL); refused unless given."),
+    ]
 
 
 def label_map_option() -> Decorator:
@@ -134,12 +159,14 @@ def data_options(fn: Any) -> Any:
         click.option("--source", type=click.Choice(SOURCES), required=True),
         root_option("Dataset root [default: the synthetic tree of that source]."),
         fs_option("Sampling rate of the cache (resampled from the files)."),
-        task_option("shared18"),
+        task_option(None),
         label_map_option(),
         splits_option("train/val/test folds."),
+        *label_space_options(),
         leads_option("12, 6, 3, 2, 1 or a comma list of lead names."),
-        click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=10.0,
-                     show_default=True, help="Cached length per record (cropped or zero-padded)."),
+        click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Cached length per record (centre-cropped or zero-padded) [default: the source's: "
+                          "10 s, 30 s for the Challenge collections]."),
         click.option("--bandpass", default=None, help="LOW,HIGH in Hz (e.g. 0.5,40); off by default."),
         cache_dir_option("[default: $ECGML_DATA/cache]"),
         click.option("--workers", type=click.IntRange(1), default=1, show_default=True),
@@ -208,10 +235,21 @@ def layer_lr_option() -> Decorator:
                              "e.g. 0.01,0.1.")
 
 
-def prepare_config(source: str, root: str | Path | None, fs: str, task: str, label_map: str, splits: str,
-                   leads: str, seconds: float, bandpass: str | None, cache_dir: Path | None,
-                   workers: int, allow_foreign: bool, rebuild_folds: bool = False) -> PrepareConfig:
-    """The :class:`PrepareConfig` of :func:`data_options`' values; an invalid one is a usage error."""
+def default_task(source: str) -> str:
+    """The task a command reads ``source`` with unless told: the shared classes where it has them (the study's
+    task), else its own default (a Challenge collection: its own codes)."""
+    entry = get_dataset_source(source)
+    return SHARED_TASK if SHARED_TASK in entry.tasks else entry.default_task
+
+
+def prepare_config(*, source: str, root: str | Path | None = None, fs: str = str(DEFAULT_FS), task: str | None = None,
+                   label_map: str = DEFAULT_LABEL_MAP, splits: str = DEFAULT_SPLITS, leads: str = "12",
+                   seconds: float | None = None, bandpass: str | None = None, cache_dir: Path | None = None,
+                   workers: int = 1, allow_foreign: bool = False, rebuild_folds: bool = False,
+                   min_positives: int = DEFAULT_MIN_POSITIVES, classes: str = "", tranche: str = "",
+                   cv: int = 0, cv_fold: int = 0, allow_overlap: bool = False) -> PrepareConfig:
+    """The :class:`PrepareConfig` of :func:`data_options`' values; an invalid one is a usage error.
+    ``task`` None: the source's default task."""
     low = high = None
     if bandpass:
         try:
@@ -220,9 +258,12 @@ def prepare_config(source: str, root: str | Path | None, fs: str, task: str, lab
             raise click.BadParameter(f"--bandpass {bandpass!r} must be LOW,HIGH in Hz") from None
     try:
         data_root = Path(root) if root else default_data_dir() / "synthetic" / source
-        data_config = DataConfig(source=source, root=data_root,
-                                 fs=int(fs), task=task, label_map=label_map, splits=splits,
-                                 allow_foreign=allow_foreign, rebuild_folds=rebuild_folds)
+        data_config = DataConfig(source=source, root=data_root, fs=int(fs),
+                                 task=task or default_task(source), label_map=label_map,
+                                 splits=splits, allow_foreign=allow_foreign, rebuild_folds=rebuild_folds,
+                                 min_positives=min_positives, classes=name_list(classes) if classes else (),
+                                 tranches=tuple(t.upper() for t in name_list(tranche)) if tranche else (),
+                                 cv=cv, cv_fold=cv_fold, allow_overlap=allow_overlap)
         return PrepareConfig(data=data_config, leads=leads, seconds=seconds, bandpass_low=low,
                              bandpass_high=high, cache_dir=cache_dir or default_data_dir() / "cache",
                              workers=workers)

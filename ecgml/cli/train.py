@@ -6,15 +6,33 @@ from typing import Any
 
 import click
 
-from ecgml.cli.options import fail, prepare_config, train_options
+from ecgml.cli.options import fail, label_space_options, prepare_config, stack, target_option, train_options
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY, default_data_dir
 from ecgml.defaults import (
     DEFAULT_BACKBONE_URI,
-    DEFAULT_CLASSIFIER_MODEL,
+    DEFAULT_SOURCE,
     FINETUNE_EXPERIMENT,
+    FINETUNE_KIND,
     PRETRAIN_EXPERIMENT,
+    PRETRAIN_KIND,
     STANDALONE_EXPERIMENT,
+    STANDALONE_KIND,
+    classifier_model_name,
 )
+
+#: ``--register-as`` for the name that follows the target (``ecgml-<target>-classifier``).
+AUTO_NAME = "auto"
+
+
+def target_training_options() -> Any:
+    """What ``train-standalone`` and ``finetune`` add: the target, its label space, cross-validation."""
+    return stack([
+        target_option(),
+        *label_space_options(),
+        click.option("--cv", type=click.IntRange(0), default=0, show_default=True,
+                     help="K-fold cross-validation (own label space): one parent run, a child per fold, the "
+                          "pooled out-of-fold test macro AUC on the parent [0: the stored train/val/test folds]."),
+    ])
 
 
 def train_config(kind: str, source: str, options: dict[str, Any]) -> Any:
@@ -27,13 +45,20 @@ def train_config(kind: str, source: str, options: dict[str, Any]) -> Any:
     aggregate, stride_s = windows_choice(options)
     try:
         check_backbone_kwargs(options["backbone"], options["backbone_kwargs"])
+        cv = options.get("cv", 0)
+        data = prepare_config(source=source, root=options["root"], fs=options["fs"], task=options["task"],
+                              label_map=options["label_map"], splits=options["splits"], leads=options["leads"],
+                              cache_dir=options["cache_dir"], min_positives=options.get("min_positives", 10),
+                              classes=options.get("classes", ""), tranche=options.get("tranche", ""),
+                              cv=cv, cv_fold=1 if cv else 0, allow_overlap=options.get("allow_overlap", False))
+        register_as = options.get("register_as")
+        if register_as == AUTO_NAME and kind == FINETUNE_KIND:
+            register_as = classifier_model_name(source)
         from ecgml.tracking.registry import model_name_problem
 
-        name_problem = options.get("register_as") and model_name_problem(options["register_as"])
+        name_problem = register_as and model_name_problem(register_as)
         if name_problem:  # refused now, not after the whole run has trained
             raise ValueError(f"--register-as: {name_problem}")
-        data = prepare_config(source, options["root"], options["fs"], options["task"], options["label_map"],
-                              options["splits"], options["leads"], 10.0, None, options["cache_dir"], 1, False)
         config = TrainConfig(
             kind=kind, data=data, model=ModelConfig(options["backbone"], options["backbone_kwargs"]),
             optim=OptimConfig(epochs=options["epochs"], batch_size=options["batch_size"], lr=options["lr"],
@@ -45,7 +70,7 @@ def train_config(kind: str, source: str, options: dict[str, Any]) -> Any:
             device_data=options["device_data"], compile_model=options["compile_model"],
             experiment=options["experiment"], run_name=options["run_name"],
             runs_dir=options["runs_dir"] or default_data_dir() / "runs",
-            init_uri=options.get("backbone_uri"), register_as=options.get("register_as") or "",
+            init_uri=options.get("backbone_uri"), register_as=register_as or "",
         )
         from ecgml.train.pipeline import check_backbone_input
 
@@ -77,43 +102,71 @@ def _run_training(config: Any, resume: bool, resume_run_id: str | None) -> None:
     from ecgml.train.checkpoint import CheckpointError
     from ecgml.train.runner import run_training
 
+    errors = (OSError, ValueError, KeyError, TrackingError, CheckpointError, RegistryError)
+    if config.data.data.cv:
+        if resume or resume_run_id:
+            fail(ValueError("--resume continues one run; a cross-validation (--cv) starts its folds afresh"))
+        _run_cross_validation(config, errors)
+        return
     try:
         outcome = run_training(config, resume=resume or bool(resume_run_id), resume_run_id=resume_run_id)
-    except (OSError, ValueError, KeyError, TrackingError, CheckpointError, RegistryError) as exc:
+    except errors as exc:
         fail(exc)
     if outcome.run_id:
         from ecgml.tracking.runs import produced_text
 
+        click.echo(f"run: {outcome.run_id}")
         click.echo(f"run {outcome.run_id}: best epoch {outcome.best_epoch + 1}, validation macro AUC "
                    f"{outcome.val_macro_auc:.4f}, test macro AUC {outcome.test_macro_auc:.4f}; "
                    f"weights in {outcome.weights_dir}")
         click.echo(produced_text(outcome.run_id))
 
 
+def _run_cross_validation(config: Any, errors: tuple[type[BaseException], ...]) -> None:
+    from ecgml.experiments.crossval import run_cross_validation
+
+    try:
+        outcome = run_cross_validation(config, say=click.echo)
+    except errors as exc:
+        fail(exc)
+    from ecgml.tracking.runs import produced_text
+
+    m = outcome.metrics
+    click.echo(f"run {outcome.run_id}: {len(outcome.fold_run_ids)}-fold cross-validation, pooled out-of-fold test "
+               f"macro AUC {m['test_macro_auc']:.4f} [{m['test_macro_auc_low']:.4f}, {m['test_macro_auc_high']:.4f}] "
+               f"over {m['n_test']} records; out-of-fold predictions in oof_predictions.csv")
+    click.echo(produced_text(outcome.run_id))
+
+
 @click.command("pretrain")
 @train_options("all", PRETRAIN_EXPERIMENT)
 def pretrain_command(resume: bool, resume_run_id: str | None, **options: Any) -> None:
     """Train a backbone on PTB-XL (any task), tracked in MLflow."""
-    _run_training(train_config("pretrain", "ptbxl", options), resume, resume_run_id)
+    _run_training(train_config(PRETRAIN_KIND, DEFAULT_SOURCE, options), resume, resume_run_id)
 
 
 @click.command("train-standalone")
-@train_options("shared18", STANDALONE_EXPERIMENT)
-def train_standalone_command(resume: bool, resume_run_id: str | None, **options: Any) -> None:
-    """Train a model on G12EC from scratch on the 18 shared classes (the study's baseline)."""
-    _run_training(train_config("standalone", "g12ec", options), resume, resume_run_id)
+@train_options(None, STANDALONE_EXPERIMENT)
+@target_training_options()
+def train_standalone_command(resume: bool, resume_run_id: str | None, target: str, **options: Any) -> None:
+    """Train a model on the target from scratch (the study's baseline): G12EC's 18 shared classes by default,
+    a Challenge collection's own codes with --target cinc."""
+    _run_training(train_config(STANDALONE_KIND, target, options), resume, resume_run_id)
 
 
 @click.command("finetune")
-@train_options("shared18", FINETUNE_EXPERIMENT, DEFAULT_FINETUNE_STRATEGY)
+@train_options(None, FINETUNE_EXPERIMENT, DEFAULT_FINETUNE_STRATEGY)
+@target_training_options()
 @click.option("--backbone-uri", default=DEFAULT_BACKBONE_URI, show_default=True,
               help="Registered backbone: models:/NAME/VERSION or models:/NAME@ALIAS (production falls back to "
                    "the latest version, with a warning).")
-@click.option("--register-as", default=DEFAULT_CLASSIFIER_MODEL, show_default=True,
-              help="Register the fine-tuned classifier under this name ('' to skip).")
-def finetune_command(resume: bool, resume_run_id: str | None, **options: Any) -> None:
-    """Fine-tune a registered PTB-XL backbone on G12EC's 18 shared classes (new head, chosen strategy)."""
-    _run_training(train_config("finetune", "g12ec", options), resume, resume_run_id)
+@click.option("--register-as", default=AUTO_NAME, show_default=True,
+              help=f"Register the fine-tuned classifier under this name ('' to skip; {AUTO_NAME}: "
+                   "ecgml-<target>-classifier). A cross-validation (--cv) registers nothing.")
+def finetune_command(resume: bool, resume_run_id: str | None, target: str, **options: Any) -> None:
+    """Fine-tune a registered PTB-XL backbone on the target (new head, chosen strategy): G12EC's 18 shared
+    classes by default, a Challenge collection's own codes with --target cinc."""
+    _run_training(train_config(FINETUNE_KIND, target, options), resume, resume_run_id)
 
 
 COMMANDS: tuple[click.Command, ...] = (pretrain_command, train_standalone_command, finetune_command)

@@ -24,6 +24,7 @@ from ecgml.cli.options import (
     backbone_kwargs_option,
     cache_dir_option,
     crop_s_option,
+    default_task,
     device_option,
     epochs_option,
     experiment_option,
@@ -31,7 +32,9 @@ from ecgml.cli.options import (
     fraction_option,
     fs_option,
     label_map_option,
+    label_space_options,
     leads_option,
+    name_list,
     num_workers_option,
     pairs,
     patience_option,
@@ -39,13 +42,16 @@ from ecgml.cli.options import (
     runs_dir_option,
     splits_option,
     stack,
+    target_option,
 )
 from ecgml.defaults import (
     DEFAULT_BACKBONE,
     DEFAULT_BACKBONE_MODEL,
     DEFAULT_BACKBONE_URI,
-    DEFAULT_CLASSIFIER_MODEL,
+    DEFAULT_SOURCE,
+    PRETRAIN_KIND,
     TUNE_EXPERIMENT,
+    classifier_model_name,
 )
 from ecgml.tune.space import PARAMETERS, STAGES
 from ecgml.tune.spec import PRUNERS, SAMPLERS
@@ -58,12 +64,15 @@ def _base_config(stage: str, seed: int, o: dict[str, Any]) -> Any:
     from ecgml.train.loop import OptimConfig
     from ecgml.train.pipeline import ModelConfig, TrainConfig
 
-    source = "ptbxl" if stage == "pretrain" else "g12ec"
+    source = DEFAULT_SOURCE if stage == PRETRAIN_KIND else o["target"]
     try:
         root = Path(o["root"]) if o["root"] else default_data_dir() / "synthetic" / source
-        task = o["task"] or ("all" if stage == "pretrain" else "shared18")
+        task = o["task"] or ("all" if stage == PRETRAIN_KIND else default_task(source))
+        own = {"min_positives": o["min_positives"], "classes": name_list(o["classes"]) if o["classes"] else (),
+               "tranches": tuple(t.upper() for t in name_list(o["tranche"])) if o["tranche"] else (),
+               "allow_overlap": o["allow_overlap"]} if stage != PRETRAIN_KIND else {}
         data = DataConfig(source=source, root=root, fs=int(o["fs"]), task=task, label_map=o["label_map"],
-                          splits=o["splits"])
+                          splits=o["splits"], **own)
         prepare = PrepareConfig(data=data, leads=o["leads"], cache_dir=o["cache_dir"] or default_data_dir() / "cache")
         return TrainConfig(
             kind=stage, data=prepare, model=ModelConfig(backbone=DEFAULT_BACKBONE, kwargs=o["backbone_kwargs"]),
@@ -85,7 +94,7 @@ def _study_options() -> Decorator:
     and registered."""
     return stack([
         click.option("--stage", type=click.Choice(STAGES), default="pretrain",
-                     help="Tune pretraining on PTB-XL or fine-tuning a registered backbone on G12EC."),
+                     help="Tune pretraining on PTB-XL or fine-tuning a registered backbone on the target (--target)."),
         click.option("--n-trials", type=click.IntRange(1), default=None,
                      help="Trials in the study [new study: 20; --resume: the study's own, or a larger total]."),
         click.option("--workers", type=click.IntRange(1), default=1, help="Worker processes on this machine."),
@@ -109,7 +118,7 @@ def _study_options() -> Decorator:
                      help="Study tag, copied onto the parent run and every trial run; repeatable (or ';'-separated)."),
         click.option("--register-as", default=None,
                      help="Register the best trial's model under this name ('' = the default) [pretrain: "
-                          f"{DEFAULT_BACKBONE_MODEL}, finetune: {DEFAULT_CLASSIFIER_MODEL}; --resume: the study's "
+                          f"{DEFAULT_BACKBONE_MODEL}, finetune: ecgml-<target>-classifier; --resume: the study's "
                           "own]."),
         click.option("--no-register", is_flag=True,
                      help="Do not register the best trial's model (kept by --resume)."),
@@ -130,7 +139,9 @@ def _training_options() -> Decorator:
     return stack([
         root_option(),
         fs_option(),
-        click.option("--task", default=None, help="[pretrain: all, finetune: shared18]"),
+        target_option(),
+        click.option("--task", default=None, help="[pretrain: all, finetune: shared18, or the target's own codes]"),
+        *label_space_options(),
         label_map_option(),
         splits_option(),
         leads_option(),
@@ -210,7 +221,7 @@ def _new_spec(stage: str, space_texts: tuple[str, ...], n_trials: int | None, pr
     from ecgml.tune.spec import TuneSpec
 
     space = SearchSpace.default(stage).narrowed(parse_overrides(space_texts))  # type: ignore[arg-type]
-    default_name = DEFAULT_BACKBONE_MODEL if stage == "pretrain" else DEFAULT_CLASSIFIER_MODEL
+    default_name = DEFAULT_BACKBONE_MODEL if stage == PRETRAIN_KIND else classifier_model_name(options["target"])
     return TuneSpec(stage=stage, space=space, base=_base_config(stage, seed, options),  # type: ignore[arg-type]
                     n_trials=n_trials or 20, pruner=pruner, pruner_startup_trials=pruner_startup_trials,  # type: ignore[arg-type]
                     pruner_warmup_epochs=pruner_warmup_epochs, sampler=sampler, seed=seed,

@@ -84,13 +84,15 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.
     return np.flatnonzero(chosen)
 
 
-def folds_path_for(root: Path) -> Path:
-    """Where a dataset's folds live: beside the data, or in the user cache when that is read-only."""
+def folds_path_for(root: Path, name: str = FOLDS_FILE) -> Path:
+    """Where a dataset's folds file ``name`` lives: beside the data, or in the user cache when that is
+    read-only."""
     if os.access(root, os.W_OK):
-        return root / FOLDS_FILE
+        return root / name
     cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
-    return cache_home / "ecgml" / "folds" / f"{root.name}-{tag}.csv"
+    suffix = "" if name == FOLDS_FILE else "-" + name.removesuffix(".csv")
+    return cache_home / "ecgml" / "folds" / f"{root.name}-{tag}{suffix}.csv"
 
 
 def load_or_build_folds(
@@ -102,8 +104,12 @@ def load_or_build_folds(
     seed: int = 0,
     path: Path | None = None,
     rebuild: bool = False,
+    groups: Sequence[str] | None = None,
 ) -> tuple[dict[str, int], Path]:
     """Folds for ``record_ids``: read from the stored file, or built and stored once.
+
+    ``groups`` (a patient id per record) keeps each patient's records in one fold: the groups are stratified
+    on the union of their records' codes.
 
     A stored file that lacks some of the records (the tree changed) is an error, not a silent
     re-split: results computed on the old folds would no longer be comparable. ``rebuild`` replaces it.
@@ -121,13 +127,8 @@ def load_or_build_folds(
             )
         return mapping, path
     vocabulary = sorted({c for record_codes in codes for c in record_codes})
-    position = {c: i for i, c in enumerate(vocabulary)}
-    matrix = np.zeros((len(record_ids), len(vocabulary)), dtype=bool)
-    for row, record_codes in enumerate(codes):
-        matrix[row, [position[c] for c in record_codes]] = True
-    order = np.argsort(np.asarray(record_ids, dtype=object))  # independent of directory-listing order
-    assigned = np.empty(len(record_ids), dtype=np.int64)
-    assigned[order] = iterative_stratification(matrix[order], n_folds=n_folds, seed=seed)
+    assigned = _grouped_folds(list(record_ids), list(codes), list(groups) if groups is not None else None,
+                              vocabulary, n_folds, seed)
     table = pd.DataFrame({"record_id": list(record_ids), "fold": assigned}).sort_values("record_id")
     atomic_write_text(path, table.to_csv(index=False))
     atomic_write_json(path.with_suffix(".json"), {
@@ -135,6 +136,30 @@ def load_or_build_folds(
         "stratified_on": f"{len(vocabulary)} codes", "created": datetime.now(UTC).isoformat(),
     })
     return dict(zip(table["record_id"], table["fold"].astype(int), strict=True)), path
+
+
+def _grouped_folds(record_ids: list[str], codes: list[Sequence[str]], groups: list[str] | None,
+                   vocabulary: list[str], n_folds: int, seed: int) -> np.ndarray:
+    """A fold per record; with ``groups``, every record of a group in its group's fold."""
+    position = {c: i for i, c in enumerate(vocabulary)}
+    keys = groups if groups is not None else record_ids
+    units = sorted(set(keys))  # independent of directory-listing order
+    unit_index = {u: i for i, u in enumerate(units)}
+    matrix = np.zeros((len(units), len(vocabulary)), dtype=bool)
+    for key, record_codes in zip(keys, codes, strict=True):
+        matrix[unit_index[key], [position[c] for c in record_codes]] = True
+    per_unit = iterative_stratification(matrix, n_folds=n_folds, seed=seed)
+    return np.array([per_unit[unit_index[k]] for k in keys], dtype=np.int64)
+
+
+def cv_folds(outer: np.ndarray, *, cv_fold: int) -> np.ndarray:
+    """Folds 1 (train) and 3 (test) of one cross-validation fold: the records of outer fold ``cv_fold`` are the
+    test split, every other record trains. The same stored outer folds give every arm the same split."""
+    out = np.ones(len(outer), dtype=np.int64)
+    out[outer == cv_fold] = 3
+    if not (out == 1).any():
+        raise ValueError(f"cross-validation fold {cv_fold} leaves no record to train on")
+    return out
 
 
 def read_folds_meta(path: Path) -> dict[str, object]:

@@ -18,10 +18,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: The task of the 18 classes PTB-XL and G12EC share (the study's default fine-tuning task).
+SHARED_TASK = "shared18"
+#: The task of a target's own label space (its codes with enough positives: :mod:`ecgml.data.label_space`).
+OWN_TASK = "own"
 #: The PTB-XL label tasks of Strodthoff et al. (2020), plus the study's shared 18 classes.
 PTBXL_TASKS: tuple[str, ...] = (
-    "all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm", "shared18",
+    "all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm", SHARED_TASK,
 )
+#: Every task some source can be read with.
+TASKS: tuple[str, ...] = (*PTBXL_TASKS, OWN_TASK)
 LABEL_MAPS: tuple[str, ...] = ("challenge", "seed")
 DEFAULT_LABEL_MAP = "challenge"
 #: SNOMED CT code of sinus rhythm: the Challenge's "normal" class (scored, and written by the synthetic

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ecgml.data.cache.cache import Cache, build_cache
+from ecgml.data.label_space import empty_label_space_reason
 from ecgml.data.records import Dataset, SplitSpec
 from ecgml.data.signal import Preprocessing
 from ecgml.data.sources import ReadRequest, get_dataset_source
@@ -38,6 +39,16 @@ class DataRequest(Protocol):
     def fold_seed(self) -> int: ...
     @property
     def rebuild_folds(self) -> bool: ...
+    @property
+    def min_positives(self) -> int: ...
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+    @property
+    def tranches(self) -> tuple[str, ...]: ...
+    @property
+    def cv(self) -> int: ...
+    @property
+    def cv_fold(self) -> int: ...
 
 
 class PrepareRequest(Protocol):
@@ -58,7 +69,8 @@ def read_dataset(config: DataRequest, *, progress: bool = False) -> Dataset:
     return get_dataset_source(config.source).read(ReadRequest(
         root=Path(config.root), fs=config.fs, task=config.task, label_map=config.label_map,
         splits=config.split_spec, allow_foreign=config.allow_foreign, fold_seed=config.fold_seed,
-        rebuild_folds=config.rebuild_folds, progress=progress,
+        rebuild_folds=config.rebuild_folds, progress=progress, min_positives=config.min_positives,
+        classes=tuple(config.classes), tranches=tuple(config.tranches), cv=config.cv, cv_fold=config.cv_fold,
     ))
 
 
@@ -68,10 +80,13 @@ class Prepared:
     cache: Cache
 
 
-def prepare(config: PrepareRequest, *, progress: bool = True) -> Prepared:
-    """Read, cache and label one dataset; a second call with the same inputs reuses the cache."""
+def prepare(config: PrepareRequest, *, progress: bool = True, require_labels: bool = True) -> Prepared:
+    """Read, cache and label one dataset; a second call with the same inputs reuses the cache.
+    ``require_labels`` False: a dataset with no labelled record is cached too (``ecgml data stats``)."""
     dataset = read_dataset(config.data, progress=progress)
-    if dataset.labelled().empty:
+    if require_labels and dataset.label_space is not None and not dataset.classes:
+        raise ValueError(empty_label_space_reason(dataset.label_space, str(config.data.root)))
+    if require_labels and dataset.labelled().empty:
         raise ValueError(f"{config.data.root}: no record has a label in task {config.data.task!r} "
                          f"under the {config.data.label_map!r} map; nothing to train on")
     cache = build_cache(dataset, config.preprocessing, config.cache_dir, workers=config.workers,

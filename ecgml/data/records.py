@@ -118,6 +118,9 @@ class Dataset:
     splits: SplitSpec = field(default_factory=SplitSpec)
     #: Gains a header may declare that are known to be wrong, mapped to the true gain (G12EC 2020).
     gain_corrections: dict[float, float] = field(default_factory=dict)
+    #: A target's own label space (:class:`~ecgml.data.label_space.LabelSpace` as a dict: classes and dropped
+    #: classes with counts); None where the classes come from a task or label map.
+    label_space: dict[str, object] | None = None
 
     def split(self, name: str) -> pd.DataFrame:
         """Records of one split (``train``, ``val``, ``test``)."""
@@ -153,6 +156,7 @@ class Dataset:
             "n_records": len(self.records),
             "n_labelled": int((self.records["labels"].map(len) > 0).sum()),
             "problems": dict(Counter(p.kind for p in self.problems)),
+            **({"label_space": self.label_space} if self.label_space else {}),
         }
 
 

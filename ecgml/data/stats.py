@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from ecgml.data.labels import LABEL_MAPS, load_label_map
+from ecgml.data.labels import LABEL_MAPS, SHARED_TASK, load_label_map
 from ecgml.data.prepare import Prepared
 from ecgml.data.records import Dataset
 
@@ -50,9 +50,18 @@ def dataset_stats(prepared: Prepared) -> dict[str, Any]:
         "records_with_nan": cache.manifest["records_with_nan"],
         "records_with_flat_leads": cache.manifest["records_with_flat_leads"],
     }
-    if dataset.task == "shared18":
+    if dataset.task == SHARED_TASK:
         stats["label_maps"] = _counts_per_map(dataset, table)
+    if dataset.label_space is not None:
+        stats["label_space"] = _described_label_space(dataset.label_space)
     return stats
+
+
+def _described_label_space(space: dict[str, Any]) -> dict[str, Any]:
+    """The own label space with every code's abbreviation and description beside its count."""
+    from ecgml.data.dx_mapping import describe
+
+    return {**space, "described": {c: describe(c) for c in [*space["classes"], *space["dropped"]]}}
 
 
 def _counts_per_map(dataset: Dataset, table: Any) -> dict[str, dict[str, int]]:
@@ -87,6 +96,15 @@ def format_stats(stats: dict[str, Any]) -> str:
         maps = pd.DataFrame(stats["label_maps"])
         maps["differs"] = maps.nunique(axis=1).gt(1).map({True: "*", False: ""})
         lines += ["records per shared class under each label map:", maps.to_string(), ""]
+    if "label_space" in stats:
+        space = stats["label_space"]
+        named = space["described"]
+        rule = "given with --classes" if space["explicit"] else f"at least {space['min_positives']} positive records"
+        lines.append(f"own label space ({rule}): {len(space['classes'])} class(es) kept, {len(space['dropped'])} "
+                     "dropped")
+        lines += [f"  kept     {c:>10} {named[c]}: {n}" for c, n in space["counts"].items()]
+        lines += [f"  dropped  {c:>10} {named[c]}: {n}" for c, n in space["dropped"].items()]
+        lines.append("")
     if stats["problems"]:
         lines.append("problems:")
         for kind, entry in sorted(stats["problems"].items()):

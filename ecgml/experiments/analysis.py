@@ -20,9 +20,9 @@ from ecgml.experiments import schema
 from ecgml.experiments.collect import ArtifactMissingError, Collected, setting_label
 
 # the swept value drawn on the x axis of each sweep; other varying setting keys become panels
-SWEEP_AXIS = {"fraction": "g12ec_fraction", "pretrain-fraction": "ptbxl_fraction", "sampling-rate": "fs",
-              "input-domain": "domain", "leads": "leads", "strategy": "strategy", "calibration": "g12ec_fraction"}
-LOG_AXES = ("g12ec_fraction", "ptbxl_fraction")
+SWEEP_AXIS = {"fraction": "target_fraction", "pretrain-fraction": "ptbxl_fraction", "sampling-rate": "fs",
+              "input-domain": "domain", "leads": "leads", "strategy": "strategy", "calibration": "target_fraction"}
+LOG_AXES = ("target_fraction", "ptbxl_fraction")
 ARM_ORDER = ("standalone", "pretrain", "finetune")
 MIN_SEEDS = 3
 # named choices in the order a reader expects (least to most adapted; time before frequency)
@@ -104,7 +104,7 @@ def _attach_shared(collected: Collected, runs: pd.DataFrame, notes: list[str]) -
     """Baselines re-keyed to every fine-tuned setting they serve.
 
     A pretraining or standalone run whose setting is a strict subset of fine-tuned settings (the pretraining
-    of the fraction sweep, ``{}``; the standalone ``{"g12ec_fraction": 0.1}`` of the strategy sweep, whose
+    of the fraction sweep, ``{}``; the standalone ``{"target_fraction": 0.1}`` of the strategy sweep, whose
     fine-tuned settings also name a strategy) is the baseline of each of them: it is attached to each, marked
     ``shared_from``. A sweep that reused an existing backbone has no pretraining children: the runs named by
     the fine-tuned runs' ``ecgml.backbone_run_id`` tag stand in, read from the tracking store.

@@ -42,7 +42,7 @@ class ArtifactMissingError(FileNotFoundError):
 
 
 def setting_label(setting: dict[str, Any]) -> str:
-    """``{"g12ec_fraction": 0.1, "ptbxl_fraction": 0.5}`` -> ``g12ec_fraction=0.1, ptbxl_fraction=0.5``."""
+    """``{"target_fraction": 0.1, "ptbxl_fraction": 0.5}`` -> ``target_fraction=0.1, ptbxl_fraction=0.5``."""
     return ", ".join(f"{k}={v}" for k, v in sorted(setting.items())) or "(default)"
 
 
@@ -93,7 +93,7 @@ class Collected:
 
     # ---- artifacts -------------------------------------------------------------------------------------------
     def describe(self, run_id: str) -> str:
-        """A short human name of a run for messages: ``finetune xresnet g12ec_fraction=0.1 seed 0 (abc123)``."""
+        """A short human name of a run for messages: ``finetune xresnet target_fraction=0.1 seed 0 (abc123)``."""
         for frame in (self.runs, self.calibrations):
             hit = frame[frame["run_id"] == run_id] if len(frame) else frame
             if len(hit):
@@ -216,14 +216,22 @@ def _ancestors(run_id: str, parents: dict[str, str | None]) -> list[str]:
     return chain
 
 
+#: Setting keys older stores wrote before the target became a role, and the names they read back as (the
+#: inverse of :data:`ecgml.experiments.study.LEGACY_SETTING_KEYS`).
+OLD_SETTING_KEYS: dict[str, str] = {"g12ec_fraction": "target_fraction"}
+
+
 def _setting(text: Any) -> dict[str, Any] | None:
+    """A run's swept setting, old key names (``g12ec_fraction``) read under today's (``target_fraction``)."""
     if not isinstance(text, str):
         return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
         return None
-    return value if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        return None
+    return {OLD_SETTING_KEYS.get(k, k): v for k, v in value.items()}
 
 
 def _tidy(raw: pd.DataFrame, metric_names: Sequence[str], extra_tags: dict[str, str]

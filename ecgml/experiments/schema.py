@@ -22,7 +22,7 @@ SWEEP = "ecgml.sweep"  # fraction | pretrain-fraction | sampling-rate | calibrat
 PROTOCOL = "ecgml.protocol"  # standard | seed
 ARM = "ecgml.arm"  # finetune | standalone | pretrain
 FAMILY = "ecgml.family"  # xresnet | resnet | inception
-SETTING = "ecgml.setting"  # JSON object of the swept values, e.g. {"g12ec_fraction": 0.1}
+SETTING = "ecgml.setting"  # JSON object of the swept values, e.g. {"target_fraction": 0.1}
 SEED = "ecgml.seed"
 CALIBRATED_RUN = "ecgml.calibrated_run_id"
 

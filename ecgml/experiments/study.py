@@ -6,8 +6,10 @@ backbone (``ecgml-study-backbone``) so the fine-tuning jobs pull it by version e
 same clean git commit, on the same data (:func:`ecgml.tracking.reuse.data_fingerprint` of both trees), is
 reused, not run again (:mod:`ecgml.tracking.reuse`).
 
-Arms: ``finetune`` (the registered PTB-XL backbone, new head, chosen strategy), ``standalone`` (trained
-on G12EC from scratch), ``pretrain`` (the backbone itself, on PTB-XL). The fraction sweep compares the
+Arms: ``finetune`` (the registered backbone pretrained on the source, new head, chosen strategy),
+``standalone`` (trained on the target from scratch), ``pretrain`` (the backbone itself, on the source: PTB-XL).
+The target is a role (``StudyConfig.target``, default G12EC), any registered dataset source. The fraction
+sweep compares the
 fine-tuned model with every standalone family; the other sweeps with the standalone model of the
 fine-tuned model's own family, a like-for-like comparison.
 """
@@ -22,8 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY, STRATEGIES, DataConfig, PrepareConfig, default_data_dir
+from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
+from ecgml.data.sources import get_dataset_source
 from ecgml.data.windows import INPUT_DOMAINS
-from ecgml.defaults import CACHE_RATES, DEFAULT_BACKBONE, DEFAULT_SPLITS, STANDALONE_BACKBONES, STUDY_BACKBONE_MODEL
+from ecgml.defaults import (
+    CACHE_RATES,
+    DEFAULT_BACKBONE,
+    DEFAULT_SOURCE,
+    DEFAULT_SPLITS,
+    DEFAULT_TARGET,
+    STANDALONE_BACKBONES,
+    STUDY_BACKBONE_MODEL,
+)
 from ecgml.experiments import schema
 from ecgml.tracking.reuse import STEP_KEY, data_fingerprint, get_or_run, step_key
 from ecgml.train.loop import OptimConfig
@@ -35,8 +47,8 @@ class Protocol:
     """Fold choice, crops, label map and fine-tuning schedule: what moves the numbers besides the models."""
 
     name: str
-    ptbxl_splits: str
-    g12ec_splits: str
+    source_splits: str
+    target_splits: str
     center_crop: bool
     label_map: str
     #: The seed protocol fine-tunes by gradual unfreezing in four 10-epoch stages.
@@ -71,8 +83,15 @@ class StudyConfig:
 
     protocol: str = "standard"
     seeds: tuple[int, ...] = (0, 1, 2)
-    ptbxl_root: Path | None = None
-    g12ec_root: Path | None = None
+    #: The roles: the dataset the backbone is pretrained on and the one it is fine-tuned and compared on.
+    source: str = DEFAULT_SOURCE
+    target: str = DEFAULT_TARGET
+    source_root: Path | None = None
+    target_root: Path | None = None
+    #: A target with its own label space (``cinc``): codes with this many positives, or these; its tranches.
+    target_min_positives: int = DEFAULT_MIN_POSITIVES
+    target_classes: tuple[str, ...] = ()
+    target_tranches: tuple[str, ...] = ()
     fs: int = 100
     backbone: str = DEFAULT_BACKBONE
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -101,10 +120,18 @@ class StudyConfig:
             raise ValueError("give at least one seed")
         if not self.standalone_backbones:
             raise ValueError("give at least one standalone backbone")
+        if self.source != DEFAULT_SOURCE:
+            raise ValueError(f"backbones are pretrained on {DEFAULT_SOURCE!r} only, not {self.source!r}")
+        if self.target == self.source:
+            raise ValueError(f"the target must differ from the source {self.source!r}")
 
     @property
     def protocol_spec(self) -> Protocol:
         return PROTOCOLS[self.protocol]
+
+
+#: Today's setting names -> the names the default target's runs were keyed by before the target was a role.
+LEGACY_SETTING_KEYS: dict[str, str] = {"target_fraction": "g12ec_fraction"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +162,12 @@ class Job:
 
     @property
     def key(self) -> str:
-        return step_key(f"{self.arm}:{self.sweep}", {"digest": self.config.digest(), "tags": self.public_setting,
+        """The step key a finished run of this job carries. For the default target it is computed with the
+        setting names older stores used (``g12ec_fraction``), so their finished runs are still reused."""
+        setting = self.public_setting
+        if self.config.data.data.source == DEFAULT_TARGET:
+            setting = {LEGACY_SETTING_KEYS.get(k, k): v for k, v in setting.items()}
+        return step_key(f"{self.arm}:{self.sweep}", {"digest": self.config.digest(), "tags": setting,
                                                      "pretrain": self.pretrain_key, "protocol": self._protocol})
 
     @property
@@ -143,13 +175,21 @@ class Job:
         return {k: v for k, v in self.setting.items() if not k.startswith("_")}
 
 
-def _data(study: StudyConfig, source: str, *, fs: int | None = None, leads: str = "12", task: str = "shared18"
+def _data(study: StudyConfig, role: str, *, fs: int | None = None, leads: str = "12", task: str | None = None
           ) -> PrepareConfig:
+    """The data of one role (``source`` or ``target``) as the study's protocol reads it."""
     proto = study.protocol_spec
-    root = (study.ptbxl_root if source == "ptbxl" else study.g12ec_root) or default_data_dir() / "synthetic" / source
+    is_source = role == "source"
+    name = study.source if is_source else study.target
+    entry = get_dataset_source(name)
+    root = (study.source_root if is_source else study.target_root) or default_data_dir() / "synthetic" / name
+    own = {} if is_source or not entry.own_label_space else {
+        "min_positives": study.target_min_positives, "classes": study.target_classes,
+        "tranches": study.target_tranches}
     return PrepareConfig(
-        data=DataConfig(source=source, root=Path(root), fs=fs or study.fs, task=task, label_map=proto.label_map,
-                        splits=proto.ptbxl_splits if source == "ptbxl" else proto.g12ec_splits),
+        data=DataConfig(source=name, root=Path(root), fs=fs or study.fs, task=task or entry.default_task,
+                        label_map=proto.label_map, splits=proto.source_splits if is_source else proto.target_splits,
+                        **own),
         leads=leads, cache_dir=study.cache_dir, workers=study.workers)
 
 
@@ -173,22 +213,25 @@ def _train(study: StudyConfig, kind: str, data: PrepareConfig, *, backbone: str,
 def pretrain_config(study: StudyConfig, *, fs: int | None = None, leads: str = "12", fraction: float = 1.0,
                     domain: str = "time") -> TrainConfig:
     """The study's PTB-XL pretraining of its backbone (seed 0) for these inputs, as a sweep's pretraining job has it."""
-    data = _data(study, "ptbxl", fs=fs, leads=leads, task=study.pretrain_task)
+    data = _data(study, "source", fs=fs, leads=leads, task=study.pretrain_task)
     return _train(study, "pretrain", data, backbone=study.backbone, seed=0, fraction=fraction, input_domain=domain)
 
 
 def finetune_config(study: StudyConfig, *, fraction: float, seed: int, init_uri: str | None = None,
                     fs: int | None = None, leads: str = "12", strategy: str | None = None,
                     domain: str = "time") -> TrainConfig:
-    """The study's fine-tuning of its backbone on G12EC (from ``init_uri``): what a sweep's fine-tuning job trains."""
-    data = _data(study, "g12ec", fs=fs, leads=leads)
+    """The study's fine-tuning of its backbone on the target (from ``init_uri``): what a sweep's fine-tuning job
+    trains."""
+    data = _data(study, "target", fs=fs, leads=leads)
     return replace(_train(study, "finetune", data, backbone=study.backbone, seed=seed, fraction=fraction,
                           strategy=strategy, input_domain=domain), init_uri=init_uri)
 
 
 def data_fingerprints(study: StudyConfig) -> dict[str, str]:
-    """:func:`ecgml.tracking.reuse.data_fingerprint` of the study's PTB-XL and G12EC trees, for every job's key."""
-    return {source: data_fingerprint(_data(study, source).data.root) for source in ("ptbxl", "g12ec")}
+    """:func:`ecgml.tracking.reuse.data_fingerprint` of the study's source and target trees (keyed by dataset
+    name), for every job's key."""
+    return {_data(study, role).data.source: data_fingerprint(_data(study, role).data.root)
+            for role in ("source", "target")}
 
 
 def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None) -> list[Job]:
@@ -215,7 +258,7 @@ def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = Non
     def compare(setting: dict[str, Any], *, fraction: float, families: Sequence[str], fs: int | None = None,
                 leads: str = "12", pretrain_key: str | None, strategy: str | None = None, domain: str = "time",
                 calibrate: bool = False, standalone_setting: dict[str, Any] | None = None) -> None:
-        data = _data(study, "g12ec", fs=fs, leads=leads)
+        data = _data(study, "target", fs=fs, leads=leads)
         calibrate = calibrate or study.calibrate_all
         for seed in study.seeds:
             jobs.append(Job("finetune", {**marks, **setting}, seed,
@@ -231,20 +274,20 @@ def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = Non
     if name == "fraction":
         key = pretrain({})
         for fraction in values:
-            compare({"g12ec_fraction": float(fraction)}, fraction=float(fraction), families=study.standalone_backbones,
+            compare({"target_fraction": float(fraction)}, fraction=float(fraction), families=study.standalone_backbones,
                     pretrain_key=key)
     elif name == "calibration":
         key = pretrain({})
         for fraction in values:
-            compare({"g12ec_fraction": float(fraction)}, fraction=float(fraction), families=own_family,
+            compare({"target_fraction": float(fraction)}, fraction=float(fraction), families=own_family,
                     pretrain_key=key, calibrate=True)
     elif name == "pretrain-fraction":
         for i, fraction in enumerate(values):
             key = pretrain({"ptbxl_fraction": float(fraction)}, fraction=float(fraction))
-            setting = {"ptbxl_fraction": float(fraction), "g12ec_fraction": 0.1}
+            setting = {"ptbxl_fraction": float(fraction), "target_fraction": 0.1}
             # the standalone baseline does not depend on the PTB-XL fraction: train it once
             compare(setting, fraction=0.1, families=own_family if i == 0 else (), pretrain_key=key,
-                    standalone_setting={"g12ec_fraction": 0.1})
+                    standalone_setting={"target_fraction": 0.1})
     elif name == "sampling-rate":
         for fs in values:
             key = pretrain({"fs": int(fs)}, fs=int(fs))
@@ -261,9 +304,9 @@ def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = Non
         key = pretrain({})
         for fraction in (0.1, 1.0):
             for i, strategy in enumerate(values):
-                compare({"strategy": str(strategy), "g12ec_fraction": fraction}, fraction=fraction,
+                compare({"strategy": str(strategy), "target_fraction": fraction}, fraction=fraction,
                         families=own_family if i == 0 else (), pretrain_key=key, strategy=str(strategy),
-                        standalone_setting={"g12ec_fraction": fraction})
+                        standalone_setting={"target_fraction": fraction})
     return jobs
 
 

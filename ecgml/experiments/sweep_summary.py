@@ -14,7 +14,7 @@ import pandas as pd
 
 
 def _value(setting: dict[str, Any]) -> str:
-    """The swept value a child ran at (``g12ec_fraction=0.25``); settings of two keys read in key order."""
+    """The swept value a child ran at (``target_fraction=0.25``); settings of two keys read in key order."""
     return ", ".join(f"{k}={v}" for k, v in sorted(setting.items())) or "-"
 
 

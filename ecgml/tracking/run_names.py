@@ -24,7 +24,9 @@ from ecgml.defaults import (
     DEFAULT_FS,
     EVALUATE_EXPERIMENT,
     FINETUNE_EXPERIMENT,
+    FINETUNE_KIND,
     PRETRAIN_EXPERIMENT,
+    PRETRAIN_KIND,
     PRETRAINED_EXPERIMENT,
     STANDALONE_EXPERIMENT,
     STUDY_EXPERIMENT,
@@ -38,15 +40,16 @@ def _num(value: float) -> str:
 
 def training_run_name(kind: str, backbone: str, *, fraction: float, seed: int, task: str = "", fs: int = DEFAULT_FS,
                       leads: str = "12", input_domain: str = "time", strategy: str | None = None,
-                      default_strategy: str = DEFAULT_FINETUNE_STRATEGY,
+                      default_strategy: str = DEFAULT_FINETUNE_STRATEGY, target: str = "",
                       extras: Mapping[str, Any] | None = None) -> str:
-    """``finetune xresnet1d50_small f=0.025 s=0``, ``pretrain xresnet1d50_small all 100Hz``: the arm, the
-    backbone, then each setting that is not the default, then the seed (pretraining: only when not 0).
+    """``finetune g12ec xresnet1d50_small f=0.025 s=0``, ``pretrain xresnet1d50_small all 100Hz``: the arm, the
+    target (fine-tuning and standalone runs), the backbone, then each setting that is not the default, then the
+    seed (pretraining: only when not 0).
 
     ``extras`` are settings the config does not show (a sweep's PTB-XL fraction, behind the backbone); a
     fine-tuning strategy is named only when it is not ``default_strategy``."""
-    parts = [kind, backbone]
-    if kind == "pretrain":
+    parts = [kind, *([target] if target and kind != PRETRAIN_KIND else []), backbone]
+    if kind == PRETRAIN_KIND:
         parts += [p for p in (task, f"{fs}Hz") if p]
         if fraction != 1:
             parts.append(f"f={_num(fraction)}")
@@ -58,11 +61,11 @@ def training_run_name(kind: str, backbone: str, *, fraction: float, seed: int, t
         parts.append(f"leads={leads}")
     if input_domain != "time":
         parts.append(input_domain)
-    if kind == "finetune" and strategy and strategy != default_strategy:
+    if kind == FINETUNE_KIND and strategy and strategy != default_strategy:
         parts.append(strategy)
     for key, value in (extras or {}).items():
         parts.append(f"{key}={_num(value) if isinstance(value, float) else value}")
-    if kind != "pretrain" or seed != 0:
+    if kind != PRETRAIN_KIND or seed != 0:
         parts.append(f"s={seed}")
     return " ".join(parts)
 
@@ -76,8 +79,8 @@ def config_run_name(config: Any, extras: Mapping[str, Any] | None = None, *, bac
     return training_run_name(config.kind, backbone or config.model.backbone, fraction=config.fraction, seed=config.seed,
                              task=data.task, fs=data.fs, leads=str(config.data.leads),
                              input_domain=config.input_domain,
-                             strategy=config.optim.strategy if config.kind == "finetune" else None,
-                             default_strategy=DEFAULT_FINETUNE_STRATEGY, extras=extras)
+                             strategy=config.optim.strategy if config.kind == FINETUNE_KIND else None,
+                             default_strategy=DEFAULT_FINETUNE_STRATEGY, target=data.source, extras=extras)
 
 
 def sweep_extras(setting: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,8 +125,11 @@ def training_params(config: Any, *, family: str, lineage: Mapping[str, str] | No
         "dataset": data.source,
     }
     params.update(protocol_params(config))
-    if config.kind == "pretrain":
+    if config.kind == PRETRAIN_KIND:
         params["ptbxl_fraction"] = config.fraction
+    else:
+        params["target"] = data.source
+        params["target_fraction"] = config.fraction
     if "ecgml.backbone_version" in lineage:
         params["backbone_version"] = lineage["ecgml.backbone_version"]
     for key, value in (extras or {}).items():
@@ -161,16 +167,20 @@ EXPERIMENT_DESCRIPTIONS: dict[str, str] = {
         f"training run, registered as versions of **{DEFAULT_BACKBONE_MODEL}**. See the *Models* tab; each "
         "version's description and tags say which benchmark run produced it and its validation AUC."),
     STANDALONE_EXPERIMENT: (
-        "G12EC classifiers trained from scratch (`ecgml train-standalone`): the baseline arm, one run per "
-        "backbone, fraction of G12EC and seed, named `standalone <backbone> f=<fraction> s=<seed>`. The params "
-        f"that differ are {_TRAINING_PARAMS}. Compare families at one fraction with e.g. "
+        "Classifiers trained from scratch on a target (`ecgml train-standalone --target NAME`, default G12EC): "
+        "the baseline arm, one run per target, backbone, fraction and seed, named `standalone <target> <backbone> "
+        f"f=<fraction> s=<seed>`. The params that differ are {_TRAINING_PARAMS}, `target` and `target_fraction`; a "
+        "cross-validation (`--cv K`) is a parent run with one child per fold. Compare families at one fraction "
+        "with e.g. "
         "`params.fraction = '0.25'` (columns `params.family`, `metrics.test_macro_auc`), and against "
         f"fine-tuning by the same fraction and seed in **{FINETUNE_EXPERIMENT}**."),
     FINETUNE_EXPERIMENT: (
-        "G12EC classifiers fine-tuned from a registered PTB-XL backbone (`ecgml finetune`, `mlflow run . -e "
-        "finetune`), one run per fraction of G12EC, strategy and seed, named `finetune <backbone> "
-        f"f=<fraction> s=<seed>`; each registers a version of **{DEFAULT_CLASSIFIER_MODEL}**. The params that "
-        f"differ are {_TRAINING_PARAMS} and `backbone_version` (the backbone it started from). Compare with "
+        "Classifiers fine-tuned on a target from a registered PTB-XL backbone (`ecgml finetune --target NAME`, "
+        "default G12EC; `mlflow run . -e finetune`), one run per target, fraction, strategy and seed, named "
+        "`finetune <target> <backbone> f=<fraction> s=<seed>`; each registers a version of "
+        f"`ecgml-<target>-classifier` (**{DEFAULT_CLASSIFIER_MODEL}** for the default target). The params that "
+        f"differ are {_TRAINING_PARAMS}, `target`, `target_fraction` and `backbone_version` (the backbone it "
+        "started from). Compare with "
         "e.g. `params.fraction = '0.1' and params.strategy = 'gradual'`, or one backbone's runs with "
         f"`params.backbone_version = 'models:/{DEFAULT_BACKBONE_MODEL}/1'`; sort by `metrics.test_macro_auc`."),
     CALIBRATE_EXPERIMENT: (

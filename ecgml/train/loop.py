@@ -43,6 +43,10 @@ from ecgml.train.optim import adamw
 ScoreFn = Callable[[np.ndarray, np.ndarray], float]
 
 
+#: Which epoch a run keeps (:attr:`OptimConfig.keep`).
+KEEP_CHOICES: tuple[str, ...] = ("best", "last")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """How to optimise: the knobs Optuna and the sweeps turn."""
@@ -65,6 +69,9 @@ class OptimConfig:
     #: Layer-wise rates: the backbone's groups at these fractions of the head's rate (``ecgml.train.layer_lr``);
     #: empty: every group at ``lr`` (or ``lr_decay``'s rule).
     layer_lr_fractions: tuple[float, ...] = ()
+    #: Which epoch's weights are kept: ``best`` (by validation macro AUC, with early stopping) or ``last`` (every
+    #: epoch trained: cross-validation of a small target, whose validation split is its test fold, shown only).
+    keep: str = "best"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -80,6 +87,8 @@ class OptimConfig:
             check_fractions(self.layer_lr_fractions)
             if self.lr_decay != 1:
                 raise ValueError(f"{LAYER_LR_OPTION} and lr_decay both set the groups' rates: give one of them")
+        if self.keep not in KEEP_CHOICES:
+            raise ValueError(f"keep must be one of {', '.join(KEEP_CHOICES)}, not {self.keep!r}")
 
 
 @dataclass
@@ -393,13 +402,14 @@ class Trainer:
                                  lr=float(self.scheduler.get_last_lr()[-1]), seconds=elapsed,
                                  samples_per_s=seen / elapsed)
             history.append(record)
-            if score > best[1]:
+            keep_last = self.optim.keep == "last"
+            if keep_last or score > best[1]:
                 best, bad_epochs = (epoch, score), 0
                 best_state = copy.deepcopy(self.model.state_dict())
             else:
                 bad_epochs += 1
-            stopped_early = bool(broadcast_object(self.optim.patience and bad_epochs >= self.optim.patience,
-                                                  self.ctx))
+            stopped_early = bool(broadcast_object(not keep_last and self.optim.patience
+                                                  and bad_epochs >= self.optim.patience, self.ctx))
             # rank 0 alone writes the checkpoint and logs (a tracking outage can slow it): the other ranks
             # wait for it on the long-timeout group, and stop if it failed
             solo(partial(self._end_epoch, record, (best, best_state, history, bad_epochs, extra)), self.ctx,

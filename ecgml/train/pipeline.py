@@ -23,7 +23,8 @@ import pandas as pd
 from ecgml.config import PrepareConfig, default_data_dir, to_jsonable
 from ecgml.data.cache.cache import Cache
 from ecgml.data.folds import stratified_subset
-from ecgml.data.labels import load_label_map
+from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
+from ecgml.data.labels import SHARED_TASK, load_label_map
 from ecgml.data.prepare import Prepared
 from ecgml.data.windows import INPUT_DOMAINS, default_stride
 from ecgml.defaults import DEVICE_DATA
@@ -111,7 +112,22 @@ class TrainConfig:
         doc["data"].pop("workers", None)
         if not doc["optim"].get("layer_lr_fractions"):  # unset: the digest of runs from before the option
             doc["optim"].pop("layer_lr_fractions", None)
+        # settings added for targets with their own label space: left out at their defaults, so a run's digest
+        # is what it was before they existed and finished runs of an existing store are still found
+        data_fields = doc["data"]["data"]
+        for name, default in TARGET_FIELD_DEFAULTS.items():
+            if data_fields.get(name) == default:
+                data_fields.pop(name, None)
+        if doc["optim"].get("keep") == "best":
+            doc["optim"].pop("keep")
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+#: The data settings of a target's own label space, cross-validation and overlap, at their defaults.
+TARGET_FIELD_DEFAULTS: dict[str, Any] = {
+    "min_positives": DEFAULT_MIN_POSITIVES, "classes": [], "tranches": [], "cv": 0, "cv_fold": 0,
+    "allow_overlap": False,
+}
 
 
 @dataclass
@@ -183,7 +199,11 @@ def epoch_metrics(record: EpochRecord) -> dict[str, float]:
 
 
 def label_map_document(prepared: Prepared) -> dict[str, Any]:
-    if prepared.dataset.task != "shared18":
+    """What the classes of a run are: the label map of the shared task, a target's own label space (kept and
+    dropped classes with counts), or a task's class list."""
+    if prepared.dataset.label_space is not None:
+        return {"task": prepared.dataset.task, **prepared.dataset.label_space}
+    if prepared.dataset.task != SHARED_TASK:
         return {"task": prepared.dataset.task, "classes": list(prepared.dataset.classes)}
     return load_label_map(prepared.dataset.label_map).to_dict()
 

@@ -140,6 +140,7 @@ def _build_context(config: TrainConfig, device: torch.device, ctx: DistContext, 
     lineage: dict[str, str] = {}
     if config.init_uri:
         model, lineage = _pretrained(config, tuple(leads), len(splits.classes), ctx)
+        _refuse_overlap(config, prepared, lineage)
     else:
         model = create_backbone(config.model.backbone, in_channels=len(leads), num_classes=len(splits.classes),
                                 **config.model.kwargs)
@@ -148,6 +149,19 @@ def _build_context(config: TrainConfig, device: torch.device, ctx: DistContext, 
     check_model(model, config, len(leads))
     datasets = make_datasets(prepared.cache, splits, config)
     return RunContext(config, prepared, splits, model, datasets, device, ctx, macro_auc, lineage)
+
+
+def _refuse_overlap(config: TrainConfig, prepared: Prepared, lineage: dict[str, str]) -> None:
+    """A backbone is never fine-tuned on records of its own pretraining source (the Challenge's HR records are
+    PTB-XL) unless the user forces it; forced, it is said on stderr."""
+    from ecgml.data.sources import overlap_refusal
+
+    backbone = lineage.get("ecgml.backbone_version", str(config.init_uri))
+    reason = overlap_refusal(prepared.dataset, lineage.get("ecgml.backbone_dataset", ""), backbone)
+    if reason and not config.data.data.allow_overlap:
+        raise ValueError(reason)
+    if reason:
+        sys.stderr.write(f"warning: --allow-overlap given, fine-tuning anyway: {reason}\n")
 
 
 def _prepare_on_each_machine(config: TrainConfig, ctx: DistContext, progress: bool) -> Prepared:

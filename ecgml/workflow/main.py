@@ -259,7 +259,7 @@ def _synthetic_tree(source: str, root: Path, records: int, seed: int, workers: i
 def _study(config: MainConfig, roots: dict[str, Path], **overrides: Any) -> Any:
     from ecgml.experiments.study import StudyConfig
 
-    base = StudyConfig(seeds=config.seeds, ptbxl_root=roots["ptbxl"], g12ec_root=roots["g12ec"],
+    base = StudyConfig(seeds=config.seeds, source_root=roots["ptbxl"], target_root=roots["g12ec"],
                        backbone=config.backbone, standalone_backbones=config.standalone_backbones,
                        pretrain_epochs=config.pretrain_epochs, epochs=config.epochs, batch_size=config.batch_size,
                        experiment=config.experiment, runs_dir=config.data_dir / "runs",

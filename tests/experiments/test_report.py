@@ -200,7 +200,7 @@ def _build(root: Path) -> Store:
         store.pretrain("fraction", "standard", {}, seed, 0.93 + 0.002 * seed)
     for fraction in (0.1, 1.0):
         for seed in range(3):
-            setting = {"g12ec_fraction": fraction}
+            setting = {"target_fraction": fraction}
             ft = store.training("fraction", "standard", "finetune", "xresnet", setting, seed,
                                 SIGNAL[("finetune", fraction)])
             if fraction == 0.1 and seed == 0:
@@ -213,13 +213,13 @@ def _build(root: Path) -> Store:
                 sa = next(r for r in store.logged if r["arm"] == "standalone" and r["family"] == "xresnet"
                           and r["setting"] == setting and r["seed"] == seed)
                 store.calibrate(sa)
-    store.training("fraction", "standard", "standalone", "resnet", {"g12ec_fraction": 0.5}, 0, 1.0, status="FAILED")
-    store.training("fraction", "standard", "finetune", "xresnet", {"g12ec_fraction": 0.5}, 0, 1.0, status="RUNNING")
+    store.training("fraction", "standard", "standalone", "resnet", {"target_fraction": 0.5}, 0, 1.0, status="FAILED")
+    store.training("fraction", "standard", "finetune", "xresnet", {"target_fraction": 0.5}, 0, 1.0, status="RUNNING")
     # the seed protocol, where the gap at 10% vanishes: the protocol alone changes the conclusion
     store.sweep("fraction", "seed")
     for seed in range(3):
         for arm, family, signal in (("finetune", "xresnet", 0.9), *(("standalone", f, 0.9) for f in FAMILIES)):
-            store.training("fraction", "seed", arm, family, {"g12ec_fraction": 0.1}, seed, signal)
+            store.training("fraction", "seed", arm, family, {"target_fraction": 0.1}, seed, signal)
     # a sampling-rate sweep that reused a registered backbone: no pretraining children, only the lineage tag
     backbone = client.create_run(other, tags={schema.KIND: "pretrain", "backbone": "xresnet1d50"}).info.run_id
     client.log_metric(backbone, "test_macro_auc", 0.925)
@@ -235,9 +235,10 @@ def _build(root: Path) -> Store:
     store.sweep("strategy", "standard")
     for seed in range(2):
         for strategy, signal in (("linear", 0.8), ("gradual", 0.95), ("full", 1.0)):
-            store.training("strategy", "standard", "finetune", "xresnet", {"strategy": strategy, "g12ec_fraction": 0.1},
+            store.training("strategy", "standard", "finetune", "xresnet",
+                           {"strategy": strategy, "target_fraction": 0.1},
                            seed, signal)
-        store.training("strategy", "standard", "standalone", "xresnet", {"g12ec_fraction": 0.1}, seed, 0.75)
+        store.training("strategy", "standard", "standalone", "xresnet", {"target_fraction": 0.1}, seed, 0.75)
     # a leads sweep whose standalone runs cannot be paired: one lacks predictions, one was tested on other records
     store.sweep("leads", "standard")
     for leads, problem in (("3", "none"), ("12", "partial")):
@@ -299,7 +300,7 @@ def test_report_has_every_section_and_is_written_where_asked(built: Built) -> No
     for heading in ("## Runs", "## How to read this report", "## Summary", "## Sweep `fraction`, protocol `standard`",
                     "## Sweep `fraction`, protocol `seed`", "## Sweep `sampling-rate`, protocol `standard`",
                     "## Sweep `strategy`, protocol `standard`", "### AUC versus `strategy`",
-                    "### Results", "### AUC versus `g12ec_fraction`", "### AUC versus `fs`", "### Paired tests",
+                    "### Results", "### AUC versus `target_fraction`", "### AUC versus `fs`", "### Paired tests",
                     "### Conclusions", "### Per-class AUC", "## Calibration", "### Reliability, fine-tuned xresnet",
                     "### Reliability, standalone xresnet", "## Protocol: standard versus seed",
                     "## Appendix: all runs"):
@@ -312,17 +313,17 @@ def test_result_tables_hold_the_logged_means_over_seeds(built: Built) -> None:
     section = _section(built.text, "## Sweep `fraction`, protocol `standard`")
     results = _section(section, "### Results")
     header = _row(results, "model")
-    col = header.index("g12ec_fraction=0.1")
+    col = header.index("target_fraction=0.1")
     for name, where in (("G12EC fine-tuned xresnet", {"arm": "finetune"}),
                         ("standalone xresnet (G12EC)", {"arm": "standalone", "family": "xresnet"}),
                         ("standalone inception (G12EC)", {"arm": "standalone", "family": "inception"})):
-        aucs = _aucs(built.store, sweep="fraction", protocol="standard", setting={"g12ec_fraction": 0.1}, **where)
+        aucs = _aucs(built.store, sweep="fraction", protocol="standard", setting={"target_fraction": 0.1}, **where)
         assert len(aucs) == 3
         assert _row(results, name)[col].startswith(f"{aucs.mean():.3f} ± {aucs.std(ddof=1):.3f} [")
     pre = _aucs(built.store, arm="pretrain")
     assert _row(results, "PTB-XL pretraining xresnet (PTB-XL test)")[col].startswith(f"{pre.mean():.3f} ± ")
-    ft = _aucs(built.store, sweep="fraction", protocol="standard", setting={"g12ec_fraction": 0.1}, arm="finetune")
-    best = max(_aucs(built.store, sweep="fraction", protocol="standard", setting={"g12ec_fraction": 0.1},
+    ft = _aucs(built.store, sweep="fraction", protocol="standard", setting={"target_fraction": 0.1}, arm="finetune")
+    best = max(_aucs(built.store, sweep="fraction", protocol="standard", setting={"target_fraction": 0.1},
                      arm="standalone", family=f).mean() for f in FAMILIES)
     assert _row(results, "gain: fine-tuned xresnet − best standalone")[col] == f"{ft.mean() - best:+.3f} (vs xresnet)"
     # the sampling-rate sweep had no pretraining children: the backbone named by the fine-tuned runs stands in
@@ -332,18 +333,18 @@ def test_result_tables_hold_the_logged_means_over_seeds(built: Built) -> None:
     # the strategy sweep's standalone baseline serves every strategy, marked as shared
     strategy = _section(_section(built.text, "## Sweep `strategy`, protocol `standard`"), "### Results")
     labels = _row(strategy, "model")[1:]
-    assert labels == ["g12ec_fraction=0.1, strategy=linear", "g12ec_fraction=0.1, strategy=gradual",
-                      "g12ec_fraction=0.1, strategy=full"]  # no column of its own for the baseline's setting
+    assert labels == ["strategy=linear, target_fraction=0.1", "strategy=gradual, target_fraction=0.1",
+                      "strategy=full, target_fraction=0.1"]  # no column of its own for the baseline's setting
     sa = _aucs(built.store, sweep="strategy", arm="standalone")
-    assert all(c.startswith(f"{sa.mean():.3f} ± ") and "(shared: g12ec_fraction=0.1)" in c
+    assert all(c.startswith(f"{sa.mean():.3f} ± ") and "(shared: target_fraction=0.1)" in c
                for c in _row(strategy, "standalone xresnet (G12EC)")[1:])
 
 
 def test_paired_test_finds_the_planted_gap_and_none_elsewhere(built: Built) -> None:
     paired = pd.read_csv(built.out / "tables" / "paired_tests.csv")
     standard = paired[(paired["sweep"] == "fraction") & (paired["protocol"] == "standard")]
-    at_10 = standard[standard["setting_label"] == "g12ec_fraction=0.1"]
-    at_100 = standard[standard["setting_label"] == "g12ec_fraction=1.0"]
+    at_10 = standard[standard["setting_label"] == "target_fraction=0.1"]
+    at_100 = standard[standard["setting_label"] == "target_fraction=1.0"]
     assert len(at_10) == 9 and len(at_100) == 9  # 3 seeds x 3 standalone families
     assert (at_10["low"] > 0).all() and (at_10["p_value"] < 0.01).all()
     # no planted gap at 100%: every interval reaches near 0 (0.02 is a fraction of the planted gap of ~0.07;
@@ -356,17 +357,17 @@ def test_paired_test_finds_the_planted_gap_and_none_elsewhere(built: Built) -> N
         assert r.diff == pytest.approx(logged[r.finetune_run_id] - logged[r.standalone_run_id], abs=1e-9)
     verdicts = pd.read_csv(built.out / "tables" / "conclusions.csv")
     v = verdicts.set_index(["sweep", "protocol", "setting_label"])["verdict"]
-    assert v[("fraction", "standard", "g12ec_fraction=0.1")] == "finetune"
-    assert v[("fraction", "standard", "g12ec_fraction=1.0")] == "unclear"
-    assert v[("fraction", "seed", "g12ec_fraction=0.1")] == "unclear"
+    assert v[("fraction", "standard", "target_fraction=0.1")] == "finetune"
+    assert v[("fraction", "standard", "target_fraction=1.0")] == "unclear"
+    assert v[("fraction", "seed", "target_fraction=0.1")] == "unclear"
     strategy = paired[paired["sweep"] == "strategy"]
     assert len(strategy) == 6 and strategy["standalone_run_id"].nunique() == 2  # 3 strategies x 2 seeds, shared
     row = verdicts.set_index(["sweep", "protocol", "setting_label"]).loc[("fraction", "standard",
-                                                                          "g12ec_fraction=0.1")]
-    assert (f"fine-tuning beats the best standalone (xresnet) at g12ec_fraction=0.1: {row.finetune_mean:.3f} against "
+                                                                          "target_fraction=0.1")]
+    assert (f"fine-tuning beats the best standalone (xresnet) at target_fraction=0.1: {row.finetune_mean:.3f} against "
             f"{row.best_standalone_mean:.3f}, gain {row.gain:+.3f}; ahead in 3/3 seeds with every paired 95% CI above "
             "0; against every standalone family, 9/9 paired CIs above 0") in built.text
-    assert "no consistent gap at g12ec_fraction=1.0" in built.text
+    assert "no consistent gap at target_fraction=1.0" in built.text
 
 
 def test_runs_that_cannot_be_paired_are_named_not_dropped(built: Built) -> None:
@@ -451,7 +452,7 @@ def test_collect_restricts_to_a_parent_and_says_what_is_missing(built: Built, mo
     parent = built.store.sweeps["fraction/seed"]
     collected = collect(EXPERIMENT, parent_run_id=parent, log=lambda _: None)
     assert set(collected.runs["protocol"]) == {"seed"} and len(collected.runs) == 12
-    assert collected.runs["g12ec_fraction"].eq(0.1).all()
+    assert collected.runs["target_fraction"].eq(0.1).all()
     # a later sweep run that reused every run of that one: they stay children of the first, listed in children.json
     client = built.store.client
     again = client.create_run(built.store.experiment_id, tags={schema.KIND: "sweep", schema.SWEEP: "fraction",
@@ -468,7 +469,7 @@ def test_collect_restricts_to_a_parent_and_says_what_is_missing(built: Built, mo
         collect(EXPERIMENT, parent_run_id="0" * 32)
     runs = collected.runs
     ft = runs[(runs["arm"] == "finetune") & (runs["seed"] == 0)]["run_id"].iloc[0]
-    with pytest.raises(ArtifactMissingError, match=r"run finetune xresnet g12ec_fraction=0.1 seed 0 .*'nothing.csv'"):
+    with pytest.raises(ArtifactMissingError, match=r"run finetune xresnet target_fraction=0.1 seed 0 .*'nothing.csv'"):
         collected.download(ft, "nothing.csv")
 
 
@@ -479,7 +480,7 @@ def test_pretrain_fraction_sweep_attaches_each_pretraining_to_the_settings_it_se
     rows = []
     for i, (arm, setting, auc) in enumerate([
         ("pretrain", {"ptbxl_fraction": 0.5}, 0.91), ("pretrain", {"ptbxl_fraction": 1.0}, 0.93),
-        *((arm, {"ptbxl_fraction": p, "g12ec_fraction": g}, 0.8 + p / 10 + g / 20)
+        *((arm, {"ptbxl_fraction": p, "target_fraction": g}, 0.8 + p / 10 + g / 20)
           for arm in ("finetune", "standalone") for p in (0.5, 1.0) for g in (0.1, 1.0)),
     ]):
         rows.append({"run_id": f"r{i}", "sweep": "pretrain-fraction", "protocol": "standard", "arm": arm,
@@ -490,11 +491,11 @@ def test_pretrain_fraction_sweep_attaches_each_pretraining_to_the_settings_it_se
     collected = Collected("x", "0", "sqlite://", pd.DataFrame(rows), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
                           cache_dir=tmp_path)
     (view,) = sweep_views(collected)
-    assert view.x == "ptbxl_fraction" and view.panels == ["g12ec_fraction"]
+    assert view.x == "ptbxl_fraction" and view.panels == ["target_fraction"]
     assert [json.loads(s)["ptbxl_fraction"] for s in view.settings] == [0.5, 0.5, 1.0, 1.0]
     summary = summarise(view)
     pre = summary[summary["arm"] == "pretrain"].set_index("setting_label")["mean"]
-    assert pre.to_dict() == {f"g12ec_fraction={g}, ptbxl_fraction={p}": auc
+    assert pre.to_dict() == {f"ptbxl_fraction={p}, target_fraction={g}": auc
                              for p, auc in ((0.5, 0.91), (1.0, 0.93)) for g in (0.1, 1.0)}
 
 

@@ -22,7 +22,7 @@ def test_plans_have_the_arms_settings_and_seeds_the_issue_asks_for() -> None:
     standalone = [j for j in jobs if j.arm == "standalone"]
     assert len(finetune) == 5 * 3 and len(standalone) == 5 * 3 * 3  # 5 fractions x 3 seeds (x 3 families)
     assert {j.config.model.backbone for j in standalone} == set(study.standalone_backbones)
-    assert {j.public_setting["g12ec_fraction"] for j in finetune} == {1.0, 0.5, 0.25, 0.1, 0.05}
+    assert {j.public_setting["target_fraction"] for j in finetune} == {1.0, 0.5, 0.25, 0.1, 0.05}
     assert all(j.pretrain_key == jobs[0].key for j in finetune)
     assert len({j.key for j in jobs}) == len(jobs)  # every job distinct
 
@@ -82,7 +82,8 @@ def test_a_tiny_fraction_sweep_runs_and_is_reused(trees: Path, tmp_path: Path, m
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # The checkout under test may be dirty (no reuse then, by design): pretend it is a clean commit.
     monkeypatch.setattr("ecgml.tracking.runs.git_commit", lambda *_: "0123abcd")
-    config = StudyConfig(seeds=(0,), ptbxl_root=trees / "synthetic" / "ptbxl", g12ec_root=trees / "synthetic" / "g12ec",
+    config = StudyConfig(seeds=(0,), source_root=trees / "synthetic" / "ptbxl",
+                         target_root=trees / "synthetic" / "g12ec",
                          standalone_backbones=("xresnet1d18",), pretrain_task="superdiagnostic", pretrain_epochs=2,
                          epochs=2, runs_dir=tmp_path / "runs", cache_dir=tmp_path / "cache", **TINY)
     lines: list[str] = []
@@ -101,7 +102,7 @@ def test_a_tiny_fraction_sweep_runs_and_is_reused(trees: Path, tmp_path: Path, m
         assert run.info.status == "FINISHED"
         assert run.data.tags[schema.SWEEP] == "calibration" and run.data.tags[schema.SEED] == "0"
     finetune = [r for r in children if r.data.tags[schema.KIND] == "finetune"]
-    assert {json.loads(r.data.tags[schema.SETTING])["g12ec_fraction"] for r in finetune} == {1.0, 0.5}
+    assert {json.loads(r.data.tags[schema.SETTING])["target_fraction"] for r in finetune} == {1.0, 0.5}
     assert all(r.data.tags["ecgml.backbone_version"] == "models:/ecgml-study-backbone/1" for r in finetune)
     trained = sorted(r.info.run_id for r in children if r.data.tags[schema.KIND] in ("finetune", "standalone"))
     assert sorted(r.data.tags[schema.CALIBRATED_RUN] for r in calibrations) == trained
@@ -114,3 +115,16 @@ def test_a_tiny_fraction_sweep_runs_and_is_reused(trees: Path, tmp_path: Path, m
     assert len(client.search_runs([client.get_experiment_by_name("ecgml-study").experiment_id],
                                   filter_string=f"tags.`{schema.KIND}` = 'calibrate'")) == 4  # reused too
 
+
+
+def test_a_sweep_on_another_target_reads_it_with_its_own_label_space(tmp_path: Path) -> None:
+    study = StudyConfig(seeds=(0,), target="cinc", target_root=tmp_path / "cpsc", target_min_positives=5,
+                        target_tranches=("A",))
+    jobs = plan_sweep("fraction", study, (1.0,))
+    pretrain, *trained = jobs
+    assert pretrain.config.data.data.source == "ptbxl"
+    assert {(j.config.data.data.source, j.config.data.data.task, j.config.data.data.min_positives,
+             j.config.data.data.tranches) for j in trained} == {("cinc", "own", 5, ("A",))}
+    assert all(j.public_setting == {"target_fraction": 1.0} for j in trained)
+    with pytest.raises(ValueError, match="target must differ from the source"):
+        StudyConfig(target="ptbxl")

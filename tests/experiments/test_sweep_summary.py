@@ -10,7 +10,7 @@ from ecgml.experiments.sweep_summary import comparison_table, plot_comparison
 
 
 def _row(arm: str, backbone: str, fraction: float, seed: int, auc: float) -> dict:
-    return {"arm": arm, "backbone": backbone, "setting": {"g12ec_fraction": fraction}, "seed": seed,
+    return {"arm": arm, "backbone": backbone, "setting": {"target_fraction": fraction}, "seed": seed,
             "test_macro_auc": auc}
 
 
@@ -21,7 +21,7 @@ def test_table_has_mean_and_spread_per_setting_and_model(tmp_path: Path) -> None
     table = comparison_table(rows)
     assert list(table["model"]) == ["finetune x", "standalone x", "finetune x"]
     first = table.iloc[0]
-    assert first["setting"] == "g12ec_fraction=0.1" and first["mean"] == pytest.approx(0.85)
+    assert first["setting"] == "target_fraction=0.1" and first["mean"] == pytest.approx(0.85)
     assert first["std"] == pytest.approx(0.0707, abs=1e-4) and first["seeds"] == 2
     assert table.iloc[1]["seeds"] == 1  # a failed seed (NaN) is left out, not averaged in
     path = plot_comparison(table, tmp_path / "c.png", "sweep fraction")

@@ -27,6 +27,10 @@ def test_names_read_like_the_settings() -> None:
     assert name == "finetune x f=1 500Hz leads=6 fft_real linear ptbxl=0.5 s=1"
     assert training_run_name("finetune", "x", fraction=1.0, seed=1, strategy="gradual") == "finetune x f=1 s=1"
     assert calibration_run_name("finetune x f=0.1 s=0") == "calibrate finetune x f=0.1 s=0"
+    # the target is named for fine-tuned and standalone runs, never for pretraining (whose dataset is the source)
+    assert training_run_name("finetune", "x", fraction=0.1, seed=0, target="cinc") == "finetune cinc x f=0.1 s=0"
+    assert training_run_name("pretrain", "x", fraction=1.0, seed=0, task="all", target="ptbxl") == \
+        "pretrain x all 100Hz"
 
 
 def test_repeats_get_a_number() -> None:
@@ -46,8 +50,8 @@ def test_every_sweep_names_its_runs_apart_without_help() -> None:
         names = _sweep_names(sweep, values)
         assert len(set(names)) == len(names), (sweep, names)
     names = _sweep_names("fraction", (0.25, 0.025))
-    assert "finetune xresnet1d50_small f=0.025 s=2" in names  # the default strategy is not named
-    assert any(n.startswith("standalone inception1d_small f=0.25 s=") for n in names), names
+    assert "finetune g12ec xresnet1d50_small f=0.025 s=2" in names  # the default strategy is not named
+    assert any(n.startswith("standalone g12ec inception1d_small f=0.25 s=") for n in names), names
     assert names[0] == "pretrain xresnet1d50_small all 100Hz"
 
 
@@ -57,7 +61,7 @@ def test_params_hold_every_distinguishing_setting() -> None:
     params = training_params(finetune.config, family=family_of(finetune.config.model.backbone),
                              lineage={"ecgml.backbone_version": "models:/b/3"})
     for key in ("arm", "family", "backbone", "strategy", "fraction", "fs", "leads", "input_domain", "seed", "lr",
-                "weight_decay", "epochs", "crop_s", "label_map", "backbone_version"):
+                "weight_decay", "epochs", "crop_s", "label_map", "backbone_version", "target", "target_fraction"):
         assert key in params, key
     assert params["arm"] == "finetune" and params["strategy"] == "gradual"
     assert params["backbone_version"] == "models:/b/3"
@@ -66,6 +70,7 @@ def test_params_hold_every_distinguishing_setting() -> None:
 def test_config_name_reads_attributes_only() -> None:
     config = SimpleNamespace(kind="standalone", fraction=0.5, seed=3, input_domain="time",
                              model=SimpleNamespace(backbone="resnet1d_wang_small"),
-                             data=SimpleNamespace(leads="12", data=SimpleNamespace(task="shared18", fs=100)),
+                             data=SimpleNamespace(leads="12", data=SimpleNamespace(task="shared18", fs=100,
+                                                                                  source="cinc")),
                              optim=SimpleNamespace(strategy="full"))
-    assert config_run_name(config) == "standalone resnet1d_wang_small f=0.5 s=3"
+    assert config_run_name(config) == "standalone cinc resnet1d_wang_small f=0.5 s=3"

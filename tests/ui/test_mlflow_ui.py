@@ -226,16 +226,16 @@ def test_runs_table_shows_distinct_descriptive_names(server: tuple[str, dict[str
         page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
     _shot(page, "sweep_children_by_name")
     assert len(set(study["names"])) == len(study["names"]) == 8
-    assert "finetune xresnet1d50_small f=0.025 s=1" in study["names"]
-    assert "standalone inception1d_small f=0.25 s=0" in study["names"]
+    assert "finetune g12ec xresnet1d50_small f=0.025 s=1" in study["names"]
+    assert "standalone g12ec inception1d_small f=0.25 s=0" in study["names"]
 
 
 def test_compare_view_shows_the_distinguishing_params(server: tuple[str, dict[str, Any]], page: Any) -> None:
     url, study = server
-    chosen = [study["ids"]["finetune xresnet1d50_small f=0.25 s=0"],
-              study["ids"]["standalone inception1d_small f=0.025 s=1"]]
+    chosen = [study["ids"]["finetune g12ec xresnet1d50_small f=0.25 s=0"],
+              study["ids"]["standalone g12ec inception1d_small f=0.025 s=1"]]
     page.goto(f"{url}/#/compare-runs?runs={json.dumps(chosen)}&experiments={json.dumps([study['experiment']])}")
-    page.get_by_text("finetune xresnet1d50_small f=0.25 s=0").first.wait_for(timeout=60_000)
+    page.get_by_text("finetune g12ec xresnet1d50_small f=0.25 s=0").first.wait_for(timeout=60_000)
     for param in ("arm", "strategy", "fraction", "weight_decay", "backbone_version", "family", "seed"):
         page.get_by_text(param, exact=True).first.wait_for(timeout=30_000)
     for value in ("gradual", "inception", "models:/ecgml-study-backbone/1"):
@@ -253,7 +253,7 @@ def test_registry_page_shows_versions_aliases_and_descriptions(server: tuple[str
     _shot(page, "registry_model")
     page.goto(f"{url}/#/models/ecgml-g12ec-classifier/versions/1")
     page.get_by_text("Classifier fine-tuned on g12ec").first.wait_for(timeout=60_000)
-    page.get_by_text("finetune xresnet1d50_small f=0.25 s=0").first.wait_for(timeout=30_000)
+    page.get_by_text("finetune g12ec xresnet1d50_small f=0.25 s=0").first.wait_for(timeout=30_000)
     # The schema section counts the signature's columns (it read "Inputs (0)" before models had one).
     import mlflow
 
@@ -283,10 +283,10 @@ def test_the_docs_filter_strings_find_what_they_say(server: tuple[str, dict[str,
         return {r.info.run_name for r in client.search_runs([study["experiment"]], filter_string=text)}
 
     assert names(filters["every fine-tuned run at 2.5 % of G12EC"]) == {
-        "finetune xresnet1d50_small f=0.025 s=0", "finetune xresnet1d50_small f=0.025 s=1"}
+        "finetune g12ec xresnet1d50_small f=0.025 s=0", "finetune g12ec xresnet1d50_small f=0.025 s=1"}
     assert names(filters["the Inception baselines"]) == {n for n in study["names"] if "inception" in n}
     assert names(filters["one seed across arms and families"]) == {n for n in study["names"] if n.endswith("s=0")}
     assert names(filters["by name"].replace("f=0.1 ", "f=0.25 ")) == {
-        "finetune xresnet1d50_small f=0.25 s=0", "finetune xresnet1d50_small f=0.25 s=1"}
+        "finetune g12ec xresnet1d50_small f=0.25 s=0", "finetune g12ec xresnet1d50_small f=0.25 s=1"}
     for label in ("one sweep's training runs", "calibrations", "runs from one backbone version", "the good ones"):
         names(filters[label])  # each parses as MLflow search syntax

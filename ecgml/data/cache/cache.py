@@ -191,6 +191,8 @@ class Cache:
         matrix = dataset.label_matrix(aligned.reset_index())
         atomic_write_stream(folder / "labels.npy", lambda handle: np.save(handle, matrix))
         atomic_write_json(folder / "classes.json", list(dataset.classes))
+        if dataset.label_space is not None:
+            atomic_write_json(folder / "label_space.json", dataset.label_space)
         return folder
 
     def load_labels(self, task: str, label_map: str) -> tuple[tuple[str, ...], np.ndarray]:

@@ -6,9 +6,12 @@ from ecgml.data.sources.registry import (
     Reader,
     ReadRequest,
     get_dataset_source,
+    overlap_refusal,
+    records_of_source,
     register_source,
     source_names,
 )
 
-__all__ = ["DATASET_SOURCES", "DatasetSource", "ReadRequest", "Reader", "get_dataset_source", "register_source",
+__all__ = ["DATASET_SOURCES", "DatasetSource", "ReadRequest", "Reader", "get_dataset_source", "overlap_refusal",
+           "records_of_source", "register_source",
            "source_names"]

@@ -3,23 +3,28 @@ and defaults (in the style of the backbone registry, :mod:`ecgml.models.registry
 
 Everything that depends on which database a run reads (the ``--source`` choices, the rate files are read
 at, which tasks a database can be labelled with, which download fetches it, whether foreign records can be
-let in) is derived from here, so a new database (CPSC 2018, Chapman-Shaoxing, a user's own) is a reader
-function and one :func:`register_source` call::
+let in, how long a cache row is) is derived from here, so a new database is a reader function (one module
+beside this one) and one :func:`register_source` call::
 
-    def read_cpsc(request: ReadRequest) -> Dataset: ...
-    register_source(DatasetSource("cpsc2018", "CPSC 2018", read_cpsc, native_rates=(500,),
-                                  tasks=("shared18",), default_task="shared18"))
+    def read_mine(request: ReadRequest) -> Dataset: ...
+    register_source(DatasetSource("mine", "My database", read_mine, native_rates=(500,),
+                                  tasks=(OWN_TASK,), default_task=OWN_TASK))
+
+A database of the Challenge collections needs no reader of its own: ``cinc`` reads them all
+(``--tranche`` picks one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from ecgml.data.labels import DEFAULT_LABEL_MAP, PTBXL_TASKS
+from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
+from ecgml.data.labels import DEFAULT_LABEL_MAP, OWN_TASK, PTBXL_TASKS, SHARED_TASK
 from ecgml.data.records import Dataset, SplitSpec
+from ecgml.data.sources.cinc import CINC_FS, TRANCHES, read_cinc
 from ecgml.data.sources.g12ec import G12EC_FS, read_g12ec
 from ecgml.data.sources.ptbxl import PTBXL_FS, read_ptbxl
 
@@ -37,6 +42,14 @@ class ReadRequest:
     fold_seed: int = 0
     rebuild_folds: bool = False
     progress: bool = False
+    #: A target's own label space: codes with at least this many positive records, or these classes.
+    min_positives: int = DEFAULT_MIN_POSITIVES
+    classes: tuple[str, ...] = ()
+    #: Challenge collections: read only the tranches of these record-id prefixes (empty: every tranche).
+    tranches: tuple[str, ...] = ()
+    #: K-fold cross-validation (0: the stored ten folds and ``splits``) and the fold tested (1..K).
+    cv: int = 0
+    cv_fold: int = 0
 
 
 Reader = Callable[[ReadRequest], Dataset]
@@ -61,6 +74,18 @@ class DatasetSource:
     foreign_records: bool = False
     #: Said when a task outside ``tasks`` is asked for.
     task_hint: str = ""
+    #: Seconds of each record a cache row holds (records are centre-cropped to it, shorter ones padded and
+    #: marked by their valid length): training crops and evaluation windows both come from these seconds.
+    cache_seconds: float = 10.0
+    #: Record-id prefix -> the source whose records those are (``HR`` -> ``ptbxl``): a backbone pretrained on
+    #: that source is refused on them unless forced.
+    same_records_as: Mapping[str, str] = field(default_factory=dict)
+    #: Whether it takes ``--min-positives``/``--classes`` (its classes are its own codes), ``--tranche`` and
+    #: ``--cv``.
+    own_label_space: bool = False
+    tranches: tuple[str, ...] = ()
+    #: What the report calls it beside its title (e.g. the 18 classes G12EC shares with PTB-XL).
+    label_space_text: str = ""
 
     def __post_init__(self) -> None:
         if not self.native_rates or min(self.native_rates) <= 0:
@@ -112,6 +137,28 @@ def source_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+def records_of_source(dataset: Dataset, source: str) -> list[str]:
+    """Ids of the records of ``dataset`` that are records of ``source`` re-published (the Challenge's ``HR``
+    records are PTB-XL's): what a backbone pretrained on ``source`` must not be fine-tuned or tested on."""
+    entry = get_dataset_source(dataset.source)
+    prefixes = {prefix for prefix, same in entry.same_records_as.items() if same == source}
+    if not prefixes or "tranche" not in dataset.records:
+        return []
+    table = dataset.records
+    return table.loc[table["tranche"].isin(prefixes), "record_id"].astype(str).tolist()
+
+
+def overlap_refusal(dataset: Dataset, source: str, what: str) -> str | None:
+    """Why ``what`` (a backbone pretrained on ``source``) may not meet ``dataset``, or None when it may."""
+    overlap = records_of_source(dataset, source)
+    if not overlap:
+        return None
+    title = get_dataset_source(source).title
+    return (f"{dataset.root}: {len(overlap)} record(s) (e.g. {', '.join(overlap[:3])}) are {title} records, and "
+            f"{what} was pretrained on {title}: scores on them would count its own training data as new. Leave "
+            f"them out (--tranche without HR) or pass --allow-overlap to use them anyway")
+
+
 def _read_ptbxl(request: ReadRequest) -> Dataset:
     return read_ptbxl(request.root, fs=request.fs, task=request.task, label_map=request.label_map,
                       splits=request.splits)
@@ -123,12 +170,26 @@ def _read_g12ec(request: ReadRequest) -> Dataset:
                       rebuild_folds=request.rebuild_folds, progress=request.progress)
 
 
+def _read_cinc(request: ReadRequest) -> Dataset:
+    return read_cinc(request.root, tranches=request.tranches, min_positives=request.min_positives,
+                     classes=request.classes, splits=request.splits, cv=request.cv, cv_fold=request.cv_fold,
+                     fold_seed=request.fold_seed, rebuild_folds=request.rebuild_folds, progress=request.progress)
+
+
 register_source(DatasetSource(
     "ptbxl", "PTB-XL", _read_ptbxl, native_rates=PTBXL_FS, tasks=PTBXL_TASKS,
     default_task="superdiagnostic", download="ptbxl",
 ))
 register_source(DatasetSource(
-    "g12ec", "G12EC", _read_g12ec, native_rates=(G12EC_FS,), tasks=("shared18",), default_task="shared18",
+    "g12ec", "G12EC", _read_g12ec, native_rates=(G12EC_FS,), tasks=(SHARED_TASK,), default_task=SHARED_TASK,
     download="g12ec", foreign_records=True,
-    task_hint="G12EC is labelled on the shared classes only: use task 'shared18'",
+    task_hint=f"G12EC is labelled on the shared classes only: use task {SHARED_TASK!r}",
+    label_space_text="the 18 classes it shares with PTB-XL",
+))
+register_source(DatasetSource(
+    "cinc", "PhysioNet/CinC Challenge", _read_cinc, native_rates=CINC_FS, tasks=(OWN_TASK,), default_task=OWN_TASK,
+    task_hint=f"Challenge collections are labelled with their own codes: use task {OWN_TASK!r}",
+    cache_seconds=30.0, own_label_space=True, tranches=tuple(t.prefix for t in TRANCHES),
+    same_records_as={t.prefix: t.same_records_as for t in TRANCHES if t.same_records_as},
+    label_space_text="its own SNOMED CT codes",
 ))
