@@ -240,9 +240,10 @@ def build_g12ec(real: Path, root: Path, n_synthetic: int = 40) -> list[Case]:
         path.write_text("\n".join(lines) + "\n")
 
     set_dx(synth / "E00001.hea", "164934002,164934002,426783006")
-    case("E00001", "duplicate_codes", "duplicate Dx code(s) 164934002 dropped", False, "duplicate SNOMED codes")
+    case("E00001", "duplicate_codes", "duplicate Dx entries 164934002 dropped", False, "duplicate SNOMED codes")
     set_dx(synth / "E00002.hea", "426783006,999999999")
-    case("E00002", "unknown_snomed", "unknown SNOMED CT code(s) 999999999 ignored", False, "unknown SNOMED code")
+    case("E00002", "unknown_snomed", "unknown SNOMED CT code(s) 999999999 (not in the Challenge's tables); kept", False,
+         "unknown SNOMED code")
     set_dx(synth / "E00003.hea", None)
     case("E00003", "missing_dx", "E00003.hea: no Dx line", True, "no Dx line")
 

@@ -210,11 +210,11 @@ def test_mlflow_run_finetune_as_typed(work: Path, tmp_path: Path) -> None:
     (run,) = [r for r in _runs(work, "ecgml-finetune") if UNSTARTED_TAG not in r.data.tags]
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.project.entryPoint"] == "finetune"
     assert run.data.tags["mlflow.project.env"] == "virtualenv"
-    assert run.info.run_name == "finetune xresnet1d18 f=0.1 s=0"
+    assert run.info.run_name == "finetune g12ec xresnet1d18 f=0.1 s=0"
     assert run.data.params["fraction"] == "0.1" and run.data.params["arm"] == "finetune"
     assert run.data.params["backbone_version"] == "models:/ecgml-ptbxl-backbone/1"
     assert not _runs(work, "Default")
-    assert f"run:        finetune xresnet1d18 f=0.1 s=0 ({run.info.run_id}) in experiment ecgml-finetune" in out
+    assert f"run:        finetune g12ec xresnet1d18 f=0.1 s=0 ({run.info.run_id}) in experiment ecgml-finetune" in out
     assert "registered: ecgml-g12ec-classifier version 1 (models:/ecgml-g12ec-classifier/1)" in out
     assert f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in out
 
