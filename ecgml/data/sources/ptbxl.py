@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ecgml.data.labels import DEFAULT_LABEL_MAP, PTBXL_TASKS, LabelMap, ScpStatements, load_label_map
+from ecgml.data.labels import DEFAULT_LABEL_MAP, PTBXL_TASKS, SHARED_TASK, LabelMap, ScpStatements, load_label_map
 from ecgml.data.records import Dataset, RecordProblem, SplitSpec, summarize_problems
 from ecgml.data.sources.common import read_version
 
@@ -96,7 +96,7 @@ def read_ptbxl(
         raise ValueError(f"{database}: no usable record ({summarize_problems(problems)})")
     if check_files:
         table = _drop_missing_files(table, database, problems)
-    classes = context.lmap.classes if task == "shared18" else statements.task_classes(task)
+    classes = context.lmap.classes if task == SHARED_TASK else statements.task_classes(task)
     return Dataset(
         source="ptbxl",
         root=root,
@@ -210,7 +210,7 @@ def _record_row(rec: dict[str, Any], record_id: str, context: _RowContext,
         "path": str(context.root / str(rec[column])),
         "fs": fs,
         "n_samples": fs * PTBXL_SECONDS,
-        "labels": context.lmap.from_scp(codes) if task == "shared18" else context.statements.labels(task, codes),
+        "labels": context.lmap.from_scp(codes) if task == SHARED_TASK else context.statements.labels(task, codes),
         "fold": fold,
         "source": "ptbxl",
         "codes": codes,
