@@ -24,7 +24,8 @@ def _sweep(trees: Path, folder: Path, jobs: int, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
     config = StudyConfig(seeds=(0,), source_root=trees / "synthetic" / "ptbxl",
-                         target_root=trees / "synthetic" / "g12ec", standalone_backbones=("xresnet1d18",), pretrain_task="superdiagnostic", pretrain_epochs=1,
+                         target_root=trees / "synthetic" / "g12ec", standalone_backbones=("xresnet1d18",),
+                         pretrain_task="superdiagnostic", pretrain_epochs=1,
                          epochs=1, runs_dir=folder / "runs", cache_dir=trees / "cache", jobs=jobs, **TINY)
     lines: list[str] = []
     sweep_id, results = study_module.run_sweep("calibration", config, (1.0, 0.5), say=lines.append)
