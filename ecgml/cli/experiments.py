@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ecgml.cli.options import FS_CHOICES, backbone_kwargs_option, fail, int_list, name_list, target_option
+from ecgml.cli.options import FS_CHOICES, backbone_kwargs_option, fail, int_list, jobs_option, name_list, target_option
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY, STRATEGIES, default_data_dir
 from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
 from ecgml.data.labels import PTBXL_TASKS
@@ -46,6 +46,7 @@ from ecgml.experiments.schema import PROTOCOLS, SWEEPS
 @click.option("--lr", type=float, default=1e-2, show_default=True)
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_FINETUNE_STRATEGY, show_default=True,
               help="Fine-tuning strategy where the sweep does not vary it.")
+@jobs_option()
 @click.option("--calibrate-all", is_flag=True, help="Also calibrate every fine-tuned and standalone run.")
 @click.option("--experiment", default=STUDY_EXPERIMENT, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -55,8 +56,8 @@ def experiment_command(name: str, values: str | None, protocol: str, seeds: str,
                        source_root: str | None, target_root: str | None, min_positives: int, classes: str,
                        tranche: str, fs: str, backbone: str, backbone_kwargs: dict[str, Any],
                        standalone: str, backbone_uri: str | None, pretrain_task: str, pretrain_epochs: int,
-                       epochs: int, batch_size: int, lr: float, strategy: str, calibrate_all: bool, experiment: str,
-                       device: str, report_dir: Path | None) -> None:
+                       epochs: int, batch_size: int, lr: float, strategy: str, jobs: int | None,
+                       calibrate_all: bool, experiment: str, device: str, report_dir: Path | None) -> None:
     """Run one sweep of the study: a parent run with a child run per setting, arm and seed."""
     from ecgml.experiments.study import StudyConfig, check_values, parse_values, run_sweep
     from ecgml.models import get_backbone_entry
@@ -81,7 +82,7 @@ def experiment_command(name: str, values: str | None, protocol: str, seeds: str,
                             pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, lr=lr,
                             strategy=strategy, backbone_uri=backbone_uri, experiment=experiment,
                             runs_dir=data_dir / "runs", cache_dir=data_dir / "cache", device=device,
-                            workers=os.cpu_count() or 1, calibrate_all=calibrate_all)
+                            workers=os.cpu_count() or 1, jobs=jobs, calibrate_all=calibrate_all)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     try:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from ecgml.cli.options import fail, float_list, int_list, name_list, prepare_config, runs_dir_option
+from ecgml.cli.options import (
+    fail,
+    float_list,
+    int_list,
+    jobs_option,
+    name_list,
+    prepare_config,
+    runs_dir_option,
+)
 from ecgml.config import SOURCES, default_data_dir
 from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS
 from ecgml.defaults import (
@@ -113,9 +121,10 @@ def evaluate_command(model_uri: str, source: str, root: str | None, label_map: s
 @click.option("--report-dir", type=click.Path(path_type=Path), default=Path("report"), show_default=True)
 @click.option("--experiment", default=STUDY_EXPERIMENT, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@jobs_option()
 def main_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, seed: int, workers: int,
                  fractions: str, seeds: str, backbone: str, standalone: str, epochs: int, pretrain_epochs: int,
-                 report_dir: Path, experiment: str, device: str) -> None:
+                 report_dir: Path, experiment: str, device: str, jobs: int | None) -> None:
     """The embedded default job: a compact study on synthetic data (data, pretrain, register, promote,
     fine-tune, calibrate, evaluate, fine-tuned vs standalone sweep, report), each step a child run."""
     from ecgml.models import get_backbone_entry
@@ -132,7 +141,7 @@ def main_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, s
                             fractions=float_list(fractions, "--fractions"), seeds=int_list(seeds, "seed"),
                             backbone=backbone, standalone_backbones=families, epochs=epochs,
                             pretrain_epochs=pretrain_epochs, experiment=experiment, report_dir=report_dir,
-                            device=device)
+                            device=device, jobs=jobs)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     try:

@@ -102,6 +102,15 @@ def backbone_option(help: str | None = None) -> Decorator:
     return click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help=help)
 
 
+def jobs_option() -> Decorator:
+    """``--jobs N``: a sweep's training runs side by side in N worker processes (see
+    :mod:`ecgml.experiments.parallel`); unset, as many as the thread budget allows."""
+    return click.option("--jobs", type=click.IntRange(1), default=None, metavar="N",
+                        help="Training runs side by side in N worker processes, each a share of the cores [default: "
+                             "as many as the thread budget allows: one per core, or cores / --threads]; 1 runs them "
+                             "one after another in this process.")
+
+
 def backbone_kwargs_option(help: str | None = None) -> Decorator:
     """``--backbone-kwargs``: a JSON object, handed to the command as a dict (see :func:`backbone_kwargs`)."""
     return click.option("--backbone-kwargs", default="{}", show_default=True, callback=backbone_kwargs, help=help)

@@ -110,6 +110,9 @@ class StudyConfig:
     cache_dir: Path = field(default_factory=lambda: default_data_dir() / "cache")
     device: str = "auto"
     workers: int = 1
+    #: Training runs side by side (worker processes, each a share of the cores); None: as many as the thread
+    #: budget allows (:func:`ecgml.experiments.parallel.job_count`), 1: one after another in this process.
+    jobs: int | None = None
     #: Calibrate every fine-tuned and standalone run of any sweep (the calibration sweep always does).
     calibrate_all: bool = False
 
@@ -124,6 +127,8 @@ class StudyConfig:
             raise ValueError(f"backbones are pretrained on {DEFAULT_SOURCE!r} only, not {self.source!r}")
         if self.target == self.source:
             raise ValueError(f"the target must differ from the source {self.source!r}")
+        if self.jobs is not None and self.jobs < 1:
+            raise ValueError(f"jobs must be at least 1, not {self.jobs}")
 
     @property
     def protocol_spec(self) -> Protocol:
@@ -378,52 +383,84 @@ def _log_comparison(name: str, study: StudyConfig, results: list[JobResult]) -> 
                     "README's filter strings for common comparisons.", experiment=study.experiment)
 
 
-def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
-              say: Callable[[str], None]) -> list[JobResult]:
-    from ecgml.tracking.run_names import config_run_name, sweep_extras, unique_names
+@dataclass(frozen=True)
+class JobDone:
+    """What running (or reusing) one job gave, wherever it ran."""
+
+    run_id: str
+    test_macro_auc: float
+    reused: bool
+    seconds: float
+
+
+def job_label(i: int, n: int, job: Job) -> str:
+    """``[i/n] arm backbone {setting} seed s``: how the sweep's log names a job."""
+    return f"[{i}/{n}] {job.arm} {job.config.model.backbone} {json.dumps(job.public_setting)} seed {job.seed}"
+
+
+def done_line(label: str, done: JobDone) -> str:
+    return f"{label}: test macro AUC {done.test_macro_auc:.3f}" + (
+        " (reused)" if done.reused else f" ({done.seconds:.0f} s)")
+
+
+def run_job(job: Job, run_name: str, init_uri: str | None, study: StudyConfig, sweep_id: str, commit: str,
+            data: dict[str, str]) -> JobDone:
+    """Train (or reuse) one job as a child of the sweep run, and calibrate it in a child of its own if asked.
+
+    The same in this process and in a worker process of :mod:`ecgml.experiments.parallel`.
+    """
     from ecgml.tracking.runs import log_params_once
     from ecgml.train.runner import run_training
 
-    backbones: dict[str, str] = {}
-    results: list[JobResult] = []
+    start = time.perf_counter()
+    config = replace(job.config, run_name=run_name)
+    if job.arm == "finetune":
+        config = replace(config, init_uri=init_uri)
+    # the job's key, the tree it reads and the backbone version it starts from: changed data retrains the jobs
+    # that read it, and a retrained backbone (a new version) retrains the fine-tuning that starts from it
+    key = step_key(f"job:{job.key}", {"data": data[config.data.data.source], "init": config.init_uri})
+    # the sweep's commit, not one read again where the job runs: reuse finds the run by it
+    tags = {**job.tags, STEP_KEY: key, "git_commit": commit}
+    trained: dict[str, float] = {}
+
+    def train() -> str:
+        outcome = run_training(config, parent_run_id=sweep_id, extra_tags=tags, progress=False)
+        trained["auc"] = outcome.test_macro_auc
+        log_params_once({"sweep": job.sweep, "protocol": job._protocol, **job.public_setting},
+                        run_id=str(outcome.run_id))
+        return str(outcome.run_id)
+
+    step = get_or_run(study.experiment, key, commit, train)
+    auc = step.metric("test_macro_auc") if step.reused else trained["auc"]
+    if job.calibrate:
+        _calibrate(step.run_id, run_name, study, commit, tags)
+    return JobDone(step.run_id, auc, step.reused, time.perf_counter() - start)
+
+
+def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
+              say: Callable[[str], None]) -> list[JobResult]:
+    from ecgml.experiments.parallel import job_count, run_jobs_side_by_side
+    from ecgml.tracking.run_names import config_run_name, sweep_extras, unique_names
+
     data = data_fingerprints(study)
     names = unique_names(config_run_name(job.config, sweep_extras(job.public_setting)) for job in jobs)
+    workers = job_count(study.jobs, len(jobs))
+    if workers > 1:
+        return run_jobs_side_by_side(jobs, names, study, sweep_id, commit, data, say, workers)
+    backbones: dict[str, str] = {}
+    results: list[JobResult] = []
     for i, (job, run_name) in enumerate(zip(jobs, names, strict=True), 1):
-        start = time.perf_counter()
-        config = replace(job.config, run_name=run_name)
-        if job.arm == "finetune":
-            uri = backbones[job.pretrain_key] if job.pretrain_key else study.backbone_uri
-            config = replace(config, init_uri=uri)
-        label = (f"[{i}/{len(jobs)}] {job.arm} {config.model.backbone} "
-                 f"{json.dumps(job.public_setting)} seed {job.seed}")
-        # the job's key, the tree it reads and the backbone version it starts from: changed data retrains the jobs
-        # that read it, and a retrained backbone (a new version) retrains the fine-tuning that starts from it
-        key = step_key(f"job:{job.key}", {"data": data[config.data.data.source], "init": config.init_uri})
-        tags = {**job.tags, STEP_KEY: key}
-        trained: dict[str, float] = {}
-
-        def train(config: TrainConfig = config, tags: dict[str, str] = tags, job: Job = job,
-                  trained: dict[str, float] = trained) -> str:
-            outcome = run_training(config, parent_run_id=sweep_id, extra_tags=tags, progress=False)
-            trained["auc"] = outcome.test_macro_auc
-            log_params_once({"sweep": job.sweep, "protocol": job._protocol, **job.public_setting},
-                            run_id=str(outcome.run_id))
-            return str(outcome.run_id)
-
-        step = get_or_run(study.experiment, key, commit, train)
-        run_id, reused = step.run_id, step.reused
-        auc = step.metric("test_macro_auc") if reused else trained["auc"]
+        init_uri = (backbones[job.pretrain_key] if job.pretrain_key else study.backbone_uri) \
+            if job.arm == "finetune" else None
+        done = run_job(job, run_name, init_uri, study, sweep_id, commit, data)
         if job.arm == "pretrain":
-            backbones[job.key] = _registered_backbone(run_id, job)
-        if job.calibrate:
-            _calibrate(run_id, run_name, study, commit, tags)
-        seconds = time.perf_counter() - start
-        say(f"{label}: test macro AUC {auc:.3f}" + (" (reused)" if reused else f" ({seconds:.0f} s)"))
-        results.append(JobResult(job, run_id, auc, reused, seconds))
+            backbones[job.key] = registered_backbone(done.run_id, job)
+        say(done_line(job_label(i, len(jobs), job), done))
+        results.append(JobResult(job, done.run_id, done.test_macro_auc, done.reused, done.seconds))
     return results
 
 
-def _registered_backbone(run_id: str, job: Job) -> str:
+def registered_backbone(run_id: str, job: Job) -> str:
     """The study-backbone version of a pretraining run (registered once, found again on reuse)."""
     from ecgml.tracking.registry import register_run, version_of_run
 

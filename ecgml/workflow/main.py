@@ -63,6 +63,8 @@ class MainConfig:
     experiment: str = schema.DEFAULT_STUDY_EXPERIMENT
     report_dir: Path = field(default_factory=lambda: Path("report"))
     device: str = "auto"
+    #: The sweep's runs side by side (``--jobs``; None: as many as the thread budget allows).
+    jobs: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.fractions) < 2 or not all(0 < f <= 1 for f in self.fractions):
@@ -264,7 +266,7 @@ def _study(config: MainConfig, roots: dict[str, Path], **overrides: Any) -> Any:
                        pretrain_epochs=config.pretrain_epochs, epochs=config.epochs, batch_size=config.batch_size,
                        experiment=config.experiment, runs_dir=config.data_dir / "runs",
                        cache_dir=config.data_dir / "cache", device=config.device,
-                       workers=config.workers or os.cpu_count() or 1)
+                       workers=config.workers or os.cpu_count() or 1, jobs=config.jobs)
     return replace(base, **overrides)
 
 

@@ -1,0 +1,149 @@
+"""A sweep's independent runs side by side: ``--jobs N`` worker processes, each with a share of the cores.
+
+Why: a sweep's training runs (24 in ``ecgml main``) are independent once their backbone is registered,
+and two processes of one thread each do 1.5-1.7x the work of one process of two on 2 cores
+(``benchmarks/concurrency.py``). The sweep's process plans the jobs, names them and opens the sweep run as
+before; N worker processes (spawned, so nothing of the parent's torch or MLflow state is shared) run
+:func:`ecgml.experiments.study.run_job` on one job at a time: the same get-or-run, the same child of the
+sweep run (``parent_run_id``), the same tags and run names, calibrations nested under their run. A
+fine-tuning job starts once the pretraining job it starts from has finished; the backbone is registered
+by the sweep's process alone (one writer for the registry's version numbers). Results are reported in the
+plan's order, so ``children.json`` and the report are those of ``--jobs 1``.
+
+Each worker gets its share of the thread budget (:func:`ecgml.runtime.threads.child_budgets`) in its
+environment before torch loads, so OpenMP reads it too.
+
+The tracking store: every worker logs its own runs. MLflow's SQLAlchemy store opens each SQLite session
+with ``PRAGMA busy_timeout = 20000`` (a writer waits up to 20 s for another's lock), and retries a model
+version's number on a conflict; :func:`prepare_store_for_writers` also puts a SQLite store in WAL mode
+(persistent, in the file), where readers never block the writer, so the window in which a transaction that
+read can fail to become a writer ("database is locked" at once, without waiting) is small. A server store
+(``http://``, PostgreSQL) needs nothing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import TYPE_CHECKING
+
+from ecgml.runtime.threads import child_budgets, process_budget
+
+if TYPE_CHECKING:
+    from ecgml.experiments.study import Job, JobDone, JobResult, StudyConfig
+
+
+def job_count(requested: int | None, n_jobs: int) -> int:
+    """Worker processes for ``n_jobs`` jobs: ``requested`` (``--jobs``), or as many as the thread budget
+    allows (one per thread of this process's share; with a per-process count the user set, as many
+    processes of that count as fit the cores), never more than the jobs."""
+    if requested is None:
+        budget = process_budget()
+        if not budget.enabled:
+            requested = 1
+        elif budget.user_set:
+            requested = max(1, budget.cores // budget.threads)
+        else:
+            requested = budget.threads
+    return max(1, min(requested, n_jobs))
+
+
+def prepare_store_for_writers(uri: str) -> None:
+    """Put a local SQLite tracking store in WAL mode before several processes write to it (see the module doc)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    import sqlite3
+
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if not os.path.exists(path):
+        return  # MLflow creates it on first use; the sweep's run is open by now, so it exists in practice
+    with sqlite3.connect(path, timeout=20) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def _start_worker(env: dict[str, str]) -> None:
+    """A worker's first step, before anything imports torch: its budget and the tracking URI."""
+    os.environ.update(env)
+    from ecgml.runtime.threads import ensure_budget
+
+    ensure_budget(warn=None)
+
+
+def _run_in_worker(job: Job, run_name: str, init_uri: str | None, study: StudyConfig, sweep_id: str, commit: str,
+                   data: dict[str, str]) -> JobDone:
+    from ecgml.experiments.study import run_job
+
+    return run_job(job, run_name, init_uri, study, sweep_id, commit, data)
+
+
+def _worker_envs(workers: int, uri: str) -> list[dict[str, str]]:
+    envs = []
+    for budget in child_budgets(process_budget(), workers, "sweep jobs"):
+        env = {**budget.env(), "MLFLOW_TRACKING_URI": uri}
+        if budget.enabled and budget.wait_policy and "OMP_WAIT_POLICY" not in os.environ:
+            env["OMP_WAIT_POLICY"] = budget.wait_policy
+        envs.append(env)
+    return envs
+
+
+def run_jobs_side_by_side(jobs: Sequence[Job], names: Sequence[str], study: StudyConfig, sweep_id: str, commit: str,
+                          data: dict[str, str], say: Callable[[str], None], workers: int) -> list[JobResult]:
+    """Run ``jobs`` (named ``names``) in ``workers`` processes; their results in the plan's order.
+
+    A job that fails stops new jobs from starting; the running ones finish (their runs end cleanly), then
+    the first failure is raised.
+    """
+    from ecgml.experiments.study import JobResult, done_line, job_label, registered_backbone
+    from ecgml.tracking.store import tracking_uri
+
+    uri = tracking_uri()
+    prepare_store_for_writers(uri)
+    context = multiprocessing.get_context("spawn")
+    pools = [ProcessPoolExecutor(1, mp_context=context, initializer=_start_worker, initargs=(env,))
+             for env in _worker_envs(workers, uri)]
+    say(f"{len(jobs)} runs in {workers} worker processes side by side")
+    idle = list(pools)
+    waiting = list(range(len(jobs)))
+    running: dict[Future[JobDone], tuple[int, ProcessPoolExecutor]] = {}
+    backbones: dict[str, str] = {}
+    results: list[JobResult | None] = [None] * len(jobs)
+    failure: BaseException | None = None
+    try:
+        while (waiting and failure is None) or running:
+            for index in list(waiting) if failure is None else []:
+                job = jobs[index]
+                if not idle:
+                    break
+                if job.arm == "finetune" and job.pretrain_key and job.pretrain_key not in backbones:
+                    continue  # its backbone is still training
+                init_uri = ((backbones[job.pretrain_key] if job.pretrain_key else study.backbone_uri)
+                            if job.arm == "finetune" else None)
+                pool = idle.pop()
+                running[pool.submit(_run_in_worker, job, names[index], init_uri, study, sweep_id, commit,
+                                    data)] = (index, pool)
+                waiting.remove(index)
+            if not running:
+                raise RuntimeError("no sweep job can start: a fine-tuning job waits for a pretraining job that is "
+                                   "not in the plan")
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                index, pool = running.pop(future)
+                idle.append(pool)
+                try:
+                    done = future.result()
+                except BaseException as exc:
+                    failure = failure or exc
+                    continue
+                job = jobs[index]
+                if job.arm == "pretrain":
+                    backbones[job.key] = registered_backbone(done.run_id, job)
+                say(done_line(job_label(index + 1, len(jobs), job), done))
+                results[index] = JobResult(job, done.run_id, done.test_macro_auc, done.reused, done.seconds)
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if failure is not None:
+        raise failure
+    return [r for r in results if r is not None]
