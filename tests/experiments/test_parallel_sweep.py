@@ -13,7 +13,7 @@ from ecgml.experiments import schema
 from ecgml.experiments.parallel import job_count
 from ecgml.experiments.study import StudyConfig
 from ecgml.tracking.reuse import STEP_KEY
-from tests.jobs.test_study import TINY, trees  # noqa: F401 - the module's synthetic trees fixture
+from tests.experiments.test_study import TINY, trees  # noqa: F401 - the module's synthetic trees fixture
 
 
 def _sweep(trees: Path, folder: Path, jobs: int, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list[str]]:  # noqa: F811
@@ -28,7 +28,7 @@ def _sweep(trees: Path, folder: Path, jobs: int, monkeypatch: pytest.MonkeyPatch
                          pretrain_task="superdiagnostic", pretrain_epochs=1,
                          epochs=1, runs_dir=folder / "runs", cache_dir=trees / "cache", jobs=jobs, **TINY)
     lines: list[str] = []
-    sweep_id, results = study_module.run_sweep("calibration", config, (1.0, 0.5), say=lines.append)
+    sweep_id, results = study_module.run_sweep("calibration", config, (0.5,), say=lines.append)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name("ecgml-study").experiment_id
     runs = {r.info.run_id: r for r in client.search_runs([experiment])}
