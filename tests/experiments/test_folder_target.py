@@ -102,6 +102,9 @@ def test_standalone_and_finetune_cross_validate_a_labelled_folder(folder: Path, 
     assert pretrained.exit_code == 0, pretrained.output
     registered = runner.invoke(main, ["register", "--experiment", "folder-pre", "--name", "bb"])
     assert registered.exit_code == 0, registered.output
+    # a target prepared with other leads than the backbone's is refused before any cache, naming both
+    misfit = runner.invoke(main, ["finetune", *args, "--backbone-uri", "models:/bb/1", "--leads", "6"])
+    assert misfit.exit_code == 1 and "the target has I,II,III,aVR,aVL,aVF (pass --leads I,II" in misfit.output
     tuned = runner.invoke(main, ["finetune", *args, "--backbone-uri", "models:/bb/1", "--strategy", "linear"],
                           catch_exceptions=False)
     assert tuned.exit_code == 0, tuned.output
