@@ -11,6 +11,7 @@ import click
 from ecgml.cli.options import data_options, fail, prepare_config
 from ecgml.config import default_data_dir, to_jsonable
 from ecgml.data.download import SOURCES as DOWNLOAD_SOURCES
+from ecgml.data.dx_mapping import DX_DIALECTS
 from ecgml.data.sources.ptbxl import PTBXL_FS
 from ecgml.defaults import DATA_EXPERIMENT
 
@@ -32,18 +33,24 @@ def _parse_rates(text: str) -> tuple[int, ...]:
 
 @data_group.command("synth")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder to write ptbxl/ and g12ec/ into [default: $ECGML_DATA/synthetic].")
+              help="Folder to write ptbxl/, g12ec/ and cpsc/ into [default: $ECGML_DATA/synthetic].")
 @click.option("--ptbxl-records", type=click.IntRange(0), default=2000, show_default=True)
 @click.option("--g12ec-records", type=click.IntRange(0), default=1000, show_default=True)
+@click.option("--cpsc-records", type=click.IntRange(0), default=0, show_default=True,
+              help="Records of a CPSC 2018-shaped Challenge tree (cpsc/: A0001..., 500 Hz, 6-60 s, its nine "
+                   "classes), a target for --target cinc.")
+@click.option("--cpsc-dialect", type=click.Choice(DX_DIALECTS), default=DX_DIALECTS[0], show_default=True,
+              help="How the CPSC tree's #Dx lines name the classes: the 2020 first release's abbreviations "
+                   "(AF,RBBB) or SNOMED CT codes (the 2021 layout, in g1/, g2/...).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--ptbxl-rates", default=",".join(map(str, PTBXL_FS)), show_default=True,
               help="Sampling rates of the PTB-XL-shaped tree (records100/, records500/).")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="Worker processes (0 = all cores).")
-def synth_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, seed: int,
-                  ptbxl_rates: str, workers: int) -> None:
-    """Write synthetic PTB-XL-shaped and G12EC-shaped trees in the real on-disk formats."""
-    from ecgml.data.synth import generate_g12ec, generate_ptbxl
+def synth_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, cpsc_records: int,
+                  cpsc_dialect: str, seed: int, ptbxl_rates: str, workers: int) -> None:
+    """Write synthetic PTB-XL-shaped, G12EC-shaped and CPSC 2018-shaped trees in the real on-disk formats."""
+    from ecgml.data.synth import generate_cpsc, generate_g12ec, generate_ptbxl
 
     out_dir = out_dir or default_data_dir() / "synthetic"
     rates = _parse_rates(ptbxl_rates)
@@ -54,12 +61,16 @@ def synth_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, 
                                                 sampling_rates=rates, workers=workers)
         if g12ec_records:
             summaries["g12ec"] = generate_g12ec(out_dir / "g12ec", g12ec_records, seed + 1, workers=workers)
+        if cpsc_records:
+            summaries["cpsc"] = generate_cpsc(out_dir / "cpsc", cpsc_records, seed + 2, dx_dialect=cpsc_dialect,
+                                              workers=workers)
     except (OSError, ValueError) as exc:
         fail(exc)
     for name, summary in summaries.items():
         click.echo(f"{name}: {summary}")
     log_to_mlflow_run({"synth_config.json": {"out": str(out_dir), "ptbxl_records": ptbxl_records,
-                                             "g12ec_records": g12ec_records, "seed": seed,
+                                             "g12ec_records": g12ec_records, "cpsc_records": cpsc_records,
+                                             "cpsc_dialect": cpsc_dialect, "seed": seed,
                                              "ptbxl_rates": list(rates)}})
 
 

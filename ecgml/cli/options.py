@@ -61,10 +61,11 @@ def target_option() -> Decorator:
 
 
 def label_space_options() -> list[Decorator]:
-    """How a target with its own label space (``cinc``) is labelled and which of its records are read."""
+    """How a target with its own label space (``cinc``, ``folder``) is labelled and which of its records are read."""
     return [
         click.option("--min-positives", type=click.IntRange(1), default=DEFAULT_MIN_POSITIVES, show_default=True,
-                     help="Own label space (cinc): keep every code with at least this many positive records."),
+                     help="Own label space (cinc, folder): keep every code with at least this many positive "
+                          "records."),
         click.option("--classes", default="", help="Own label space: exactly these codes (comma list)."),
         click.option("--tranche", default="", help="Challenge collections: only these record-id prefixes "
                      "(comma list of A, Q, E, JS, S, HR, I) [default: all]."),

@@ -150,7 +150,7 @@ def pretrain_command(resume: bool, resume_run_id: str | None, **options: Any) ->
 @target_training_options()
 def train_standalone_command(resume: bool, resume_run_id: str | None, target: str, **options: Any) -> None:
     """Train a model on the target from scratch (the study's baseline): G12EC's 18 shared classes by default,
-    a Challenge collection's own codes with --target cinc."""
+    a Challenge collection's own codes with --target cinc, your labelled folder's with --target folder."""
     _run_training(train_config(STANDALONE_KIND, target, options), resume, resume_run_id)
 
 
@@ -165,7 +165,8 @@ def train_standalone_command(resume: bool, resume_run_id: str | None, target: st
                    "ecgml-<target>-classifier). A cross-validation (--cv) registers nothing.")
 def finetune_command(resume: bool, resume_run_id: str | None, target: str, **options: Any) -> None:
     """Fine-tune a registered PTB-XL backbone on the target (new head, chosen strategy): G12EC's 18 shared
-    classes by default, a Challenge collection's own codes with --target cinc."""
+    classes by default, a Challenge collection's own codes with --target cinc, your labelled folder's with
+    --target folder."""
     _run_training(train_config(FINETUNE_KIND, target, options), resume, resume_run_id)
 
 

@@ -21,6 +21,9 @@ DX_MAPPING_FILES: tuple[str, ...] = (
     "dx_mapping_scored_2020.csv", "dx_mapping_unscored_2020.csv",
 )
 ALIASES_FILE = "dx_abbreviation_aliases.csv"
+#: How a ``#Dx:`` line names diagnoses: the 2020 first release's abbreviations (``#Dx: AF,RBBB``) or SNOMED CT
+#: codes (``# Dx: 164889003,59118001``); :func:`dx_code` reads either.
+DX_DIALECTS: tuple[str, ...] = ("abbreviation", "snomed")
 
 
 @dataclass(frozen=True)

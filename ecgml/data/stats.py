@@ -83,7 +83,7 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"label map {d['label_map']}, splits {d['splits']}",
         f"records: {d['n_records']} read, {stats['records_cached']} cached, {d['n_labelled']} labelled; "
         f"sampling rates on disk {stats['sampling_rates_on_disk']} Hz; cache at "
-        f"{stats['cache_sampling_rate']} Hz; lengths (s) {stats['lengths_s']}",
+        f"{stats['cache_sampling_rate']} Hz; lengths (s) {_lengths_text(stats['lengths_s'])}",
         f"NaN samples: {stats['nan_samples']} in {stats['records_with_nan']} records; "
         f"records with flat leads: {stats['records_with_flat_leads']}",
         f"cache: {stats['cache']}",
@@ -113,3 +113,12 @@ def format_stats(stats: dict[str, Any]) -> str:
     else:
         lines.append("problems: none")
     return "\n".join(lines)
+
+
+def _lengths_text(lengths: dict[str, int]) -> str:
+    """Record lengths as counted (``{'10.0': 20}``), or their range and median when there are many (a Challenge
+    collection's 6 s to 60 s records)."""
+    if len(lengths) <= 6:
+        return str(lengths)
+    values = sorted(float(k) for k, n in lengths.items() for _ in range(n))
+    return f"{values[0]:g}-{values[-1]:g} (median {values[len(values) // 2]:g}, {len(lengths)} distinct)"

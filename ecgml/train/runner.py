@@ -116,6 +116,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, resume_run_id: st
                 outcome = _train_only(run)
             else:
                 _warn_short_records(run.splits, config)
+                _warn_dropped_classes(run.prepared, config)
                 outcome = _tracked_with_clear_errors(run, request)
     except PeerFailed as exc:  # another rank failed and says why; this one stops quietly, with exit code 0,
         report_peer_failure(ctx, exc)  # so that torchrun names the failed rank and never stops it mid-message
@@ -199,6 +200,17 @@ def _warn_short_records(splits: Splits, config: TrainConfig) -> None:
         fs = config.data.data.fs
         sys.stderr.write(f"warning: {len(short)} record(s) are shorter than the {config.crop_s:g} s crop (e.g. "
                          f"{rid}: {n / fs:g} s); their crops and windows are zero-padded\n")
+
+
+def _warn_dropped_classes(prepared: Prepared, config: TrainConfig) -> None:
+    """A target's own labels too rare to learn are left out of its classes: say which, with their counts."""
+    space = prepared.dataset.label_space
+    if not space or space.get("explicit") or not space.get("dropped"):
+        return
+    dropped = dict(space["dropped"])  # type: ignore[call-overload]
+    listed = ", ".join(f"{c} ({n})" for c, n in sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])))
+    sys.stderr.write(f"warning: {config.data.data.root}: {len(dropped)} label(s) have fewer than "
+                     f"{space.get('min_positives')} positive records (--min-positives) and are left out: {listed}\n")
 
 
 def _tracked_with_clear_errors(run: RunContext, request: RunRequest) -> RunOutcome:

@@ -85,4 +85,4 @@ def test_cv_larger_than_the_rarest_class_allows_is_one_clear_line(tmp_path: Path
     assert "Traceback" not in result.output
     assert not (tmp_path / "data" / "cache").exists()  # refused before any cache was written
     result = CliRunner().invoke(main, ["train-standalone", "--target", "g12ec", "--cv", "3"])
-    assert result.exit_code == 2 and "--cv are for sources with their own label space (cinc)" in result.output
+    assert result.exit_code == 2 and "--cv are for sources with their own label space (cinc, folder)" in result.output

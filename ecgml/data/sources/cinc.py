@@ -138,16 +138,37 @@ class ChallengeTable:
     n_headers: int
 
 
+#: A record's labels from its header (path, comment fields), problems noted; None leaves the record out.
+LabelReader = Callable[[Path, Mapping[str, str], list[RecordProblem]], list[str] | None]
+
+
+def header_stem(header_path: Path) -> str:
+    """A Challenge record's id: its header's file name without ``.hea`` (``A0001``)."""
+    return header_path.stem
+
+
+def dx_labels(header_path: Path, fields: Mapping[str, str], problems: list[RecordProblem]) -> list[str] | None:
+    """The record's SNOMED CT codes from its ``Dx`` line (abbreviations mapped); None (a ``missing_dx`` problem)
+    without one."""
+    if "Dx" not in fields:
+        problems.append(RecordProblem(header_path.stem, str(header_path), "missing_dx", f"{header_path}: no Dx line"))
+        return None
+    return _dx_codes(header_path, fields["Dx"], problems)
+
+
 def walk_challenge_tree(root: Path, *, admit: Admit, source: str, progress: bool = False,
-                        gain_corrections: Mapping[float, float] | None = None) -> ChallengeTable:
+                        gain_corrections: Mapping[float, float] | None = None,
+                        record_id_of: Callable[[Path], str] = header_stem,
+                        labels: LabelReader = dx_labels) -> ChallengeTable:
     """Every ``*.hea`` under ``root`` (any depth, sorted) that ``admit`` lets in, as table rows with the
-    record's SNOMED CT codes (abbreviations mapped), its tranche, rate, length and demographics."""
+    record's labels (by default its ``Dx`` SNOMED CT codes, abbreviations mapped: :func:`dx_labels`), its
+    tranche, rate, length and demographics. ``record_id_of`` names a record (default: the header's stem)."""
     headers = sorted(root.rglob("*.hea"))
     problems: list[RecordProblem] = []
     rows: list[dict[str, object]] = []
     seen: dict[str, str] = {}
     for header_path in tqdm(headers, desc=f"reading {source} headers", unit="rec", disable=not progress):
-        record_id, where = header_path.stem, str(header_path)
+        record_id, where = record_id_of(header_path), str(header_path)
         if record_id in seen:  # the same id twice in one tree: labels and cache rows would be ambiguous
             problems.append(RecordProblem(record_id, where, "duplicate_record",
                                           f"{where}: record id {record_id!r} is already taken by {seen[record_id]}; "
@@ -162,11 +183,11 @@ def walk_challenge_tree(root: Path, *, admit: Admit, source: str, progress: bool
         if header is None:
             continue
         fields = header_fields(header)
-        if "Dx" not in fields:
-            problems.append(RecordProblem(record_id, where, "missing_dx", f"{where}: no Dx line"))
+        codes = labels(header_path, fields, problems)
+        if codes is None:
             continue
-        codes = _dx_codes(header_path, fields["Dx"], problems)
-        rows.append(_record_row(header_path, header, fields, codes, source, gain_corrections or {}, problems))
+        rows.append(_record_row(header_path, record_id, header, fields, codes, source, gain_corrections or {},
+                                problems))
     return ChallengeTable(rows, problems, len(headers))
 
 
@@ -223,10 +244,11 @@ def _dx_codes(header_path: Path, dx: str, problems: list[RecordProblem]) -> list
     return codes
 
 
-def _record_row(header_path: Path, header: WfdbHeader, fields: Mapping[str, str], codes: list[str], source: str,
-                gain_corrections: Mapping[float, float], problems: list[RecordProblem]) -> dict[str, object]:
+def _record_row(header_path: Path, record_id: str, header: WfdbHeader, fields: Mapping[str, str], codes: list[str],
+                source: str, gain_corrections: Mapping[float, float], problems: list[RecordProblem]
+                ) -> dict[str, object]:
     """The table row of one record (fold 0 until the folds are assigned); a known gain defect is noted."""
-    record_id, where = header_path.stem, str(header_path)
+    where = str(header_path)
     gains = {s.gain for s in header.signals}
     if gains & set(gain_corrections):
         problems.append(RecordProblem(record_id, where, "gain_corrected",

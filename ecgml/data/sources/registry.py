@@ -11,7 +11,7 @@ beside this one) and one :func:`register_source` call::
                                   tasks=(OWN_TASK,), default_task=OWN_TASK))
 
 A database of the Challenge collections needs no reader of its own: ``cinc`` reads them all
-(``--tranche`` picks one).
+(``--tranche`` picks one); a user's own labelled records are ``folder``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
 from ecgml.data.labels import DEFAULT_LABEL_MAP, OWN_TASK, PTBXL_TASKS, SHARED_TASK
 from ecgml.data.records import Dataset, SplitSpec
 from ecgml.data.sources.cinc import CINC_FS, TRANCHES, read_cinc
+from ecgml.data.sources.folder import FOLDER_FS, read_folder
 from ecgml.data.sources.g12ec import G12EC_FS, read_g12ec
 from ecgml.data.sources.ptbxl import PTBXL_FS, read_ptbxl
 
@@ -170,10 +171,21 @@ def _read_g12ec(request: ReadRequest) -> Dataset:
                       rebuild_folds=request.rebuild_folds, progress=request.progress)
 
 
+#: Seconds a cache row holds for the sources with records of any length (6 s to 30 min): a Challenge collection,
+#: a user's folder.
+LONG_RECORD_SECONDS = 30.0
+
+
 def _read_cinc(request: ReadRequest) -> Dataset:
     return read_cinc(request.root, tranches=request.tranches, min_positives=request.min_positives,
                      classes=request.classes, splits=request.splits, cv=request.cv, cv_fold=request.cv_fold,
                      fold_seed=request.fold_seed, rebuild_folds=request.rebuild_folds, progress=request.progress)
+
+
+def _read_folder(request: ReadRequest) -> Dataset:
+    return read_folder(request.root, min_positives=request.min_positives, classes=request.classes,
+                       splits=request.splits, cv=request.cv, cv_fold=request.cv_fold, fold_seed=request.fold_seed,
+                       rebuild_folds=request.rebuild_folds, tranches=request.tranches, progress=request.progress)
 
 
 register_source(DatasetSource(
@@ -189,7 +201,12 @@ register_source(DatasetSource(
 register_source(DatasetSource(
     "cinc", "PhysioNet/CinC Challenge", _read_cinc, native_rates=CINC_FS, tasks=(OWN_TASK,), default_task=OWN_TASK,
     task_hint=f"Challenge collections are labelled with their own codes: use task {OWN_TASK!r}",
-    cache_seconds=30.0, own_label_space=True, tranches=tuple(t.prefix for t in TRANCHES),
+    cache_seconds=LONG_RECORD_SECONDS, own_label_space=True, tranches=tuple(t.prefix for t in TRANCHES),
     same_records_as={t.prefix: t.same_records_as for t in TRANCHES if t.same_records_as},
     label_space_text="its own SNOMED CT codes",
+))
+register_source(DatasetSource(
+    "folder", "a labelled folder", _read_folder, native_rates=(FOLDER_FS,), tasks=(OWN_TASK,), default_task=OWN_TASK,
+    task_hint=f"a folder is labelled with its own labels: use task {OWN_TASK!r}",
+    cache_seconds=LONG_RECORD_SECONDS, own_label_space=True, label_space_text="its own labels",
 ))

@@ -506,6 +506,61 @@ def low_voltage(params: HeartParams, rng: np.random.Generator, concepts: Collect
     _scale_t(params, 0.7)
 
 
+# --- ectopic beats and ST shifts (CPSC 2018's classes) -----------------------------------------------
+
+@_diagnosis("PAC", "form", 0, excludes=("AFIB", "NORM", "PVC"))
+def premature_atrial_beats(params: HeartParams, rng: np.random.Generator, concepts: Collection[str]) -> None:
+    """Premature atrial contractions: after one in 2-5 sinus cycles a conducted beat comes early, at 55-70 % of
+    the RR (P, normal QRS); the sinus node resets, so the next beat follows it by one RR (no compensatory
+    pause)."""
+    params.ectopy = "atrial"
+    params.ectopic_every = int(rng.integers(2, 6))
+    params.ectopic_coupling = float(rng.uniform(0.55, 0.70))
+
+
+@_diagnosis("PVC", "form", 9, excludes=("NORM", "PAC"))
+def premature_ventricular_beats(params: HeartParams, rng: np.random.Generator, concepts: Collection[str]) -> None:
+    """Premature ventricular contractions: one in 2-5 beats is replaced by an early (50-70 % of the RR) beat
+    with no P wave, a wide QRS (130-170 ms) of left-bundle-branch shape and a discordant T; the sinus P it
+    interrupts is not conducted, so the pause after it is compensatory. (Stage 9: drawn from the finished
+    heart, so the ectopic beat shares the patient's orientation and voltage.)"""
+    ectopic = params.copy()
+    _lbbb(ectopic, rng, float(rng.uniform(0.13, 0.17)), 1.0)
+    ectopic.qt_extra = 0.7 * max(0.0, ectopic.qrs_duration - 0.10)
+    params.ectopy = "ventricular"
+    params.ectopic_every = int(rng.integers(2, 6))
+    params.ectopic_coupling = float(rng.uniform(0.50, 0.70))
+    params.ectopic = ectopic
+
+
+#: The lead groups an ST shift is drawn in; the one drawn is noted as ``notes["st_territory"]`` (its index).
+ST_TERRITORIES: tuple[tuple[str, ...], ...] = (ANTERIOR, INFERIOR, LATERAL)
+
+
+def _territory(params: HeartParams, rng: np.random.Generator) -> tuple[str, ...]:
+    index = int(rng.integers(len(ST_TERRITORIES)))
+    params.notes["st_territory"] = float(index)
+    return ST_TERRITORIES[index]
+
+
+@_diagnosis("STD_", "form", 5, excludes=("NORM", "STE_"))
+def st_depression(params: HeartParams, rng: np.random.Generator, concepts: Collection[str]) -> None:
+    """ST depression: a horizontal ST shift of -0.10..-0.25 mV in an anterior, inferior or lateral group of
+    leads, T left as it is."""
+    _add_st(params, _territory(params, rng), -float(rng.uniform(0.10, 0.25)), "ST_depression")
+
+
+@_diagnosis("STE_", "form", 5, excludes=("NORM", "STD_"))
+def st_elevation(params: HeartParams, rng: np.random.Generator, concepts: Collection[str]) -> None:
+    """ST elevation: an injury current raising ST by 0.15-0.35 mV in an anterior, inferior or lateral group of
+    leads (depressed reciprocally in the opposite leads), T raised by 0.1-0.2 mV there."""
+    leads = _territory(params, rng)
+    _add_st(params, leads, float(rng.uniform(0.15, 0.35)), "ST_elevation")
+    vectors = lead_vectors(params.lead_field)
+    current = float(np.mean([vectors[name] @ params.t.amp[params.t.index("T_main")] for name in leads]))
+    _set_t_level(params, leads, current + float(rng.uniform(0.1, 0.2)))
+
+
 # --- NORM: no rule; finalize keeps the record consistent ---------------------------------------------
 
 @_diagnosis("NORM", "diagnostic", 0)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ecgml.data.folds import iterative_stratification
 from ecgml.data.synth.config import SynthConfig
+from ecgml.data.synth.cpsc import class_weights, concepts_of, draw_classes, draw_seconds
 from ecgml.data.synth.labels import MI_CONCEPTS, sample_concepts
 
 #: The 28 columns of ``ptbxl_database.csv``, in the real order.
@@ -49,6 +50,7 @@ class RecordPlan:
     age: float
     sex: str                     # "M" or "F"
     date: datetime | None = None
+    seconds: float | None = None  # its own length (CPSC-shaped trees); None: the config's ``seconds``
 
 
 def _choice(rng: np.random.Generator, weights: np.ndarray | list[float]) -> int:
@@ -194,3 +196,16 @@ def ptbxl_table(config: SynthConfig, plans: list[RecordPlan], statements: list[d
             "filename_hr": f"records500/{folder}/{ecg_id:05d}_hr",
         })
     return pd.DataFrame(rows, columns=list(PTBXL_COLUMNS))
+
+
+def plan_cpsc(config: SynthConfig, rng: np.random.Generator) -> list[RecordPlan]:
+    """A CPSC-shaped tree's records: each one's classes (as concepts), age, sex and length (6 s to
+    ``config.seconds``); one patient per record, as CPSC publishes no patient ids."""
+    weights = class_weights(dict(config.priors))
+    plans: list[RecordPlan] = []
+    for index in range(config.n_records):
+        age = float(np.clip(np.rint(rng.normal(config.age_mean, config.age_sd)), 18, 95))
+        sex = "M" if rng.random() < config.male_fraction else "F"
+        concepts = concepts_of(draw_classes(rng, weights))
+        plans.append(RecordPlan(index, index, concepts, age, sex, seconds=draw_seconds(rng, config.seconds)))
+    return plans

@@ -179,6 +179,10 @@ class HeartParams:
     axis_target: float = 45.0       # frontal QRS axis the patient was sampled with (degrees)
     orientation: np.ndarray = field(default_factory=lambda: np.eye(3))  # heart rotation in the chest
     qrs_gain: float = 1.0           # this patient's QRS voltage relative to the template
+    ectopy: str = ""                # "", "atrial" (premature atrial beats) or "ventricular" (PVCs)
+    ectopic_every: int = 0          # one premature beat in this many cycles
+    ectopic_coupling: float = 0.0   # premature beat's interval after the beat before, fraction of the RR
+    ectopic: HeartParams | None = None  # the ventricular ectopic beat's own waves (its QRS, its T)
     notes: dict[str, float] = field(default_factory=dict)  # rule outputs kept for tests and metadata
 
     def copy(self) -> HeartParams:
@@ -187,6 +191,7 @@ class HeartParams:
         out.lead_field = self.lead_field.copy()
         out.orientation = self.orientation.copy()
         out.notes = dict(self.notes)
+        out.ectopic = self.ectopic.copy() if self.ectopic is not None else None
         return out
 
     @property

@@ -15,7 +15,7 @@ electrode artefacts (a contact "pop": a step that decays). Source shift is in th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -76,6 +76,8 @@ G12EC_NOISE = NoiseConfig(
     movement_prob=0.15, powerline_hz=60.0, powerline_prob=0.35, emg_mv=(0.003, 0.012),
     static_prob=0.25, burst_prob=0.06, electrode_prob=0.02,
 )
+#: CPSC 2018-like: Chinese mains (50 Hz), otherwise Georgia's hospital-recording noise.
+CPSC_NOISE = replace(G12EC_NOISE, powerline_hz=50.0)
 
 
 @dataclass(frozen=True)

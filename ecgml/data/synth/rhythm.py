@@ -82,3 +82,58 @@ def schedule_beats(params: HeartParams, seconds: float, rng: np.random.Generator
         p = _sinus_cycles(params, seconds, rng)
         qrs = _conduction(params, p, rng)
     return BeatSchedule(p_onset=p, qrs_onset=qrs, qt=_qt(params, qrs))
+
+
+def _premature_atrial(params: HeartParams, schedule: BeatSchedule, rng: np.random.Generator) -> BeatSchedule:
+    """An early conducted beat after every ``ectopic_every``-th cycle, the beats after it delayed by the same
+    amount (the sinus node resets at the premature beat)."""
+    p, qrs = schedule.p_onset, schedule.qrs_onset
+    every = params.ectopic_every
+    phase = int(rng.integers(every))
+    out_p: list[float] = []
+    out_qrs: list[float] = []
+    shift = 0.0
+    for i in range(p.size):
+        out_p.append(p[i] + shift)
+        out_qrs.append(qrs[i] + shift)
+        if i + 1 < p.size and (i + phase) % every == every - 1:
+            early = (p[i + 1] - p[i]) * params.ectopic_coupling
+            out_p.append(p[i] + shift + early)
+            out_qrs.append(qrs[i] + shift + early)
+            shift += early
+    p_onset, qrs_onset = np.asarray(out_p), np.asarray(out_qrs)
+    return BeatSchedule(p_onset=p_onset, qrs_onset=qrs_onset, qt=_qt(params, qrs_onset))
+
+
+def _premature_ventricular(params: HeartParams, schedule: BeatSchedule,
+                           rng: np.random.Generator) -> tuple[BeatSchedule, BeatSchedule]:
+    """The sinus schedule with every ``ectopic_every``-th conducted beat blocked, and the ectopic beats that
+    come early in its place (no P wave); the P waves stay, so the pause after an ectopic beat is compensatory."""
+    qrs = schedule.qrs_onset.copy()
+    conducted = np.flatnonzero(~np.isnan(qrs))
+    every = params.ectopic_every
+    phase = int(rng.integers(every))
+    early: list[float] = []
+    for k in range(1, conducted.size):
+        if (k + phase) % every == every - 1:
+            before, this = conducted[k - 1], conducted[k]
+            early.append(qrs[before] + (qrs[this] - qrs[before]) * params.ectopic_coupling)
+            qrs[this] = np.nan
+    sinus = BeatSchedule(p_onset=schedule.p_onset, qrs_onset=qrs, qt=_qt(params, qrs))
+    onsets = np.asarray(early)
+    ectopic = params.ectopic if params.ectopic is not None else params
+    rr = 60.0 / params.heart_rate * params.ectopic_coupling
+    qt = np.full(onsets.size, ectopic.qtc * np.sqrt(np.clip(rr, 0.3, 2.0)) + ectopic.qt_extra)
+    return sinus, BeatSchedule(p_onset=np.full(onsets.size, np.nan), qrs_onset=onsets, qt=qt)
+
+
+def place_ectopic_beats(params: HeartParams, schedule: BeatSchedule,
+                        rng: np.random.Generator) -> tuple[BeatSchedule, BeatSchedule | None]:
+    """The schedule with the premature beats of ``params.ectopy`` in it, and the ventricular ectopic beats'
+    own schedule (drawn with ``params.ectopic``'s waves), or None. Draws nothing without ectopy, so records
+    without it are the same as before ectopy existed."""
+    if params.ectopy == "atrial":
+        return _premature_atrial(params, schedule, rng), None
+    if params.ectopy == "ventricular":
+        return _premature_ventricular(params, schedule, rng)
+    return schedule, None

@@ -23,7 +23,7 @@ from ecgml.data.synth.model import (
     twelve_from_eight,
 )
 from ecgml.data.synth.noise import NoiseConfig, NoiseReport, add_noise
-from ecgml.data.synth.rhythm import schedule_beats
+from ecgml.data.synth.rhythm import place_ectopic_beats, schedule_beats
 
 SeedLike = int | np.random.SeedSequence
 
@@ -39,6 +39,7 @@ class SimulatedEcg:
     concepts: frozenset[str]
     noise: NoiseReport
     axis: float  # frontal QRS axis of the model (degrees)
+    ectopic: BeatSchedule | None = None  # the ventricular ectopic beats, drawn with ``params.ectopic``'s waves
 
 
 def _sequence(seed: SeedLike) -> np.random.SeedSequence:
@@ -72,11 +73,13 @@ def simulate(
     apply_diagnoses(params, concept_set, rule_rng)
     if heart_rate is not None:
         params.heart_rate = float(heart_rate)
-    schedule = schedule_beats(params, seconds, rhythm_rng)
+    schedule, ectopic = place_ectopic_beats(params, schedule_beats(params, seconds, rhythm_rng), rhythm_rng)
     n = round(seconds * fs)
     eight = render(params, schedule, fs, n, render_rng)
+    if ectopic is not None and params.ectopic is not None:
+        eight += render(params.ectopic, ectopic, fs, n, render_rng)
     if params.rhythm == "afib":
         eight += fibrillatory_waves(params, fs, n, render_rng)
     eight, report = add_noise(eight, fs, noise or NoiseConfig.off(), noise_rng, params.resp_hz)
     signal = twelve_from_eight(eight).astype(np.float32)
-    return SimulatedEcg(signal, fs, params, schedule, concept_set, report, frontal_axis(params))
+    return SimulatedEcg(signal, fs, params, schedule, concept_set, report, frontal_axis(params), ectopic)

@@ -1,4 +1,4 @@
-"""Write synthetic PTB-XL-shaped and G12EC-shaped trees in the real on-disk formats.
+"""Write synthetic PTB-XL-shaped, G12EC-shaped and CPSC 2018-shaped trees in the real on-disk formats.
 
 PTB-XL: ``ptbxl_database.csv`` (28 columns), ``scp_statements.csv``, ``records500/<folder>/NNNNN_hr``
 and ``records100/<folder>/NNNNN_lr`` (WFDB format 16, 1000/mV, leads I ... AVR AVL AVF V1-V6); the
@@ -7,6 +7,9 @@ they carry no 50 Hz mains hum.
 G12EC: ``g1/E00001.{mat,hea}``, ``g2/...`` (1000 records per folder, the 2021 Challenge layout), 500 Hz
 MATLAB v4 ``val`` plus a WFDB header with ``Age``/``Sex``/``Dx``/``Rx``/``Hx`` comments, mostly in the
 2021 dialect, some in the 2020 one (and some of those with the 4880/mV gain defect).
+CPSC 2018: ``A0001.{mat,hea}`` ... at 500 Hz, 6 to 60 s each, headers as the 2020 Challenge's first release
+writes them (``16+24 1000/mV``, ``#Dx: AF,RBBB`` in abbreviations, all records in one folder), or with
+``dx_dialect="snomed"`` as the 2021 Challenge re-issued them (``#Dx:`` as SNOMED CT codes, ``g1/``, ``g2/``...).
 
 Every file goes through the atomic writers; ``SYNTH.json`` (config and label counts) is written last,
 so its presence means the tree is complete. Records are seeded from (seed, record index): the bytes do
@@ -34,7 +37,8 @@ from ecgml.data.formats import write_challenge_record, write_wfdb_record
 from ecgml.data.labels import load_label_map
 from ecgml.data.leads import STANDARD_LEADS
 from ecgml.data.sources.g12ec import G12EC_FS
-from ecgml.data.synth.config import SynthConfig
+from ecgml.data.synth.config import CPSC, SynthConfig
+from ecgml.data.synth.cpsc import CPSC_FS, classes_of, dx_entries
 from ecgml.data.synth.labels import georgia_codes, nsr_share, ptbxl_statements
 from ecgml.data.synth.metadata import (
     PATIENT_STREAM,
@@ -42,6 +46,7 @@ from ecgml.data.synth.metadata import (
     RECORD_STREAM,
     RecordPlan,
     patient_folds,
+    plan_cpsc,
     plan_records,
     ptbxl_table,
 )
@@ -144,9 +149,25 @@ def _g12ec_record(root: Path, config: SynthConfig, plan: RecordPlan) -> dict[str
     return {"codes": codes, "dialect": dialect, "gain_defect": defect}
 
 
+def _cpsc_record(root: Path, config: SynthConfig, plan: RecordPlan) -> dict[str, Any]:
+    record_seed, patient_seed = _record_seeds(config, plan)
+    seconds = plan.seconds or config.seconds
+    ecg = simulate(plan.concepts, record_seed, patient_seed=patient_seed, age=plan.age, sex=plan.sex,
+                   fs=float(CPSC_FS), seconds=seconds, noise=config.noise)
+    dialect = config.dx_dialect or "abbreviation"
+    comments = [f"Age: {int(plan.age)}", f"Sex: {'Male' if plan.sex == 'M' else 'Female'}",
+                f"Dx: {','.join(dx_entries(plan.concepts, dialect))}", "Rx: Unknown", "Hx: Unknown", "Sx: Unknown"]
+    folder = root if dialect == "abbreviation" else root / f"g{plan.index // FOLDER_SIZE + 1}"
+    write_challenge_record(folder, f"A{plan.index + 1:04d}", ecg.signal, CPSC_FS, STANDARD_LEADS,
+                           comments=comments, dialect="2020")
+    return {"classes": [c.abbreviation for c in classes_of(plan.concepts)],
+            "codes": [c.code for c in classes_of(plan.concepts)], "seconds": seconds}
+
+
 _WRITERS: dict[str, Callable[[Path, SynthConfig, RecordPlan], dict[str, Any]]] = {
     "ptbxl": _ptbxl_record,
     "g12ec": _g12ec_record,
+    CPSC: _cpsc_record,
 }
 
 
@@ -212,15 +233,19 @@ def generate(root: str | os.PathLike[str], config: SynthConfig) -> SynthSummary:
     root = Path(root)
     _prepare_root(root)
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(PLAN_STREAM,)))
-    plans = plan_records(config, rng)
-    if config.source == "ptbxl":
+    plans = plan_cpsc(config, rng) if config.source == CPSC else plan_records(config, rng)
+    if config.source == CPSC:
+        results = _draw_all(root, config, plans)
+        counts = Counter(f"class:{c}" for r in results for c in r["classes"])
+        counts.update(c for r in results for c in r["codes"])
+    elif config.source == "ptbxl":
         statements = [ptbxl_statements(frozenset(p.concepts), rng) for p in plans]
         folds = patient_folds(plans, statements, config.seed)
         results = _draw_all(root, config, plans)
         table = ptbxl_table(config, plans, statements, folds, results, rng)
         atomic_write_text(root / "scp_statements.csv", SCP_STATEMENTS_CSV)
         atomic_write_text(root / "ptbxl_database.csv", table.to_csv(index=False))
-        counts: Counter[str] = Counter(s for codes in statements for s in codes)
+        counts = Counter(s for codes in statements for s in codes)
     else:
         results = _draw_all(root, config, plans)
         counts = Counter(c for r in results for c in r["codes"])
@@ -270,4 +295,24 @@ def generate_g12ec(
     """Write a G12EC-shaped tree of ``n_records`` records under ``root`` (see :func:`generate_ptbxl`)."""
     config = SynthConfig.for_source("g12ec", n_records, seed, priors=priors, noise=noise, workers=workers,
                                     progress=progress, **options)
+    return generate(root, config)
+
+
+def generate_cpsc(
+    root: str | os.PathLike[str],
+    n_records: int,
+    seed: int = 0,
+    *,
+    dx_dialect: str = "abbreviation",
+    workers: int = 0,
+    progress: bool = True,
+    priors: Mapping[str, float] | None = None,
+    noise: NoiseConfig | str | None = "default",
+    **options: Any,
+) -> SynthSummary:
+    """Write a CPSC 2018-shaped Challenge tree of ``n_records`` records under ``root``: ``#Dx:`` in the first
+    release's abbreviations (``dx_dialect="abbreviation"``) or in SNOMED CT codes (``"snomed"``); ``priors``
+    override class shares by abbreviation (``{"AF": 0.3}``); ``seconds`` is the longest record (default 60)."""
+    config = SynthConfig.for_source(CPSC, n_records, seed, priors=priors, noise=noise, workers=workers,
+                                    progress=progress, dx_dialect=dx_dialect, **options)
     return generate(root, config)
