@@ -110,7 +110,8 @@ def start_auth_server(folder: Path) -> tuple[MlflowServer, str]:
     config.write_text("[mlflow]\ndefault_permission = READ\n"
                       f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
                       f"admin_username = {AUTH_ADMIN}\n"
-                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                      "auth_cache_ttl_seconds = 300\n")  # as docs/several-machines.md advises
     password = secrets.token_urlsafe(18)
     server = start_server(folder, app_name="basic-auth", env={
         "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": password,

@@ -153,7 +153,7 @@ def test_registration_behind_basic_auth(auth_server: tuple[MlflowServer, str], t
     server, password = auth_server
     env = _env(server.uri, trees, (AUTH_ADMIN, password))
     _ok(_ecgml(tmp_path, env, "pretrained", "register", "ptbxl-superdiagnostic", "--alias", "production"))
-    _ok(_ecgml(tmp_path, env, "finetune", "--epochs", "1", "--batch-size", "16", "--seed", "5",
+    _ok(_ecgml(tmp_path, env, "finetune", "--epochs", "1", "--batch-size", "16", "--seed", "5", "--fraction", "0.25",
                "--backbone-uri", "models:/ecgml-ptbxl-backbone@production", "--register-as", "clf"))
     rows = _predict(tmp_path, env, "models:/clf/1", trees / "synthetic" / "g12ec")
     assert rows and rows[0]["status"] == "ok"
