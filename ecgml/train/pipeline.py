@@ -152,8 +152,13 @@ def build_splits(prepared: Prepared, fraction: float, seed: int) -> Splits:
     for split in ("train", "val", "test"):
         mask = records["fold"].isin(dataset.splits.folds(split)).to_numpy() & labelled
         rows = np.flatnonzero(mask)
-        if split == "train" and fraction < 1:
+        if split == "train" and fraction < 1 and len(rows):
+            labelled_train = len(rows)
             rows = rows[stratified_subset(labels[rows], fraction, seed)]
+            if len(rows) == 0:
+                raise ValueError(f"{dataset.root}: --fraction {fraction:g} of the {labelled_train} labelled training "
+                                 f"record(s) (folds {dataset.splits.folds(split)}) keeps none; give at least "
+                                 f"{1 / labelled_train:.3g} (one record), or 1 for all of them")
         if len(rows) == 0:
             raise ValueError(f"{dataset.root}: the {split} split (folds {dataset.splits.folds(split)}) has no "
                              f"labelled record in task {dataset.task!r}")
