@@ -220,8 +220,10 @@ def test_empty_after_filtering_fails_clearly_and_caches_stay(corpus: Corpus, pre
     # a training fraction that keeps no record names the option, its value and the records it had
     n_train = len(build_splits(prepared["ptbxl"], 1.0, 0).train.rows)
     with pytest.raises(ValueError, match=rf"--fraction 1e-09 of the {n_train} labelled training record\(s\) \(folds "
-                                         rf"\(1, 2, 3, 4, 5, 6, 7, 8\)\) keeps none; give at least"):
+                                         rf"\(1, 2, 3, 4, 5, 6, 7, 8\)\) keeps none; give at least") as caught:
         build_splits(prepared["ptbxl"], 1e-9, 0)
+    suggested = float(str(caught.value).split("give at least ")[1].split(",")[0])
+    assert len(build_splits(prepared["ptbxl"], suggested, 0).train.rows) >= 1  # the suggestion is enough
 
     assert _checksums(cache_dir) == before
     assert _folders(cache_dir) == folders  # no new cache, no half-built one
