@@ -9,6 +9,7 @@ record: ``record_id, path, status, fs, seconds, problems`` and one probability c
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,13 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgml.data.formats import DataFormatError, read_header
+from ecgml.data.formats import DataFormatError, WfdbHeader, read_header
+from ecgml.data.formats.wfdb import WFDB_DEFAULT_GAIN
 from ecgml.data.leads import MissingLeadError
 from ecgml.data.records import load_signal
 from ecgml.data.signal import flat_leads
 from ecgml.data.sources.g12ec import G12EC_GAIN_CORRECTIONS
 from ecgml.io import atomic_write_text
-from ecgml.tracking.ecg_input import InvalidEcgInput
+from ecgml.tracking.ecg_input import DEFAULT_LIMITS, InvalidEcgInput, check_record_size
 
 #: The columns before the class probabilities.
 COLUMNS: tuple[str, ...] = ("record_id", "path", "status", "fs", "seconds", "problems")
@@ -47,6 +49,8 @@ class Outcome:
     seconds: float | None = None
     problems: tuple[str, ...] = ()
     probabilities: tuple[float, ...] | None = None
+    #: The problems the summary prints even when the record was predicted (an uncalibrated gain).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,40 +71,114 @@ class PredictSummary:
         out = [head, *[f"  {o.status}: {o.path}: {o.problems[-1]}" for o in failed[:limit]]]
         if len(failed) > limit:
             out.append(f"  ... and {len(failed) - limit} more (see the CSV's problems column)")
+        warned = [w for o in self.outcomes for w in o.warnings]
+        out.extend(f"  warning: {w}" for w in warned[:limit])
+        if len(warned) > limit:
+            out.append(f"  ... and {len(warned) - limit} more warnings (see the CSV's problems column)")
         out.extend(f"  skipped: {reason}" for reason in self.not_records[:limit])
+        if len(self.not_records) > limit:
+            out.append(f"  ... and {len(self.not_records) - limit} more skipped")
         return out
+
+
+#: The file endings ``ecgml predict`` reads, in the lower case the readers expect.
+HEADER_SUFFIX = ".hea"
+SIGNAL_SUFFIXES: tuple[str, ...] = (".dat", ".mat")
+
+
+def _walk(folder: Path, skipped: list[str]) -> list[Path]:
+    """Every file under ``folder`` at any depth, following symlinked folders. Each real folder is searched
+    once: a link to one already searched (a loop, or a second link to it) is named in ``skipped``, as is a
+    folder that cannot be listed."""
+    files: list[Path] = []
+    seen: dict[tuple[int, int], Path] = {}
+
+    def unlisted(error: OSError) -> None:
+        skipped.append(f"{error.filename}: cannot list this folder ({error.strerror})")
+
+    for top, folders, names in os.walk(folder, onerror=unlisted, followlinks=True):
+        here = Path(top)
+        info = here.stat()
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            skipped.append(f"{here}: a link to {seen[key]}, a folder already searched (a loop, or a second link to "
+                           "it); not searched again")
+            folders.clear()
+            continue
+        seen[key] = here
+        folders.sort()
+        files.extend(here / name for name in sorted(names))
+    return files
+
+
+def _has_header(path: Path) -> bool:
+    return any(path.with_suffix(s).exists() for s in (HEADER_SUFFIX, HEADER_SUFFIX.upper()))
+
+
+def _not_read(path: Path) -> str | None:
+    """Why a file that looks like part of a record is not read: a header with an upper-case ending, or a
+    signal file with no header beside it. None for a file that is read, or that is no record file at all."""
+    suffix = path.suffix
+    if suffix == HEADER_SUFFIX or suffix.lower() not in (HEADER_SUFFIX, *SIGNAL_SUFFIXES):
+        return None
+    if suffix.lower() == HEADER_SUFFIX:
+        return (f"{path}: upper-case ending {suffix}; ecgml reads the endings {HEADER_SUFFIX}, .dat and .mat in "
+                f"lower case (rename the record's files, e.g. {path.with_suffix(HEADER_SUFFIX).name})")
+    if _has_header(path):  # the header is read, or reported itself
+        return None
+    return f"{path}: a signal file without its header {path.with_suffix(HEADER_SUFFIX).name}; a record needs both"
 
 
 def find_records(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     """The headers of the records named: ``.hea``/``.dat``/``.mat`` files, record paths without an
-    extension, and folders (searched at any depth). Also returns what was not a record, with why."""
+    extension, and folders (searched at any depth, symlinked folders followed once each). Also returns
+    what was not read, with why: upper-case endings, signal files without a header, loops, missing paths."""
     found: dict[Path, None] = {}
-    skipped = []
+    skipped: list[str] = []
     for given in paths:
         path = Path(given).expanduser()
         if path.is_dir():
-            headers = sorted(path.rglob("*.hea"))
+            files = _walk(path, skipped)
+            headers = [f for f in files if f.suffix == HEADER_SUFFIX]
+            skipped.extend(reason for reason in map(_not_read, files) if reason)
             if not headers:
                 skipped.append(f"{path}: a folder with no .hea header at any depth")
             found.update(dict.fromkeys(headers))
-        elif path.suffix in (".hea", ".dat", ".mat") and path.with_suffix(".hea").is_file():
-            found[path.with_suffix(".hea")] = None
-        elif Path(f"{path}.hea").is_file():
-            found[Path(f"{path}.hea")] = None
+        elif path.suffix in (HEADER_SUFFIX, *SIGNAL_SUFFIXES) and path.with_suffix(HEADER_SUFFIX).exists():
+            found[path.with_suffix(HEADER_SUFFIX)] = None
+        elif Path(f"{path}{HEADER_SUFFIX}").exists():
+            found[Path(f"{path}{HEADER_SUFFIX}")] = None
+        elif path.exists() and (reason := _not_read(path)):
+            skipped.append(reason)
         else:
             skipped.append(f"{path}: no such record (expected a folder, a .hea/.dat/.mat file or a record path)")
     return list(found), skipped
 
 
-def read_record(header_path: Path) -> tuple[np.ndarray, float, list[str], list[str]]:
+def uncalibrated_note(header: WfdbHeader) -> str | None:
+    """The warning for a header whose gain is 0 or missing on some leads (None when every lead has one)."""
+    leads = header.uncalibrated_leads
+    if not leads:
+        return None
+    which = "every lead declares" if len(leads) == len(header.signals) else f"lead(s) {', '.join(leads)} declare"
+    return (f"{header.source_path}: {which} an ADC gain of 0 or none, which WFDB reads as uncalibrated "
+            f"at its default {WFDB_DEFAULT_GAIN:g} units/mV; the millivolts, and so the prediction, rest on that "
+            "guess: write the device's true gain into the header")
+
+
+def read_record(header_path: Path, header: WfdbHeader | None = None
+                ) -> tuple[np.ndarray, float, list[str], list[str]]:
     """``float32[leads, samples]`` in mV in the file's lead order, its rate, its lead names, and the
     problems noticed that did not stop the reading."""
-    header = read_header(header_path)
+    header = header or read_header(header_path)
     problems = []
     corrections = {g: t for g, t in G12EC_GAIN_CORRECTIONS.items() if any(s.gain == g for s in header.signals)}
     for declared, true in corrections.items():
         problems.append(f"header declares a gain of {declared:g}/mV, read as {true:g}/mV (a known defect of "
                         "the 2020 Georgia release)")
+    note = uncalibrated_note(header)
+    if note:
+        problems.append(note)
     names = header.lead_names
     x = load_signal(header_path.with_suffix(""), names, gain_corrections=corrections)
     finite = np.isfinite(x)
@@ -114,20 +192,35 @@ def predict_files(classifier: Any, headers: Sequence[Path],
                   progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None) -> list[Outcome]:
     """Read and predict each record; failures become outcomes, never exceptions."""
     outcomes = []
+    limits = getattr(classifier, "limits", DEFAULT_LIMITS)
     for header_path in progress(headers) if progress else headers:
         record_id, where = header_path.stem, str(header_path.with_suffix(""))
         try:
-            x, fs, names, problems = read_record(header_path)
+            header = read_header(header_path)
+        except (DataFormatError, OSError) as exc:
+            outcomes.append(Outcome(record_id, where, "unreadable", problems=(str(exc),)))
+            continue
+        try:  # before the signal file is read: a record too large is refused as the server refuses it
+            check_record_size(header.n_sig * header.n_samples, header.n_sig, header.n_samples / header.fs, where,
+                              limits)
+        except InvalidEcgInput as exc:
+            outcomes.append(Outcome(record_id, where, "refused", header.fs, header.n_samples / header.fs,
+                                    (str(exc),)))
+            continue
+        try:
+            x, fs, names, problems = read_record(header_path, header)
         except (DataFormatError, MissingLeadError, OSError, ValueError) as exc:
             outcomes.append(Outcome(record_id, where, "unreadable", problems=(str(exc),)))
             continue
         seconds = x.shape[1] / fs if fs > 0 else None
+        warnings = (note,) if (note := uncalibrated_note(header)) else ()
         try:
             probs = classifier.predict_record(x, fs, names, where)
         except InvalidEcgInput as exc:
-            outcomes.append(Outcome(record_id, where, "refused", fs, seconds, (*problems, str(exc))))
+            outcomes.append(Outcome(record_id, where, "refused", fs, seconds, (*problems, str(exc)), warnings=warnings))
             continue
-        outcomes.append(Outcome(record_id, where, "ok", fs, seconds, tuple(problems), tuple(map(float, probs))))
+        outcomes.append(Outcome(record_id, where, "ok", fs, seconds, tuple(problems), tuple(map(float, probs)),
+                                warnings))
     return outcomes
 
 

@@ -84,6 +84,21 @@ def test_bad_backbone_kwargs_is_a_usage_error_before_anything_is_created(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("depth", "problem"), [(5000, "nests arrays or objects too deeply to read"),
+                                                (20, "nests more than 8 levels deep")], ids=["recursion", "depth"])
+def test_deeply_nested_backbone_kwargs_is_a_usage_error(depth: int, problem: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """5,000 levels was a RecursionError traceback from the JSON reader."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    value = '{"width": ' + "[" * depth + "]" * depth + "}"
+    code, out = _run("train-standalone", "--backbone-kwargs", value)
+    assert code == 2, out[-500:]
+    shown = repr(value) if len(value) <= 80 else f"{value[:80]!r}... ({len(value)} characters)"
+    assert f"Invalid value for '--backbone-kwargs': {shown} {problem}" in out
+    assert len(out) < 1000 and list(tmp_path.iterdir()) == []
+
+
 def test_a_bad_register_as_name_is_refused_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     code, out = _run("finetune", "--register-as", "team/clf", "--runs-dir", str(tmp_path / "runs"))

@@ -123,12 +123,41 @@ def backbone_kwargs(ctx: click.Context | None, param: click.Parameter | None, va
     try:
         parsed = json.loads(value)
     except ValueError as exc:
-        raise click.BadParameter(f"{value!r} is not JSON ({exc}); give a JSON object, e.g. "
+        raise click.BadParameter(f"{_shown(value)} is not JSON ({exc}); give a JSON object, e.g. "
                                  '\'{"width": 0.5}\'', ctx=ctx, param=param) from None
+    except RecursionError:  # Python's JSON reader stops at about 1,000 levels of nesting
+        raise click.BadParameter(f"{_shown(value)} nests arrays or objects too deeply to read; a backbone's keyword "
+                                 'arguments are flat, e.g. \'{"width": 0.5}\'', ctx=ctx, param=param) from None
     if not isinstance(parsed, dict):
-        raise click.BadParameter(f"{value!r} is a JSON {_json_kind(parsed)}, not an object; give a JSON "
+        raise click.BadParameter(f"{_shown(value)} is a JSON {_json_kind(parsed)}, not an object; give a JSON "
                                  'object, e.g. \'{"width": 0.5}\'', ctx=ctx, param=param)
+    if _depth(parsed) > MAX_KWARGS_DEPTH:
+        raise click.BadParameter(f"{_shown(value)} nests more than {MAX_KWARGS_DEPTH} levels deep; a backbone's "
+                                 'keyword arguments are flat, e.g. \'{"width": 0.5}\'', ctx=ctx, param=param)
     return parsed
+
+
+#: How deep ``--backbone-kwargs`` may nest (every backbone takes numbers, strings and short lists).
+MAX_KWARGS_DEPTH = 8
+#: How much of a bad option value a message quotes.
+SHOWN_CHARS = 80
+
+
+def _shown(value: str) -> str:
+    """``value`` quoted for a message, cut to :data:`SHOWN_CHARS` characters."""
+    return repr(value) if len(value) <= SHOWN_CHARS else f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
+
+
+def _depth(value: object) -> int:
+    """How many levels of arrays and objects a parsed JSON value nests (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _json_kind(value: object) -> str:

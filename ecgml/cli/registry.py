@@ -50,8 +50,13 @@ def _figures(info: Any) -> str:
     from ecgml.tracking.registry import TEST_SET_TAG, guard_metric
 
     auc = guard_metric(info)
-    parts = [f"test macro AUC {'?' if auc is None else f'{auc:.3f}'}"
-             + (f" (test set {info.tags[TEST_SET_TAG]})" if TEST_SET_TAG in info.tags else "")]
+    if auc is not None:
+        head = f"test macro AUC {auc:.3f}"
+    elif info.tags.get("ecgml.source") == "shipped-card":
+        head = "no test macro AUC (shipped with ecgml: its card's validation figures)"
+    else:
+        head = "no test macro AUC recorded"
+    parts = [head + (f" (test set {info.tags[TEST_SET_TAG]})" if TEST_SET_TAG in info.tags else "")]
     labels = {"best_val_macro_auc": "best val AUC", "test_macro_auprc": "AUPRC", "test_fmax": "Fmax",
               "test_macro_ece_after": "ECE", "test_macro_brier_after": "Brier"}
     for key, label in labels.items():

@@ -174,7 +174,7 @@ def read_signal_file(header: WfdbHeader, header_path: Path) -> np.ndarray:
     data_path = header_path.parent / header.signals[0].file_name
     if Path(header.signals[0].file_name).name != header.signals[0].file_name:
         raise DataFormatError(header_path, f"signal file name {header.signals[0].file_name!r} has a path")
-    if data_path.suffix == ".mat":
+    if data_path.suffix.lower() == ".mat":
         digital = read_matv4(data_path).data
         if digital.shape != (header.n_sig, header.n_samples):
             raise DataFormatError(

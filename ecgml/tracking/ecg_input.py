@@ -10,24 +10,41 @@ Units: a signal must be in millivolts. The rate (``fs``) cannot be checked (a 50
 volts (x 0.001), microvolts and raw ADC counts (x 1000, or x 200 at a 200/mV gain); the real records'
 figures are in ``benchmarks/README.md`` (amplitude bounds). A device whose records really lie outside can
 widen the bounds per request (``amplitude_bounds_mv``) or per loaded model (``model_config``).
+
+Size: a request is bounded in samples (the numbers of its signals, over all leads) per record and per
+request (:class:`SizeLimits`, raised with ``ECGML_MAX_RECORD_SAMPLES`` / ``ECGML_MAX_REQUEST_SAMPLES``),
+counted from the lists' lengths before any signal is converted, so an oversized request costs no more work
+than the scoring server already spent parsing it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ecgml.data.leads import STANDARD_LEADS, MissingLeadError, lead_index
 from ecgml.data.signal import flat_leads, resample, standardize
+from ecgml.runtime.env import env_count
 
 if TYPE_CHECKING:
     from ecgml.tracking.weights import WeightMetadata
 
 #: Longest record accepted, in seconds: a guard against payloads that would exhaust memory.
 MAX_SECONDS = 600.0
+#: Most samples (over all leads) of one record: 12 leads x 600 s at 1000 Hz. A 10 kHz record of 600 s
+#: (72 million samples, about 700 MB of JSON) is refused; a 10 s record at 500 Hz has 60,000.
+MAX_RECORD_SAMPLES = 12 * 600 * 1000
+#: Most samples (over all records and leads) of one request: about 80 MB of JSON, which MLflow's scoring
+#: server parses twice into Python lists (about 0.5 GB at its peak); 133 records of 12 leads x 10 s at
+#: 500 Hz, four times what ``ecgml evaluate`` sends in one request (32 records).
+MAX_REQUEST_SAMPLES = 8_000_000
+#: The environment variables that raise the two limits (read when a model is loaded).
+RECORD_SAMPLES_ENV = "ECGML_MAX_RECORD_SAMPLES"
+REQUEST_SAMPLES_ENV = "ECGML_MAX_REQUEST_SAMPLES"
 #: Accepted range of :func:`typical_amplitude`, in mV. Real records: 0.24-3.84 mV (PTB-XL, 19,701 records
 #: at 100 and 500 Hz; Georgia 0.46-1.40 mV), 99.98% of them within 0.31-3.47 mV.
 AMPLITUDE_BOUNDS_MV: tuple[float, float] = (0.03, 15.0)
@@ -52,6 +69,63 @@ BOUNDS_FIELD = "amplitude_bounds_mv"
 
 class InvalidEcgInput(ValueError):
     """A request the model cannot score; the message is meant for the caller."""
+
+
+@dataclass(frozen=True)
+class SizeLimits:
+    """How many samples (numbers of a signal, over all its leads) one record and one request may hold."""
+
+    record: int = MAX_RECORD_SAMPLES
+    request: int = MAX_REQUEST_SAMPLES
+
+    @classmethod
+    def from_env(cls) -> SizeLimits:
+        """The defaults, or ``$ECGML_MAX_RECORD_SAMPLES`` / ``$ECGML_MAX_REQUEST_SAMPLES`` where set (a bad
+        value raises ValueError naming the variable)."""
+        return cls(env_count(RECORD_SAMPLES_ENV, MAX_RECORD_SAMPLES), env_count(REQUEST_SAMPLES_ENV,
+                                                                                  MAX_REQUEST_SAMPLES))
+
+
+#: The limits when no variable raises them.
+DEFAULT_LIMITS = SizeLimits()
+
+
+def count_samples(signal: Any) -> int | None:
+    """The number of samples of a ``[leads][samples]`` signal from its lengths alone (nothing is converted);
+    None when it is not a list of lists or an array (the full check then says what it is)."""
+    if isinstance(signal, np.ndarray):
+        if signal.dtype != object:
+            return int(signal.size)
+        if signal.ndim != 1:
+            return None
+    elif not isinstance(signal, list | tuple):
+        return None
+    total = 0
+    for lead in signal:
+        if not isinstance(lead, list | tuple | np.ndarray):
+            return None
+        total += np.size(lead) if isinstance(lead, np.ndarray) else len(lead)
+    return total
+
+
+def check_record_size(n_samples: int, n_leads: int, seconds: float | None, where: str, limits: SizeLimits) -> None:
+    """Refuse a record of more than ``limits.record`` samples or longer than :data:`MAX_SECONDS`, naming the
+    limit and how to raise it; called before its signal is converted (or, for a file, read)."""
+    if n_samples > limits.record:
+        raise InvalidEcgInput(f"{where}: {n_samples:,} samples ({n_leads} leads) are more than the {limits.record:,} "
+                              f"accepted per record; send a shorter record, or raise the limit with "
+                              f"{RECORD_SAMPLES_ENV} in the environment that loads the model")
+    if seconds is not None and seconds > MAX_SECONDS:
+        raise InvalidEcgInput(f"{where}: {seconds:.0f} s is longer than the {MAX_SECONDS:.0f} s accepted")
+
+
+def check_request_size(per_record: Sequence[int | None], limits: SizeLimits) -> None:
+    """Refuse a request whose records together hold more than ``limits.request`` samples."""
+    total = sum(n for n in per_record if n is not None)
+    if total > limits.request:
+        raise InvalidEcgInput(f"the request holds {total:,} samples in {len(per_record)} record(s), more than the "
+                              f"{limits.request:,} accepted per request; send fewer records per request, or raise "
+                              f"the limit with {REQUEST_SAMPLES_ENV} in the environment that loads the model")
 
 
 def typical_amplitude(x: np.ndarray) -> float:
@@ -114,6 +188,9 @@ def _as_array(signal: Any, leads: Sequence[str] | None, where: str) -> tuple[np.
     if transposed:
         raise InvalidEcgInput(f"{where}: signal looks transposed ({rows} x {columns}, [samples][leads]); send "
                               f"[leads][samples], e.g. numpy's x.T.tolist()")
+    if leads is not None and (isinstance(leads, str) or not all(isinstance(n, str) for n in leads)):
+        raise InvalidEcgInput(f"{where}: leads must be a list of lead names (strings), one per signal row, e.g. "
+                              f"{list(STANDARD_LEADS[:3])}")
     names = list(leads) if leads is not None else list(STANDARD_LEADS[:rows])
     if len(names) != rows:
         raise InvalidEcgInput(f"{where}: {rows} signal rows but {len(names)} lead names")
@@ -134,17 +211,21 @@ def _rate(fs: Any, meta: WeightMetadata, where: str) -> float:
 
 
 def prepare_record(signal: Any, fs: Any, leads: Sequence[str] | None, meta: WeightMetadata, where: str,
-                   bounds: tuple[float, float] = AMPLITUDE_BOUNDS_MV) -> np.ndarray:
+                   bounds: tuple[float, float] = AMPLITUDE_BOUNDS_MV, limits: SizeLimits = DEFAULT_LIMITS
+                   ) -> np.ndarray:
     """Check one record and return it as the model reads it: its leads, its rate, standardised.
 
-    Checks, in order: a numeric 2-D array, not transposed, one name per row, a usable rate, at most
-    :data:`MAX_SECONDS`, finite values, the model's leads present (each once), at least one input window
-    long, an amplitude that can be millivolts (``bounds``), and no more flat leads than :func:`max_flat_leads`.
+    Checks, in order: at most ``limits.record`` samples (counted before anything is converted), a numeric
+    2-D array, not transposed, one name per row, a usable rate, at most :data:`MAX_SECONDS`, finite values,
+    the model's leads present (each once), at least one input window long, an amplitude that can be
+    millivolts (``bounds``), and no more flat leads than :func:`max_flat_leads`.
     """
+    n_samples = count_samples(signal)
+    if n_samples is not None:  # before the conversion: its cost is what the limit bounds
+        check_record_size(n_samples, len(signal), None, where, limits)
     x, names = _as_array(signal, leads, where)
     rate = _rate(fs, meta, where)
-    if x.shape[1] / rate > MAX_SECONDS:
-        raise InvalidEcgInput(f"{where}: {x.shape[1] / rate:.0f} s is longer than the {MAX_SECONDS:.0f} s accepted")
+    check_record_size(x.size, x.shape[0], x.shape[1] / rate, where, limits)
     if not np.isfinite(x).all():
         raise InvalidEcgInput(f"{where}: signal holds NaN or infinite values")
     try:

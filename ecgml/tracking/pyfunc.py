@@ -25,6 +25,10 @@ from ecgml.tracking.ecg_input import (
     BOUNDS_FIELD,
     MAX_SECONDS,
     InvalidEcgInput,
+    SizeLimits,
+    check_record_size,
+    check_request_size,
+    count_samples,
     parse_bounds,
     prepare_record,
     typical_amplitude,
@@ -49,10 +53,13 @@ class EcgClassifier:
     ``amplitude_bounds`` replaces the unit check's :data:`AMPLITUDE_BOUNDS_MV` for every record (a
     request row's own ``amplitude_bounds_mv`` still wins for that row). ``combine`` lets concurrent callers
     (a scoring server's request threads) share forwards (:class:`~ecgml.tracking.batching.BatchedForward`).
+    ``limits``: the samples a record and a request may hold (default: from the environment,
+    :meth:`~ecgml.tracking.ecg_input.SizeLimits.from_env`).
     """
 
     def __init__(self, weights_dir: str | Path, temperatures: np.ndarray | None = None,
-                 amplitude_bounds: tuple[float, float] = AMPLITUDE_BOUNDS_MV, *, combine: bool = True) -> None:
+                 amplitude_bounds: tuple[float, float] = AMPLITUDE_BOUNDS_MV, *, combine: bool = True,
+                 limits: SizeLimits | None = None) -> None:
         import torch
 
         from ecgml.tracking.weights import load_model
@@ -60,6 +67,7 @@ class EcgClassifier:
         self.model, self.metadata = load_model(weights_dir)
         self.temperatures = temperatures
         self.amplitude_bounds = parse_bounds(amplitude_bounds, f"{weights_dir}: model_config")
+        self.limits = limits or SizeLimits.from_env()
         self._torch = torch
         #: Every request's windows in batched forwards; concurrent requests (server threads) share them.
         self.forward = BatchedForward(self._window_probabilities, combine=combine)
@@ -75,8 +83,8 @@ class EcgClassifier:
         :func:`~ecgml.tracking.ecg_input.prepare_record` (``where`` names it in a refusal: ``row 3`` or a file)."""
         meta = self.metadata
         crop = meta.input_samples
-        x = prepare_record(signal, fs, None if leads is None else list(leads), meta, where,
-                           parse_bounds(bounds, where, self.amplitude_bounds))
+        x = prepare_record(signal, fs, leads, meta, where, parse_bounds(bounds, where, self.amplitude_bounds),
+                           self.limits)
         starts = window_starts(x.shape[1], crop, meta.stride)
         return to_input_domain(np.stack([x[:, s:s + crop] for s in starts]), meta.input_domain)
 
@@ -96,14 +104,21 @@ class EcgClassifier:
 
     def predict_proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """``float[rows, classes]`` probabilities, every row checked before any is scored, all of them in
-        batched forwards; an empty request is refused, not answered with nothing."""
+        batched forwards; an empty request is refused, not answered with nothing, and one of more samples
+        than ``limits.request`` before any signal is converted."""
         if not rows:
             raise InvalidEcgInput("the request holds no records: send one row per ECG with 'signal' and 'fs' "
                                   "(and optionally 'leads')")
-        windows = []
         for i, row in enumerate(rows):
             if not isinstance(row, dict) or "signal" not in row or "fs" not in row:
                 raise InvalidEcgInput(f"row {i}: needs 'signal' and 'fs' (and optionally 'leads')")
+        counts = [count_samples(row["signal"]) for row in rows]
+        for i, (row, n) in enumerate(zip(rows, counts, strict=True)):  # each record first: the more precise reason
+            if n is not None:
+                check_record_size(n, len(row["signal"]), None, f"row {i}", self.limits)
+        check_request_size(counts, self.limits)
+        windows = []
+        for i, row in enumerate(rows):
             leads = row.get("leads")
             if isinstance(leads, float) and np.isnan(leads):  # a DataFrame fills a column some rows lack
                 leads = None

@@ -141,6 +141,22 @@ class Splits:
     tables: dict[str, pd.DataFrame]
 
 
+def _smallest_fraction(labels: np.ndarray, seed: int) -> float:
+    """A training fraction that keeps at least one of these records: the first of 1, 2, 3, 5, 10 records' worth
+    that does (the stratified split rounds per label, so 1/N alone may keep none), else 10/N."""
+    n = len(labels)
+    for records in (1, 2, 3, 5, 10):
+        if records >= n or len(stratified_subset(labels, records / n, seed)):
+            return _rounded_up(min(1.0, records / n))
+    return _rounded_up(min(1.0, 10 / n))
+
+
+def _rounded_up(value: float) -> float:
+    """``value`` to 3 significant digits, never below it (a message's suggestion must still be enough)."""
+    shown = float(f"{value:.3g}")
+    return shown if shown >= value else float(f"{value * 1.005:.3g}")
+
+
 def build_splits(prepared: Prepared, fraction: float, seed: int) -> Splits:
     """Labelled records of each split as cache rows; the training fraction is label-stratified."""
     dataset, cache = prepared.dataset, prepared.cache
@@ -152,8 +168,13 @@ def build_splits(prepared: Prepared, fraction: float, seed: int) -> Splits:
     for split in ("train", "val", "test"):
         mask = records["fold"].isin(dataset.splits.folds(split)).to_numpy() & labelled
         rows = np.flatnonzero(mask)
-        if split == "train" and fraction < 1:
-            rows = rows[stratified_subset(labels[rows], fraction, seed)]
+        if split == "train" and fraction < 1 and len(rows):
+            chosen = stratified_subset(labels[rows], fraction, seed)
+            if len(chosen) == 0:
+                raise ValueError(f"{dataset.root}: --fraction {fraction:g} of the {len(rows)} labelled training "
+                                 f"record(s) (folds {dataset.splits.folds(split)}) keeps none; give at least "
+                                 f"{_smallest_fraction(labels[rows], seed):.3g}, or 1 for all of them")
+            rows = rows[chosen]
         if len(rows) == 0:
             raise ValueError(f"{dataset.root}: the {split} split (folds {dataset.splits.folds(split)}) has no "
                              f"labelled record in task {dataset.task!r}")

@@ -10,6 +10,7 @@ dataset after filtering, registry errors) live in the tests, which build them fr
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 from collections.abc import Callable
@@ -160,6 +161,16 @@ def build_ptbxl(real: Path, root: Path) -> list[Case]:
     # kept for training (the cache keeps any record with a moving lead) but refused by serving and predict:
     # tests/serving/test_units.py::test_mostly_flat_records_are_refused_in_serving_and_predict
     case(23, None, "", False, "11 of 12 leads flat", ("records_with_flat_leads",))
+
+    _edit_header(folder / f"{rec(24)}.hea", " 1000.0(0)/mV ", " 0(0)/mV ", count=12)
+    # kept (WFDB reads a gain of 0 as uncalibrated, at 200/mV: 5x PTB-XL's, still a plausible amplitude);
+    # ecgml predict warns, naming the file: tests/serving/test_bad_inputs.py::test_a_zero_gain_is_read_as_wfdbs_...
+    case(24, None, "", False, "gain 0 (uncalibrated, read at WFDB's 200/mV)")
+
+    (folder / f"{rec(25)}.dat").unlink()
+    os.mkfifo(folder / f"{rec(25)}.dat")  # opening it to read blocks until a writer comes: it hung the cache build
+    case(25, "unreadable_signal", f"{rec(25)}.dat: is a named pipe (FIFO), not a regular file; refused without "
+         "opening it", True, "a FIFO for a .dat")
 
     table = pd.read_csv(root / "ptbxl_database.csv")
     at = table["ecg_id"].astype(int)

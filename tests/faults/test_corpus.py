@@ -58,6 +58,11 @@ def _findings(p: Prepared) -> dict[str, list[tuple[str, str, bool]]]:
     return out
 
 
+def _not_regular(folder: str, names: list[str]) -> list[str]:
+    """The entries of ``folder`` that are neither folders nor regular files (for ``shutil.copytree``)."""
+    return [n for n in names if not (os.path.isdir(os.path.join(folder, n)) or os.path.isfile(os.path.join(folder, n)))]
+
+
 def _checksums(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
@@ -69,7 +74,8 @@ _CASE_NAMES: dict[str, list[str]] = {
               "header lying about lead count (a lead line removed)", "header lying about gain (100x)", "negative gain",
               "NaN lead", "flat lead", "every lead flat", "corrupted samples", "a lead under an unknown name",
               "binary garbage for a header", "listed record missing on disk",
-              "a lead twice (13 signals, a second II)", "11 of 12 leads flat", "unparsable scp_codes",
+              "a lead twice (13 signals, a second II)", "11 of 12 leads flat",
+              "gain 0 (uncalibrated, read at WFDB's 200/mV)", "a FIFO for a .dat", "unparsable scp_codes",
               "non-numeric scp likelihood", "unknown SCP statement", "'..' in a record path", "absolute record path",
               "non-numeric fold", "duplicate ecg_id"],
     "g12ec": ["duplicate record id", "the 2020 release's 4880/mV gain", "truncated .mat", "header lying about length",
@@ -149,7 +155,7 @@ def test_data_stats_command_reports_the_corpus(corpus: Corpus, prepared: dict[st
 def test_a_record_broken_after_caching_never_changes_the_cache(corpus: Corpus, prepared: dict[str, Prepared],
                                                                cache_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "ptbxl"
-    shutil.copytree(corpus.ptbxl, root)
+    shutil.copytree(corpus.ptbxl, root, ignore=_not_regular)  # shutil refuses to copy the corpus's FIFO
     first = prepare(_config(root, "ptbxl", cache_dir), progress=False).cache
     snapshot = _checksums(first.path)
     dat = root / "records100" / "00000" / "00030_lr.dat"
@@ -210,6 +216,14 @@ def test_empty_after_filtering_fails_clearly_and_caches_stay(corpus: Corpus, pre
     odd = prepare(_config(corpus.ptbxl, "ptbxl", tmp_path / "other-cache", splits="1-8/9/11"), progress=False)
     with pytest.raises(ValueError, match=r"the test split \(folds \(11,\)\) has no labelled record"):
         build_splits(odd, 1.0, 0)
+
+    # a training fraction that keeps no record names the option, its value and the records it had
+    n_train = len(build_splits(prepared["ptbxl"], 1.0, 0).train.rows)
+    with pytest.raises(ValueError, match=rf"--fraction 1e-09 of the {n_train} labelled training record\(s\) \(folds "
+                                         rf"\(1, 2, 3, 4, 5, 6, 7, 8\)\) keeps none; give at least") as caught:
+        build_splits(prepared["ptbxl"], 1e-9, 0)
+    suggested = float(str(caught.value).split("give at least ")[1].split(",")[0])
+    assert len(build_splits(prepared["ptbxl"], suggested, 0).train.rows) >= 1  # the suggestion is enough
 
     assert _checksums(cache_dir) == before
     assert _folders(cache_dir) == folders  # no new cache, no half-built one

@@ -110,3 +110,5 @@ def test_registry_list_says_a_shipped_version_came_with_ecgml(shipped_root: Path
     assert listed.exit_code == 0, listed.output
     assert "shipped with ecgml (ecgml/pretrained/models/tiny-superdiagnostic/" in listed.output
     assert "run None" not in listed.output and "val_macro_auc 0.500" in listed.output
+    assert "AUC ?" not in listed.output
+    assert "no test macro AUC (shipped with ecgml: its card's validation figures), val_macro_auc 0.500" in listed.output

@@ -22,9 +22,14 @@ def _env(root: Path) -> dict[str, str]:
             "PYTHONWARNINGS": "ignore", "PATH": path}
 
 
-def serve(root: Path, uri: str) -> Iterator[int]:
-    """Start ``mlflow models serve -m uri`` in ``root``; yield its port once /ping answers; stop it."""
-    with model_server(uri, root, _env(root), timeout_s=180) as port:
+#: The per-request limit the served model of this module runs under (raised or lowered as a user would).
+REQUEST_LIMIT = 100_000
+
+
+def serve(root: Path, uri: str, **env: str) -> Iterator[int]:
+    """Start ``mlflow models serve -m uri`` in ``root`` (``env`` added to its environment); yield its port once
+    /ping answers; stop it."""
+    with model_server(uri, root, {**_env(root), **env}, timeout_s=180) as port:
         yield port
 
 
@@ -37,7 +42,7 @@ def served(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     mlflow.set_experiment("serve")
     with mlflow.start_run():
         info = mlflow.register_model(log_pyfunc_uri(weights), "tiny")
-    yield from serve(root, f"models:/tiny/{info.version}")
+    yield from serve(root, f"models:/tiny/{info.version}", ECGML_MAX_REQUEST_SAMPLES=str(REQUEST_LIMIT))
 
 
 def log_pyfunc_uri(weights: Path) -> str:
@@ -61,6 +66,10 @@ def test_served_model_answers_in_mv_and_puts_its_reason_first(served: int) -> No
         ([{"signal": _ecg(100, 1.0).tolist(), "fs": 100}], "row 0: 1.00 s is shorter", "2.50 s input"),
         ([{"signal": _ecg()[:11].tolist(), "fs": 100}], "row 0: missing lead(s) V6", ""),
         ([{"signal": _ecg(100).tolist(), "fs": 100}, micro], "row 1: signal amplitude", ""),
+        ([{"signal": _ecg().tolist(), "fs": 100, "leads": [[n] for n in "ABCDEFGHIJKL"]}],
+         "row 0: leads must be a list of lead names (strings)", ""),
+        ([{"signal": _ecg(100).tolist(), "fs": 100}] * 9, "the request holds 108,000 samples in 9 record(s), more "
+         f"than the {REQUEST_LIMIT:,} accepted per request", "ECGML_MAX_REQUEST_SAMPLES"),
     ]
     for records, first, also in cases:
         status, body = post_invocations(served, {"dataframe_records": records})

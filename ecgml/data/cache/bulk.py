@@ -197,8 +197,8 @@ def read_header_text(path: str) -> str | None:
     would refuse the truncated text or see fewer signal lines than the header declares, and the record
     would go to the per-record reader, which reads the file whole.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY)
+    try:  # O_NONBLOCK: a FIFO named .hea opens at once and reads empty (the per-record reader refuses it)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
     try:
@@ -222,8 +222,8 @@ def read_samples_into(header: LeanHeader, out: np.ndarray) -> bool:
     """Read the record's ``int16[n_samples, n_sig]`` samples into ``out``; False if its file is not
     exactly what the header promises (the per-record reader then names the problem)."""
     want = header.n_samples * header.n_sig * 2
-    try:
-        fd = os.open(header.data_path, os.O_RDONLY)
+    try:  # O_NONBLOCK: a FIFO opens at once, its size is 0, and the per-record reader refuses it by name
+        fd = os.open(header.data_path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return False
     try:

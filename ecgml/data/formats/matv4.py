@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgml.data.formats.errors import DataFormatError
+from ecgml.data.formats.files import require_regular_file
 from ecgml.io import atomic_write_bytes
 
 
@@ -25,7 +26,9 @@ _MAT_DTYPES = {0: "f8", 1: "f4", 2: "i4", 3: "i2", 4: "u2", 5: "u1"}
 
 
 def read_matv4(path: str | os.PathLike[str]) -> MatV4:
-    """Read the first matrix of a MATLAB v4 (Level 1.0) file, as the Challenge ``.mat`` files are."""
+    """Read the first matrix of a MATLAB v4 (Level 1.0) file, as the Challenge ``.mat`` files are (a FIFO or
+    device is refused unopened)."""
+    require_regular_file(path)
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ecgml.data.formats.errors import DataFormatError
+from ecgml.data.formats.files import require_regular_file
 from ecgml.data.leads import canonical_lead_name
 from ecgml.io import atomic_write_bytes, atomic_write_text
 
@@ -27,6 +28,9 @@ from ecgml.io import atomic_write_bytes, atomic_write_text
 INT16_NAN = -32768
 #: Physical units a header may declare, and the factor that turns their ADC gain into units per mV.
 UNIT_SCALE = {"mV": 1.0, "mv": 1.0, "uV": 1000.0, "uv": 1000.0}
+#: The gain WFDB assumes for a signal whose header gives a gain of 0 or none: WFDB's header(5) says such a
+#: signal is *uncalibrated* and is read with the default gain WFDB_DEFGAIN, 200 units per physical unit.
+WFDB_DEFAULT_GAIN = 200.0
 
 
 class SignalSpec(NamedTuple):
@@ -49,6 +53,9 @@ class SignalSpec(NamedTuple):
     fmt_text: str = "16"
     #: Whether the gain field carried an explicit "(baseline)".
     baseline_written: bool = True
+    #: The header gave a gain of 0 or none: WFDB calls the signal uncalibrated and reads it at
+    #: :data:`WFDB_DEFAULT_GAIN`, so its millivolts are a guess (readers say so, see ``uncalibrated_leads``).
+    uncalibrated: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,11 @@ class WfdbHeader:
     def lead_names(self) -> list[str]:
         """Signal names in file order, spelled the standard way."""
         return [canonical_lead_name(s.name) for s in self.signals]
+
+    @property
+    def uncalibrated_leads(self) -> list[str]:
+        """The leads whose header gain is 0 or missing (read at :data:`WFDB_DEFAULT_GAIN`), in file order."""
+        return [canonical_lead_name(s.name) for s in self.signals if s.uncalibrated]
 
 
 FORMAT_FIELD_RE = re.compile(r"^(?P<fmt>\d+)(?:x(?P<spf>\d+))?(?::(?P<skew>-?\d+))?(?:\+(?P<off>\d+))?$")
@@ -138,12 +150,18 @@ def _parse_signal_line(line: str, path: str) -> SignalSpec:
             raise DataFormatError(path, f"signal format {fmt_text!r} is not understood")
         fmt, spf, offset = m["fmt"], int(m["spf"] or 1), int(m["off"] or 0)
     adc_zero = _int(parts[4], "adc_zero", path) if len(parts) > 4 else 0
-    gain, baseline, units, baseline_written = 200.0, adc_zero, "mV", False
+    gain, baseline, units, baseline_written = WFDB_DEFAULT_GAIN, adc_zero, "mV", False
+    uncalibrated = len(parts) <= 2
     if len(parts) > 2:
         g = GAIN_FIELD_RE.match(parts[2])
         if not g:
             raise DataFormatError(path, f"gain field {parts[2]!r} is not understood")
-        gain = float(g["gain"]) or 200.0  # WFDB: a zero gain means "uncalibrated, use 200"
+        try:
+            gain = float(g["gain"])
+        except ValueError:
+            raise DataFormatError(path, f"gain field {parts[2]!r} is not understood") from None
+        uncalibrated = gain == 0
+        gain = gain or WFDB_DEFAULT_GAIN
         if not (math.isfinite(gain) and gain > 0):
             raise DataFormatError(path, f"gain {parts[2]!r} of signal {parts[-1]!r} is not a positive number")
         if g["base"] is not None:
@@ -165,11 +183,14 @@ def _parse_signal_line(line: str, path: str) -> SignalSpec:
         name=parts[8].strip() if len(parts) > 8 else "",
         fmt_text=fmt_text,
         baseline_written=baseline_written,
+        uncalibrated=uncalibrated,
     )
 
 
 def read_header(path: str | os.PathLike[str]) -> WfdbHeader:
-    """Read and parse a ``.hea`` file; a missing or unreadable file raises :class:`DataFormatError`."""
+    """Read and parse a ``.hea`` file; a missing or unreadable file, or one that is not a regular file (a FIFO
+    would block the read), raises :class:`DataFormatError`."""
+    require_regular_file(path)
     try:
         with open(path, encoding="latin-1") as handle:
             text = handle.read()
@@ -187,7 +208,8 @@ def format_header(header: WfdbHeader) -> str:
         first.append(header.base_time_date)
     lines = [" ".join(first)]
     for s in header.signals:
-        gain = _fmt_number(s.gain) if not s.baseline_written else f"{s.gain:.1f}"
+        written = 0.0 if s.uncalibrated else s.gain  # an uncalibrated signal stays uncalibrated
+        gain = _fmt_number(written) if not s.baseline_written else f"{written:.1f}"
         gain_field = f"{gain}({s.baseline})/{s.units}" if s.baseline_written else f"{gain}/{s.units}"
         fields = [s.file_name, s.fmt_text, gain_field, str(s.adc_res), str(s.adc_zero),
                   str(s.init_value), str(s.checksum), str(s.block_size), s.name]
@@ -222,6 +244,7 @@ def read_dat16(path: str | os.PathLike[str], header: WfdbHeader) -> np.ndarray:
     """
     first = _check_interleaved16(header, str(path))
     expected = first.byte_offset + header.n_samples * header.n_sig * 2
+    require_regular_file(path)
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below; one open serves size and data
     except OSError:
