@@ -38,7 +38,7 @@ def _compact(work: Path, args: argparse.Namespace) -> float:
 
     start = time.perf_counter()
     outcome = run_main(MainConfig(data_dir=work / "data", ptbxl_records=args.ptbxl_records,
-                                  g12ec_records=args.g12ec_records, report_dir=work / "report"),
+                                  target_records=args.g12ec_records, report_dir=work / "report"),
                        say=lambda text: None)
     total = time.perf_counter() - start
     client = mlflow.MlflowClient()

@@ -25,10 +25,12 @@ from ecgml.defaults import (
     DEFAULT_CALIBRATION_METHOD,
     DEFAULT_CLASSIFIER_URI,
     DEFAULT_SPLITS,
+    DEFAULT_TARGET,
     EVALUATE_EXPERIMENT,
     STANDALONE_BACKBONES,
     STUDY_EXPERIMENT,
 )
+from ecgml.workflow.main import MAIN_TARGETS
 
 
 @click.command("calibrate")
@@ -107,11 +109,15 @@ def evaluate_command(model_uri: str, source: str, root: str | None, label_map: s
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Data folder [default: $ECGML_DATA or ./data].")
 @click.option("--ptbxl-records", type=click.IntRange(1), default=2000, show_default=True)
-@click.option("--g12ec-records", type=click.IntRange(1), default=4000, show_default=True)
+@click.option("--target", type=click.Choice(MAIN_TARGETS), default=DEFAULT_TARGET, show_default=True,
+              help="The dataset fine-tuned and compared on, as a synthetic tree of its shape (cinc: the synthetic "
+                   "Georgia tree read as a Challenge collection, with its own SNOMED CT codes).")
+@click.option("--target-records", "--g12ec-records", "target_records", type=click.IntRange(1), default=4000,
+              show_default=True, help="Records of the synthetic target tree.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic data.")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="0 = all cores.")
 @click.option("--fractions", default="0.25,0.025", show_default=True,
-              help="G12EC training fractions compared (of 4,000 records: 800 and 80 training records).")
+              help="Target training fractions compared (of 4,000 records: 800 and 80 training records).")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Training seeds of every comparison.")
 @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True)
 @click.option("--standalone", default=",".join(STANDALONE_BACKBONES), show_default=True,
@@ -122,9 +128,9 @@ def evaluate_command(model_uri: str, source: str, root: str | None, label_map: s
 @click.option("--experiment", default=STUDY_EXPERIMENT, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @jobs_option()
-def main_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, seed: int, workers: int,
-                 fractions: str, seeds: str, backbone: str, standalone: str, epochs: int, pretrain_epochs: int,
-                 report_dir: Path, experiment: str, device: str, jobs: int | None) -> None:
+def main_command(out_dir: Path | None, ptbxl_records: int, target: str, target_records: int, seed: int,
+                 workers: int, fractions: str, seeds: str, backbone: str, standalone: str, epochs: int,
+                 pretrain_epochs: int, report_dir: Path, experiment: str, device: str, jobs: int | None) -> None:
     """The embedded default job: a compact study on synthetic data (data, pretrain, register, promote,
     fine-tune, calibrate, evaluate, fine-tuned vs standalone sweep, report), each step a child run."""
     from ecgml.models import get_backbone_entry
@@ -137,7 +143,7 @@ def main_command(out_dir: Path | None, ptbxl_records: int, g12ec_records: int, s
         for name in (backbone, *families):
             get_backbone_entry(name)
         config = MainConfig(data_dir=out_dir or default_data_dir(), ptbxl_records=ptbxl_records,
-                            g12ec_records=g12ec_records, data_seed=seed, workers=workers,
+                            target=target, target_records=target_records, data_seed=seed, workers=workers,
                             fractions=float_list(fractions, "--fractions"), seeds=int_list(seeds, "seed"),
                             backbone=backbone, standalone_backbones=families, epochs=epochs,
                             pretrain_epochs=pretrain_epochs, experiment=experiment, report_dir=report_dir,
