@@ -12,9 +12,11 @@ from ecgml.cli.options import (
     float_list,
     int_list,
     jobs_option,
+    label_space_options,
     name_list,
     prepare_config,
     runs_dir_option,
+    stack,
 )
 from ecgml.config import SOURCES, default_data_dir
 from ecgml.data.labels import DEFAULT_LABEL_MAP, LABEL_MAPS
@@ -30,6 +32,7 @@ from ecgml.defaults import (
     STANDALONE_BACKBONES,
     STUDY_EXPERIMENT,
 )
+from ecgml.posttrain.evaluate import SPLITS
 from ecgml.workflow.main import MAIN_TARGETS
 
 
@@ -77,12 +80,18 @@ def calibrate_command(model_uri: str, method: str, register_as: str | None, bins
 @click.option("--root", default=None, help="Dataset root [default: the synthetic tree of that source].")
 @click.option("--label-map", type=click.Choice(LABEL_MAPS), default=DEFAULT_LABEL_MAP, show_default=True)
 @click.option("--splits", default=DEFAULT_SPLITS, show_default=True, help="train/val/test folds.")
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
+              help="The records scored (all: every labelled record, for --zero-shot).")
+@click.option("--zero-shot", is_flag=True,
+              help="Score a model on a dataset it was not trained on (a PTB-XL backbone on a Challenge collection): "
+                   "its own classes on the dataset's classes with the same SNOMED CT codes; the others are listed.")
+@stack(label_space_options())
 @click.option("--bootstrap", type=click.IntRange(10), default=1000, show_default=True, help="Bootstrap rounds.")
 @click.option("--experiment", default=EVALUATE_EXPERIMENT, show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
 @runs_dir_option()
 def evaluate_command(model_uri: str, source: str, root: str | None, label_map: str, splits: str, split: str,
+                     zero_shot: bool, min_positives: int, classes: str, tranche: str, allow_overlap: bool,
                      bootstrap: int, experiment: str, cache_dir: Path | None, runs_dir: Path | None) -> None:
     """Score a registered model, as served (calibration included), on a dataset split; log metrics and plots."""
     from ecgml.posttrain.evaluate import EvaluationError, run_evaluation
@@ -90,16 +99,25 @@ def evaluate_command(model_uri: str, source: str, root: str | None, label_map: s
     from ecgml.tracking.store import TrackingError
 
     config = prepare_config(source=source, root=root, label_map=label_map, splits=splits, cache_dir=cache_dir,
-                            workers=os.cpu_count() or 1)
+                            workers=os.cpu_count() or 1, min_positives=min_positives, classes=classes,
+                            tranche=tranche, allow_overlap=allow_overlap)
     try:
         outcome = run_evaluation(model_uri, config, split=split, experiment=experiment, bootstrap_rounds=bootstrap,
-                                 runs_dir=runs_dir or default_data_dir() / "runs")
+                                 runs_dir=runs_dir or default_data_dir() / "runs", zero_shot=zero_shot)
     except (OSError, ValueError, KeyError, EvaluationError, RegistryError, TrackingError) as exc:
         fail(exc)
-    m = outcome.metrics
-    click.echo(f"run {outcome.run_id}: {split} macro AUC {m[f'{split}_macro_auc']:.4f} "
-               f"[{m[f'{split}_macro_auc_low']:.4f}, {m[f'{split}_macro_auc_high']:.4f}], AUPRC "
-               f"{m[f'{split}_macro_auprc']:.4f}, ECE {m[f'{split}_macro_ece']:.4f}; predictions {outcome.predictions}")
+    m, prefix = outcome.metrics, "test" if split == "all" else split
+    if outcome.zero_shot is not None:
+        mapping = outcome.zero_shot
+        click.echo(f"zero-shot: {len(mapping['classes'])} class(es) scored from the model's own: " + "; ".join(
+            f"{c} <- {', '.join(mapping['from'][c])}" for c in mapping["classes"]))
+        if mapping["no_equivalent"]:
+            click.echo("zero-shot: no equivalent among the model's classes, not scored: " + ", ".join(
+                d["description"] for d in mapping["no_equivalent"]))
+    click.echo(f"run {outcome.run_id}: {split} macro AUC {m[f'{prefix}_macro_auc']:.4f} "
+               f"[{m[f'{prefix}_macro_auc_low']:.4f}, {m[f'{prefix}_macro_auc_high']:.4f}], AUPRC "
+               f"{m[f'{prefix}_macro_auprc']:.4f}, ECE {m[f'{prefix}_macro_ece']:.4f}; predictions "
+               f"{outcome.predictions}")
     from ecgml.tracking.runs import produced_text
 
     click.echo(produced_text(outcome.run_id))
