@@ -13,7 +13,7 @@ from ecgml.experiments import schema
 from ecgml.experiments.parallel import job_count
 from ecgml.experiments.study import StudyConfig
 from ecgml.tracking.reuse import STEP_KEY
-from tests.jobs.test_study import TINY, trees  # noqa: F401 - the module's synthetic trees fixture
+from tests.experiments.test_study import TINY, trees  # noqa: F401 - the module's synthetic trees fixture
 
 
 def _sweep(trees: Path, folder: Path, jobs: int, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list[str]]:  # noqa: F811
