@@ -1,4 +1,5 @@
-"""Two cross-validations on the same folds compared fold by fold: fine-tuned against standalone, say.
+"""Two cross-validations on the same folds compared fold by fold: fine-tuned against standalone, say, or against
+the backbone as it is (a zero-shot evaluation of every record, scored on the cross-validation's folds).
 
 Both arms of ``--cv K`` read the target's stored K folds, so every record is tested once by each, in the same fold.
 Each fold is a paired comparison on the same records (:func:`ecgml.evaluate.paired.paired_bootstrap_auc_diff`,
@@ -33,6 +34,8 @@ class CvComparison:
 
     names: tuple[str, str]
     table: pd.DataFrame
+    #: What the reader must know about the comparison (classes left out of it).
+    notes: tuple[str, ...] = ()
 
     @property
     def folds(self) -> pd.DataFrame:
@@ -55,7 +58,8 @@ class CvComparison:
                 f"{fmt(r['high'], sign=True)}], p {fmt(r['p_value'])}: {reading}; ahead in "
                 f"{int((diffs > 0).sum())}/{len(folds)} folds, paired 95% CI above 0 in "
                 f"{int((folds['significance'] == 'above').sum())}/{len(folds)} and below 0 in "
-                f"{int((folds['significance'] == 'below').sum())}/{len(folds)}")
+                f"{int((folds['significance'] == 'below').sum())}/{len(folds)}"
+                + "".join(f"; {note}" for note in self.notes))
 
     def markdown(self) -> str:
         """The table as Markdown, as the report prints paired tests."""
@@ -105,9 +109,21 @@ def compare_oof(a: pd.DataFrame, b: pd.DataFrame, *, names: tuple[str, str] = ("
     return CvComparison(names, table)
 
 
-def _oof_of_run(client: Any, run_id: str, folder: Path) -> tuple[pd.DataFrame, str, int]:
-    """A cross-validation parent's out-of-fold predictions, its name and its K; a run that is not one is refused."""
+@dataclass(frozen=True)
+class _Side:
+    """One side of a comparison: its predictions, its name, its K (None: a zero-shot evaluation, no folds)."""
+
+    frame: pd.DataFrame
+    name: str
+    k: int | None
+
+
+def _side(client: Any, run_id: str, folder: Path) -> _Side:
+    """A cross-validation parent's out-of-fold predictions, or a zero-shot evaluation's predictions of every record
+    (``--split all``); any other run is refused."""
     from mlflow.exceptions import MlflowException
+
+    from ecgml.posttrain.evaluate import ZERO_SHOT_TAG
 
     try:
         run = client.get_run(run_id)
@@ -115,32 +131,70 @@ def _oof_of_run(client: Any, run_id: str, folder: Path) -> tuple[pd.DataFrame, s
         raise CvCompareError(f"no run {run_id!r} in the tracking store ({str(exc).splitlines()[0]})") from None
     name = run.data.tags.get("mlflow.runName", run_id)
     k = run.data.tags.get(CV_TAG)
-    if not k:
+    zero_shot = run.data.tags.get(ZERO_SHOT_TAG) == "true"
+    if zero_shot and run.data.params.get("split") != "all":
+        raise CvCompareError(f"run {run_id} ({name}) is a zero-shot evaluation of split "
+                             f"{run.data.params.get('split')!r}: compare one of every record (--split all)")
+    if not k and not zero_shot:
         raise CvCompareError(f"run {run_id} ({name}) is not a cross-validation parent run (no tag {CV_TAG}): "
-                             "give the run: <id> that finetune or train-standalone --cv K printed")
+                             "give the run: <id> that finetune or train-standalone --cv K printed, or a zero-shot "
+                             "evaluation (evaluate --zero-shot --split all)")
+    artifact = "eval/predictions_all.csv" if zero_shot else OOF_FILE
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        local = client.download_artifacts(run_id, OOF_FILE, str(folder))
+        local = client.download_artifacts(run_id, artifact, str(folder))
     except (MlflowException, OSError) as exc:
-        raise CvCompareError(f"run {run_id} ({name}) has no {OOF_FILE} ({type(exc).__name__}); did it finish?"
+        raise CvCompareError(f"run {run_id} ({name}) has no {artifact} ({type(exc).__name__}); did it finish?"
                              ) from None
-    return pd.read_csv(local, dtype={"record_id": str}), name, int(k)
+    return _Side(pd.read_csv(local, dtype={"record_id": str}), name, int(k) if k else None)
+
+
+def _classes(frame: pd.DataFrame) -> list[str]:
+    return [c.removeprefix("prob_") for c in frame.columns if c.startswith("prob_")]
+
+
+def _restrict(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
+    keep = [c for c in frame.columns if not c.startswith(("true_", "prob_"))
+            or c.removeprefix("true_").removeprefix("prob_") in classes]
+    return frame[keep]
 
 
 def compare_cv_runs(run_a: str, run_b: str, *, n_rounds: int = 1000, seed: int = 0) -> CvComparison:
-    """Fold-by-fold comparison of two cross-validation parent runs of the tracking store (A minus B)."""
+    """Fold-by-fold comparison of two runs of the tracking store (A minus B): two cross-validation parents on the
+    same folds, or one and a zero-shot evaluation of every record (what fine-tuning adds over the backbone as it
+    is), scored on the cross-validation's folds and on the classes the zero-shot run could score."""
     import tempfile
 
     from ecgml.tracking.store import tracking_client
 
     client = tracking_client()
     with tempfile.TemporaryDirectory() as tmp:
-        a, name_a, k_a = _oof_of_run(client, run_a, Path(tmp) / "a")
-        b, name_b, k_b = _oof_of_run(client, run_b, Path(tmp) / "b")
-    if k_a != k_b:
-        raise CvCompareError(f"run {run_a} ({name_a}) has {k_a} folds, run {run_b} ({name_b}) {k_b}: compare "
+        a, b = _side(client, run_a, Path(tmp) / "a"), _side(client, run_b, Path(tmp) / "b")
+    if a.k is None and b.k is None:
+        raise CvCompareError(f"runs {run_a} and {run_b} are both zero-shot evaluations: give at least one "
+                             "cross-validation parent run, whose folds the comparison uses")
+    if a.k is not None and b.k is not None and a.k != b.k:
+        raise CvCompareError(f"run {run_a} ({a.name}) has {a.k} folds, run {run_b} ({b.name}) {b.k}: compare "
                              "cross-validations with the same --cv K")
-    return compare_oof(a, b, names=(name_a, name_b), n_rounds=n_rounds, seed=seed)
+    notes: list[str] = []
+    frames = [a.frame, b.frame]
+    if a.k is None or b.k is None:
+        cv, zero = (0, 1) if a.k is not None else (1, 0)
+        folds = frames[cv].set_index("record_id")["fold"]
+        frames[zero] = frames[zero].assign(fold=frames[zero]["record_id"].map(folds))
+        if frames[zero]["fold"].isna().any():
+            extra = frames[zero].loc[frames[zero]["fold"].isna(), "record_id"].tolist()
+            raise CvCompareError(f"{len(extra)} record(s) of the zero-shot run (e.g. {', '.join(extra[:3])}) are not "
+                                 "in the cross-validation: read the same data with the same label space")
+        frames[zero]["fold"] = frames[zero]["fold"].astype(int)
+        common = [c for c in _classes(frames[cv]) if c in set(_classes(frames[zero]))]
+        dropped = [c for c in _classes(frames[cv]) if c not in common]
+        if dropped:
+            notes.append(f"compared on the {len(common)} class(es) the zero-shot run scores; left out: "
+                         f"{', '.join(dropped)}")
+        frames = [_restrict(f, common) for f in frames]
+    out = compare_oof(frames[0], frames[1], names=(a.name, b.name), n_rounds=n_rounds, seed=seed)
+    return CvComparison(out.names, out.table, tuple(notes))
 
 
 __all__ = ["CvCompareError", "CvComparison", "compare_cv_runs", "compare_oof"]

@@ -125,3 +125,36 @@ def test_compare_cv_command_on_two_parent_runs(store: str, tmp_path: Path, monke
     five = _parent(client, experiment, "standalone cinc cv=5", _oof(0.3, 2), tmp_path / "d", cv="5")
     result = CliRunner().invoke(main, ["compare-cv", tuned, five])
     assert result.exit_code == 1 and "has 3 folds" in result.output and "same --cv K" in result.output
+
+
+def test_a_cross_validation_against_the_zero_shot_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What fine-tuning adds over the backbone as it is: a zero-shot run of every record, scored on the
+    cross-validation's folds and on the classes it could score."""
+    import mlflow
+
+    from ecgml.posttrain.evaluate import ZERO_SHOT_TAG
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    client = mlflow.MlflowClient(store)
+    experiment = client.create_experiment("ecgml-evaluate")
+    tuned = _parent(client, experiment, "finetune cv=3", _oof(1.0, 1), tmp_path / "a")
+    zero = _oof(0.5, 3).drop(columns=[f"true_{CLASSES[2]}", f"prob_{CLASSES[2]}"])  # a class with no equivalent
+    zero["fold"] = 10  # the stored ten folds' number, not the cross-validation's
+    (tmp_path / "z").mkdir()
+    zero.to_csv(tmp_path / "z" / "predictions_all.csv", index=False)
+
+    def zero_shot_run(split: str) -> str:
+        run = client.create_run(experiment, run_name=f"evaluate zero-shot {split}", tags={ZERO_SHOT_TAG: "true"})
+        client.log_param(run.info.run_id, "split", split)
+        client.log_artifact(run.info.run_id, str(tmp_path / "z" / "predictions_all.csv"), "eval")
+        client.set_terminated(run.info.run_id)
+        return str(run.info.run_id)
+
+    result = CliRunner().invoke(main, ["compare-cv", tuned, zero_shot_run("all"), "--bootstrap", "200"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "| 1 | 40 |" in result.output and "| pooled | 120 |" in result.output  # the cross-validation's folds
+    assert f"compared on the 2 class(es) the zero-shot run scores; left out: {CLASSES[2]}" in result.output
+    result = CliRunner().invoke(main, ["compare-cv", tuned, zero_shot_run("test")])
+    assert result.exit_code == 1 and "compare one of every record (--split all)" in result.output
