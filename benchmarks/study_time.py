@@ -50,7 +50,7 @@ def _compact(work: Path, args: argparse.Namespace, label: str) -> float:
     if args.wait_policy:
         env["OMP_WAIT_POLICY"] = args.wait_policy
     command = [sys.executable, "-m", "ecgml.cli", "main", "--out", str(work / "data"), "--report-dir",
-               str(work / "report"), "--ptbxl-records", str(args.ptbxl_records), "--g12ec-records",
+               str(work / "report"), "--ptbxl-records", str(args.ptbxl_records), "--target-records",
                str(args.g12ec_records)]
     if args.jobs:
         command += ["--jobs", str(args.jobs)]

@@ -126,4 +126,32 @@ def report_command(experiment: str, sweeps: tuple[str, ...], parent_run_id: str 
     click.echo(f"runs:       {experiment_runs_link(found.experiment_id)}")
 
 
-COMMANDS: tuple[click.Command, ...] = (experiment_command, report_command)
+@click.command("compare-cv")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--bootstrap", type=click.IntRange(10), default=1000, show_default=True, help="Bootstrap rounds.")
+@click.option("--out", "out_csv", type=click.Path(path_type=Path), default=None,
+              help="Also write the table here (CSV: one row per fold, then the pooled row).")
+def compare_cv_command(run_a: str, run_b: str, bootstrap: int, out_csv: Path | None) -> None:
+    """Compare two cross-validations on the same folds fold by fold (RUN_A minus RUN_B: the parent runs that
+    finetune and train-standalone --cv K printed as run: <id>): the paired bootstrap of macro AUC on each fold's
+    records, and on all out-of-fold records pooled."""
+    from ecgml.evaluate.paired import AlignmentError
+    from ecgml.experiments.cv_compare import CvCompareError, compare_cv_runs
+    from ecgml.tracking.store import TrackingError, check_tracking_uri
+
+    try:
+        check_tracking_uri()
+        comparison = compare_cv_runs(run_a, run_b, n_rounds=bootstrap)
+    except (OSError, CvCompareError, AlignmentError, TrackingError) as exc:
+        fail(exc)
+    click.echo(comparison.markdown())
+    click.echo(comparison.summary())
+    if out_csv is not None:
+        from ecgml.io import atomic_write_text
+
+        atomic_write_text(out_csv, comparison.table.to_csv(index=False))
+        click.echo(f"table: {out_csv}")
+
+
+COMMANDS: tuple[click.Command, ...] = (experiment_command, report_command, compare_cv_command)

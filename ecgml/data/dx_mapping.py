@@ -10,6 +10,7 @@ the tables' abbreviations are listed, each with a note, in ``resources/dx_abbrev
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -68,6 +69,29 @@ def abbreviation_codes() -> dict[str, str]:
         for row in csv.DictReader(handle):
             out[row["spelling"].strip().upper()] = out[row["abbreviation"].strip().upper()]
     return out
+
+
+#: How the scored tables' Notes say two codes count as one diagnosis.
+_SCORED_AS_SAME = re.compile(r"We score (\d+) and (\d+) as the same diagnosis")
+
+
+@cache
+def scored_as_same() -> dict[str, frozenset[str]]:
+    """``code -> the codes the Challenge scores as the same diagnosis`` (the code itself included), read from the
+    Notes of the scored tables (complete RBBB 713427006 and RBBB 59118001, PAC 284470004 and SVPB 63593006, ...)."""
+    pairs: list[tuple[str, str]] = []
+    for name in DX_MAPPING_FILES:
+        if "_scored_" not in name:
+            continue
+        with _resource(name).open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                pairs += _SCORED_AS_SAME.findall(row.get("Notes") or "")
+    out: dict[str, set[str]] = {}
+    for a, b in pairs:
+        group = out.get(a, {a}) | out.get(b, {b})
+        for code in group:
+            out[code] = group
+    return {code: frozenset(group) for code, group in out.items()}
 
 
 def dx_code(token: str) -> str | None:

@@ -95,6 +95,32 @@ def load_label_map(name: str = DEFAULT_LABEL_MAP) -> LabelMap:
     )
 
 
+#: The file of the PTB-XL statements outside the shared classes and their SNOMED CT codes.
+SCP_SNOMED_FILE = "scp_snomed.csv"
+#: PTB-XL tasks whose classes are SCP statements themselves (the others group statements into classes).
+STATEMENT_TASKS: tuple[str, ...] = ("all", "diagnostic", "form", "rhythm")
+
+
+@cache
+def scp_snomed_codes() -> dict[str, tuple[str, ...]]:
+    """Every PTB-XL SCP statement with a SNOMED CT equivalent -> its codes, in one place for the zero-shot map.
+
+    The statements of the shared classes come from the ``challenge`` label map (each to its class's codes); every
+    other statement from ``resources/scp_snomed.csv``: the conversion the PhysioNet/CinC Challenge 2021 applied to
+    its PTB-XL tranche (each code's PTB-XL count there equals the Challenge's ``PTB_XL`` count), with a note where
+    a statement was converted to a broader code. A statement in both files is an error: one home for each.
+    """
+    lmap = load_label_map("challenge")
+    out = {statement: lmap.snomed_codes[c] for c in lmap.classes for statement in lmap.scp_codes[c]}
+    with _resource(SCP_SNOMED_FILE).open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            statement = row["statement"]
+            if statement in out:
+                raise ValueError(f"{SCP_SNOMED_FILE}: statement {statement!r} is already in labelmap_challenge.csv")
+            out[statement] = tuple(row["snomed_codes"].split("|"))
+    return out
+
+
 @dataclass(frozen=True)
 class SnomedConcept:
     code: str

@@ -14,26 +14,65 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgml.defaults import STANDALONE_BACKBONES
+from ecgml.data.sources import get_dataset_source
+from ecgml.defaults import DEFAULT_SOURCE, DEFAULT_TARGET, STANDALONE_BACKBONES
 from ecgml.evaluate.paired import significance
 from ecgml.experiments import schema
 from ecgml.experiments.collect import ArtifactMissingError, Collected, setting_label
+from ecgml.experiments.schema import FINETUNE, PRETRAIN, STANDALONE
 
 # the swept value drawn on the x axis of each sweep; other varying setting keys become panels
 SWEEP_AXIS = {"fraction": "target_fraction", "pretrain-fraction": "ptbxl_fraction", "sampling-rate": "fs",
               "input-domain": "domain", "leads": "leads", "strategy": "strategy", "calibration": "target_fraction"}
 LOG_AXES = ("target_fraction", "ptbxl_fraction")
-ARM_ORDER = ("standalone", "pretrain", "finetune")
+ARM_ORDER = (STANDALONE, PRETRAIN, FINETUNE)
 MIN_SEEDS = 3
 # named choices in the order a reader expects (least to most adapted; time before frequency)
 KNOWN_ORDER: dict[str, tuple[str, ...]] = {"strategy": ("linear", "gradual", "full"),
                                            "domain": ("time", "fft_magnitude", "fft")}
 
 
-def model_label(arm: str, family: str) -> str:
-    """How a model is named in tables and legends."""
-    return {"finetune": f"fine-tuned {family}", "standalone": f"standalone {family}",
-            "pretrain": f"PTB-XL pretraining {family}"}.get(arm, f"{arm} {family}")
+@dataclass(frozen=True)
+class Datasets:
+    """What the report calls the two roles: the titles of the source and target entries of the dataset registry
+    (:mod:`ecgml.data.sources`), never typed here."""
+
+    source: str
+    target: str
+
+    @classmethod
+    def of(cls, source: str = DEFAULT_SOURCE, target: str = DEFAULT_TARGET) -> Datasets:
+        """The titles of datasets ``source`` and ``target`` (registry names, as runs tag them)."""
+        return cls(_title(source), _title(target))
+
+
+def _title(name: str) -> str:
+    try:
+        return get_dataset_source(name).title
+    except ValueError:  # a dataset this checkout does not know (a store written by a newer one): its name
+        return name
+
+
+def datasets_of(runs: pd.DataFrame) -> Datasets:
+    """The source and target of a set of runs, from the ``dataset`` each training run is tagged with: the
+    pretraining runs' dataset is the source, the fine-tuned and standalone runs' the target (several targets are
+    named together, most runs first). Runs logged before the tag existed count as the defaults."""
+    def names(arms: tuple[str, ...], default: str) -> list[str]:
+        if not len(runs) or "dataset" not in runs:
+            return [default]
+        found = runs.loc[runs["arm"].isin(arms), "dataset"].dropna().astype(str)
+        return list(found.value_counts().index) or [default]
+
+    source = names((PRETRAIN,), DEFAULT_SOURCE)
+    target = names((FINETUNE, STANDALONE), DEFAULT_TARGET)
+    return Datasets(" / ".join(map(_title, source)), " / ".join(map(_title, target)))
+
+
+def model_label(arm: str, family: str, *, source: str | None = None) -> str:
+    """How a model is named in tables and legends (``source``: the pretraining dataset's title)."""
+    source = source or _title(DEFAULT_SOURCE)
+    return {FINETUNE: f"fine-tuned {family}", STANDALONE: f"standalone {family}",
+            PRETRAIN: f"{source} pretraining {family}"}.get(arm, f"{arm} {family}")
 
 
 def value_key(value: Any, key: str | None = None) -> tuple[int, float, str]:
@@ -84,6 +123,8 @@ class SweepView:
     x: str | None
     panels: list[str]
     notes: list[str] = field(default_factory=list)
+    #: The titles of the sweep's source and target.
+    datasets: Datasets = field(default_factory=Datasets.of)
 
     @property
     def key(self) -> str:
@@ -110,13 +151,13 @@ def _attach_shared(collected: Collected, runs: pd.DataFrame, notes: list[str]) -
     the fine-tuned runs' ``ecgml.backbone_run_id`` tag stand in, read from the tracking store.
     """
     runs = runs.assign(shared_from=None)
-    finetune = runs[runs["arm"] == "finetune"]
+    finetune = runs[runs["arm"] == FINETUNE]
     targets = list(finetune["setting"].unique())
     if not targets:
         return runs
-    kept: list[pd.DataFrame] = [runs[(runs["arm"] == "finetune") | runs["setting"].isin(targets)]]
+    kept: list[pd.DataFrame] = [runs[(runs["arm"] == FINETUNE) | runs["setting"].isin(targets)]]
     attached: list[dict[str, Any]] = []
-    for setting, group in runs[(runs["arm"] != "finetune") & ~runs["setting"].isin(targets)].groupby("setting"):
+    for setting, group in runs[(runs["arm"] != FINETUNE) & ~runs["setting"].isin(targets)].groupby("setting"):
         served = [t for t in targets if _subset(json.loads(setting), json.loads(t))]
         if not served:
             kept.append(group)
@@ -129,8 +170,8 @@ def _attach_shared(collected: Collected, runs: pd.DataFrame, notes: list[str]) -
         arms = ", ".join(sorted(group["arm"].unique()))
         notes.append(f"{arms} runs at {group['setting_label'].iloc[0]} are the baseline of "
                      f"{len(served)} fine-tuned setting(s)")
-    has_pretrain = {a["setting"] for a in attached if a["arm"] == "pretrain"}
-    has_pretrain |= set(runs.loc[(runs["arm"] == "pretrain") & runs["setting"].isin(targets), "setting"])
+    has_pretrain = {a["setting"] for a in attached if a["arm"] == PRETRAIN}
+    has_pretrain |= set(runs.loc[(runs["arm"] == PRETRAIN) & runs["setting"].isin(targets), "setting"])
     for target in targets:
         if target in has_pretrain:
             continue
@@ -144,7 +185,7 @@ def _attach_shared(collected: Collected, runs: pd.DataFrame, notes: list[str]) -
                 notes.append(f"pretraining run {rid} named by fine-tuned runs has no test_macro_auc")
                 continue
             low, high = (collected.run_metric(rid, f"test_macro_auc_{b}") for b in ("low", "high"))
-            attached.append({"run_id": rid, "arm": "pretrain", "family": family, "kind": "pretrain",
+            attached.append({"run_id": rid, "arm": PRETRAIN, "family": family, "kind": PRETRAIN,
                              "sweep": ft["sweep"].iloc[0], "protocol": ft["protocol"].iloc[0], **values,
                              "setting": target, "setting_label": setting_label(values), "seed": -1,
                              "test_macro_auc": auc, "test_macro_auc_low": np.nan if low is None else low,
@@ -175,7 +216,7 @@ def sweep_views(collected: Collected) -> list[SweepView]:
             return tuple(value_key(d.get(k), k) for k in dict.fromkeys(order))
 
         settings = sorted(runs["setting"].unique(), key=sort_key)
-        views.append(SweepView(str(sweep), str(protocol), runs, settings, x, panels, notes))
+        views.append(SweepView(str(sweep), str(protocol), runs, settings, x, panels, notes, datasets_of(runs)))
     return views
 
 
@@ -187,7 +228,7 @@ def summarise(view: SweepView) -> pd.DataFrame:
         rows.append({
             "sweep": view.sweep, "protocol": view.protocol, "setting": setting,
             "setting_label": g["setting_label"].iloc[0],
-            "arm": arm, "family": family, "model": model_label(str(arm), str(family)),
+            "arm": arm, "family": family, "model": model_label(str(arm), str(family), source=view.datasets.source),
             "n_seeds": int(np.isfinite(auc).sum()), "seeds": ",".join(str(s) for s in sorted(g["seed"])),
             "mean": float(np.nanmean(auc)) if np.isfinite(auc).any() else np.nan, "sd": _sd(auc[np.isfinite(auc)]),
             "ci_low": float(g["test_macro_auc_low"].min()), "ci_high": float(g["test_macro_auc_high"].max()),
@@ -207,7 +248,7 @@ def summarise(view: SweepView) -> pd.DataFrame:
 
 def best_standalone(summary: pd.DataFrame, setting: str) -> tuple[str | None, float]:
     """The standalone family with the highest mean test macro AUC at a setting (the original's 'best standalone')."""
-    sa = summary[(summary["setting"] == setting) & (summary["arm"] == "standalone")]
+    sa = summary[(summary["setting"] == setting) & (summary["arm"] == STANDALONE)]
     if sa.empty or not np.isfinite(sa["mean"]).any():
         return None, float("nan")
     best = sa.loc[sa["mean"].idxmax()]
@@ -273,12 +314,12 @@ def paired_tests(view: SweepView, preds: Predictions, problems: list[str], progr
 
     from ecgml.evaluate.paired import AlignmentError
 
-    runs = view.runs[view.runs["arm"].isin(["finetune", "standalone"])]
+    runs = view.runs[view.runs["arm"].isin([FINETUNE, STANDALONE])]
     pairs = []
     for setting in view.settings:
         at = runs[runs["setting"] == setting]
-        for _, ft in at[at["arm"] == "finetune"].iterrows():
-            for _, sa in at[(at["arm"] == "standalone") & (at["seed"] == ft["seed"])].iterrows():
+        for _, ft in at[at["arm"] == FINETUNE].iterrows():
+            for _, sa in at[(at["arm"] == STANDALONE) & (at["seed"] == ft["seed"])].iterrows():
                 pairs.append((setting, ft, sa))
     rows = []
     for setting, ft, sa in tqdm(pairs, desc=f"paired tests {view.sweep}/{view.protocol}", disable=not progress or None,
@@ -307,14 +348,14 @@ def paired_tests(view: SweepView, preds: Predictions, problems: list[str], progr
 
 
 def run_counts(runs: pd.DataFrame) -> dict[str, int]:
-    """Distinct runs by what they trained: G12EC (fine-tuned and standalone) and PTB-XL pretraining.
+    """Distinct runs by what they trained: on the target (fine-tuned and standalone) and pretraining on the source.
 
     A pretraining run shown beside a sweep (a backbone the sweep fine-tuned from) is counted apart: it is not one of
-    the sweep's training runs on G12EC.
+    the sweep's training runs on the target.
     """
     arm = runs["arm"] if len(runs) else pd.Series(dtype=object)
-    return {"g12ec": int(runs.loc[arm.isin(["finetune", "standalone"]), "run_id"].nunique()) if len(runs) else 0,
-            "pretrain": int(runs.loc[arm == "pretrain", "run_id"].nunique()) if len(runs) else 0}
+    return {"target": int(runs.loc[arm.isin([FINETUNE, STANDALONE]), "run_id"].nunique()) if len(runs) else 0,
+            "pretrain": int(runs.loc[arm == PRETRAIN, "run_id"].nunique()) if len(runs) else 0}
 
 
 def _seeds(n: int) -> str:
@@ -353,7 +394,7 @@ def conclusions(view: SweepView, summary: pd.DataFrame, paired: pd.DataFrame) ->
     for setting in view.settings:
         label = setting_label(json.loads(setting))
         best, best_mean = best_standalone(summary, setting)
-        ft = summary[(summary["setting"] == setting) & (summary["arm"] == "finetune")]
+        ft = summary[(summary["setting"] == setting) & (summary["arm"] == FINETUNE)]
         if ft.empty or best is None:
             continue
         ft_best = ft.loc[ft["mean"].idxmax()]

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from ecgml.experiments import schema
+from ecgml.experiments.schema import FINETUNE, PRETRAIN, STANDALONE
 from ecgml.io import process_scratch_dir
 
 METRICS = ("test_macro_auc", "test_macro_auc_low", "test_macro_auc_high", "best_val_macro_auc", "test_macro_auprc",
@@ -28,9 +29,9 @@ CALIBRATION_METRICS = ("test_macro_ece_before", "test_macro_ece_after", "test_ma
                        "test_macro_mce_after", "test_macro_brier_before", "test_macro_brier_after",
                        "test_macro_ece_after_single", "test_macro_ece_after_per_class", "test_macro_ece_after_platt",
                        "val_logit_sd", "calibration_warnings")
-TRAINING_KINDS = ("pretrain", "standalone", "finetune")
+TRAINING_KINDS = (PRETRAIN, STANDALONE, FINETUNE)
 RUN_COLUMNS = ("run_id", "run_name", "parent_run_id", "kind", "sweep", "protocol", "arm", "family", "backbone",
-               "setting", "setting_label", "seed", "start_time", "backbone_run_id")
+               "setting", "setting_label", "seed", "start_time", "backbone_run_id", "dataset")
 
 
 class CollectError(RuntimeError):
@@ -262,6 +263,7 @@ def _tidy(raw: pd.DataFrame, metric_names: Sequence[str], extra_tags: dict[str, 
             "arm": _tag(r, schema.ARM), "family": _tag(r, schema.FAMILY), "backbone": _tag(r, "backbone"),
             "setting": schema.setting_tag(setting), "setting_label": setting_label(setting), "seed": seed_int,
             "start_time": r.get("start_time"), "backbone_run_id": _tag(r, "ecgml.backbone_run_id"),
+            "dataset": _tag(r, schema.DATASET),
         }
         row.update({column: _tag(r, tag) for column, tag in extra_tags.items()})
         for key, value in setting.items():

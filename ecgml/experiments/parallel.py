@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import TYPE_CHECKING
 
+from ecgml.experiments.schema import FINETUNE, PRETRAIN
 from ecgml.runtime.threads import child_budgets, process_budget
 
 if TYPE_CHECKING:
@@ -116,10 +117,10 @@ def run_jobs_side_by_side(jobs: Sequence[Job], names: Sequence[str], study: Stud
                 job = jobs[index]
                 if not idle:
                     break
-                if job.arm == "finetune" and job.pretrain_key and job.pretrain_key not in backbones:
+                if job.arm == FINETUNE and job.pretrain_key and job.pretrain_key not in backbones:
                     continue  # its backbone is still training
                 init_uri = ((backbones[job.pretrain_key] if job.pretrain_key else study.backbone_uri)
-                            if job.arm == "finetune" else None)
+                            if job.arm == FINETUNE else None)
                 pool = idle.pop()
                 running[pool.submit(_run_in_worker, job, names[index], init_uri, study, sweep_id, commit,
                                     data)] = (index, pool)
@@ -137,7 +138,7 @@ def run_jobs_side_by_side(jobs: Sequence[Job], names: Sequence[str], study: Stud
                     failure = failure or exc
                     continue
                 job = jobs[index]
-                if job.arm == "pretrain":
+                if job.arm == PRETRAIN:
                     backbones[job.key] = registered_backbone(done.run_id, job)
                 say(done_line(job_label(index + 1, len(jobs), job), done))
                 results[index] = JobResult(job, done.run_id, done.test_macro_auc, done.reused, done.seconds)

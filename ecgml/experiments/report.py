@@ -29,6 +29,7 @@ from ecgml.experiments.analysis import (
     SweepView,
     best_standalone,
     conclusions,
+    datasets_of,
     family_key,
     fmt,
     model_label,
@@ -48,6 +49,7 @@ from ecgml.experiments.report_sections import (
     protocol_section,
     runs_section,
 )
+from ecgml.experiments.schema import FINETUNE, PRETRAIN, STANDALONE
 from ecgml.io import atomic_write_text
 
 
@@ -57,16 +59,18 @@ def _say(message: str) -> None:
 
 # ---- sections --------------------------------------------------------------------------------------------------
 def _results_table(view: SweepView, summary: pd.DataFrame) -> str:
-    """Rows as in the original's tables (standalone per family, PTB-XL pretraining, fine-tuned, gain); settings as
-    columns."""
+    """Rows as in the original's tables (standalone per family, pretraining on the source, fine-tuned, gain);
+    settings as columns."""
     labels = [setting_label(json.loads(s)) for s in view.settings]
     rows: list[list[str]] = []
     models = summary[["arm", "family"]].drop_duplicates()
     models = sorted(models.itertuples(index=False), key=lambda m: (ARM_ORDER.index(m.arm) if m.arm in ARM_ORDER
                                                                    else 9, family_key(m.family)))
     for arm, family in models:
-        name = {"standalone": f"standalone {family} (G12EC)", "pretrain": f"PTB-XL pretraining {family} (PTB-XL test)",
-                "finetune": f"G12EC fine-tuned {family}"}.get(arm, model_label(arm, family))
+        names = view.datasets
+        name = {STANDALONE: f"standalone {family} ({names.target})",
+                PRETRAIN: f"{names.source} pretraining {family} ({names.source} test)",
+                FINETUNE: f"{names.target} fine-tuned {family}"}.get(arm, model_label(arm, family))
         cells = []
         for setting in view.settings:
             runs = view.runs
@@ -78,14 +82,14 @@ def _results_table(view: SweepView, summary: pd.DataFrame) -> str:
             ci = f" [{fmt(g['test_macro_auc_low'].min())}, {fmt(g['test_macro_auc_high'].max())}]"
             shared = g["shared_from"].dropna().unique() if "shared_from" in g else []
             source = (" (from backbone run)" if "backbone run" in shared
-                      else f" (shared: {shared[0]})" if len(shared) and arm != "pretrain" else "")
+                      else f" (shared: {shared[0]})" if len(shared) and arm != PRETRAIN else "")
             cells.append(mean_sd(auc) + ci + source)
         rows.append([name, *cells])
-    for family in sorted(summary.loc[summary["arm"] == "finetune", "family"].unique(), key=family_key):
+    for family in sorted(summary.loc[summary["arm"] == FINETUNE, "family"].unique(), key=family_key):
         cells = []
         for setting in view.settings:
             best, best_mean = best_standalone(summary, setting)
-            ft = summary[(summary["setting"] == setting) & (summary["arm"] == "finetune")
+            ft = summary[(summary["setting"] == setting) & (summary["arm"] == FINETUNE)
                          & (summary["family"] == family)]
             gain = fmt(ft["mean"].iloc[0] - best_mean, sign=True) if len(ft) else ""
             cells.append("—" if best is None or ft.empty else f"{gain} (vs {best})")
@@ -102,11 +106,12 @@ def _plot_sweep(ctx: ReportContext, view: SweepView, summary: pd.DataFrame) -> s
     plot = summary[summary[x].notna()].copy() if x in summary else summary.iloc[0:0]
     if plot.empty:
         return None
-    runs = view.runs[view.runs["arm"] != "pretrain"]
-    seeds = runs.assign(model=[model_label(a, f) for a, f in zip(runs["arm"], runs["family"], strict=True)])
-    # pretraining is tested on PTB-XL: drawn apart, never on the G12EC axis
-    reference = plot[plot["arm"] == "pretrain"].copy()
-    plot = plot[plot["arm"] != "pretrain"]
+    runs = view.runs[view.runs["arm"] != PRETRAIN]
+    seeds = runs.assign(model=[model_label(a, f, source=view.datasets.source)
+                               for a, f in zip(runs["arm"], runs["family"], strict=True)])
+    # pretraining is tested on the source: drawn apart, never on the target's axis
+    reference = plot[plot["arm"] == PRETRAIN].copy()
+    plot = plot[plot["arm"] != PRETRAIN]
     if plot.empty:
         return None
     path = ctx.figures / f"auc_{view.key}.png"
@@ -118,12 +123,13 @@ def _plot_sweep(ctx: ReportContext, view: SweepView, summary: pd.DataFrame) -> s
             plot["panel"] = plot["setting"].map(view.panel_of)
             seeds["panel"] = seeds["setting"].map(view.panel_of)
             panel = "panel"
-        plot_auc_lines(plot, seeds, x, path, title=title, panel=panel, log_x=x in LOG_AXES, reference=reference)
+        plot_auc_lines(plot, seeds, x, path, title=title, panel=panel, log_x=x in LOG_AXES, reference=reference,
+                       datasets=view.datasets)
     else:
         if view.panels:
             plot["model"] = plot["model"] + " (" + plot["setting"].map(view.panel_of) + ")"
         order = sorted(dict.fromkeys(plot[x]), key=lambda v: value_key(v, x))
-        plot_auc_bars_grouped(plot, x, path, title=title, order=order, reference=reference)
+        plot_auc_bars_grouped(plot, x, path, title=title, order=order, reference=reference, datasets=view.datasets)
     return path.relative_to(ctx.out_dir).as_posix()
 
 
@@ -147,7 +153,7 @@ def _per_class(ctx: ReportContext, run_id: str) -> dict[str, float]:
 def _heatmap(ctx: ReportContext, view: SweepView, summary: pd.DataFrame) -> str | None:
     from ecgml.experiments.report_figures import plot_class_heatmaps
 
-    runs = view.runs[view.runs["arm"].isin(["finetune", "standalone"])]
+    runs = view.runs[view.runs["arm"].isin([FINETUNE, STANDALONE])]
     if runs.empty:
         return None
     per_run: dict[str, dict[str, float]] = {}
@@ -162,7 +168,7 @@ def _heatmap(ctx: ReportContext, view: SweepView, summary: pd.DataFrame) -> str 
     labels = [setting_label(json.loads(s)) for s in view.settings]
     matrices: dict[str, pd.DataFrame] = {}
     groups = sorted(runs[["arm", "family"]].drop_duplicates().itertuples(index=False),
-                    key=lambda m: (0 if m.arm == "finetune" else 1, family_key(m.family)))
+                    key=lambda m: (0 if m.arm == FINETUNE else 1, family_key(m.family)))
     for arm, family in groups:
         m = pd.DataFrame(np.nan, index=classes, columns=labels)
         for setting, label in zip(view.settings, labels, strict=True):
@@ -179,8 +185,8 @@ def _heatmap(ctx: ReportContext, view: SweepView, summary: pd.DataFrame) -> str 
         diff = pd.DataFrame(np.nan, index=classes, columns=labels)
         for setting, label in zip(view.settings, labels, strict=True):
             best, _ = best_standalone(summary, setting)
-            if best is not None and model_label("standalone", best) in matrices:
-                diff[label] = matrices[ft_names[0]][label] - matrices[model_label("standalone", best)][label]
+            if best is not None and model_label(STANDALONE, best) in matrices:
+                diff[label] = matrices[ft_names[0]][label] - matrices[model_label(STANDALONE, best)][label]
         name = f"{ft_names[0]} − best standalone"
         matrices[name] = diff
         diverging.append(name)
@@ -227,17 +233,17 @@ def _sweep_section(ctx: ReportContext, view: SweepView) -> tuple[list[str], pd.D
     paired = paired_tests(view, ctx.preds, ctx.problems, ctx.progress)
     verdicts = conclusions(view, summary, paired)
     lines = [f"## Sweep `{view.sweep}`, protocol `{view.protocol}`", ""]
-    trained = summary[summary["arm"].isin(["finetune", "standalone"])] if len(summary) else summary
+    trained = summary[summary["arm"].isin([FINETUNE, STANDALONE])] if len(summary) else summary
     seeds = trained.groupby("setting")["n_seeds"].min() if len(trained) else pd.Series(dtype=int)
     if len(seeds) and seeds.min() < MIN_SEEDS:
         lines += [f"> Warning: some settings have fewer than {MIN_SEEDS} seeds per model "
                   f"(minimum {int(seeds.min())}); their conclusions are weaker.", ""]
-    counts = run_counts(view.runs)
-    pretrained = (f", and {counts['pretrain']} PTB-XL pretraining run{'s' if counts['pretrain'] != 1 else ''} shown "
-                  "for reference" if counts["pretrain"] else "")
+    counts, names = run_counts(view.runs), view.datasets
+    pretrained = (f", and {counts['pretrain']} {names.source} pretraining run{'s' if counts['pretrain'] != 1 else ''} "
+                  "shown for reference" if counts["pretrain"] else "")
     lines += [f"Swept value: `{view.x}`" + (f"; panels by {', '.join(f'`{p}`' for p in view.panels)}" if view.panels
-                                            else "") + f". {counts['g12ec']} G12EC training runs (fine-tuned and "
-              f"standalone){pretrained}.", ""]
+                                            else "") + f". {counts['target']} {names.target} training runs (fine-tuned "
+              f"and standalone){pretrained}.", ""]
     lines += [*(f"- note: {n}" for n in view.notes), ""] if view.notes else []
     lines += ["### Results (test macro AUC, mean ± sd over seeds [lowest, highest bound of the runs' 95% CIs])", "",
               _results_table(view, summary), ""]
@@ -245,7 +251,8 @@ def _sweep_section(ctx: ReportContext, view: SweepView) -> tuple[list[str], pd.D
     if figure:
         lines += [f"### AUC versus `{view.x}`", "", f"![AUC versus {view.x}]({figure})", "",
                   "Lines or bars: mean over seeds; error bars: from the lowest lower bound to the highest upper bound "
-                  "of the runs' bootstrap 95% CIs; dots: single runs. PTB-XL pretraining, tested on PTB-XL's own "
+                  f"of the runs' bootstrap 95% CIs; dots: single runs. {names.source} pretraining, tested on "
+                  f"{names.source}'s own "
                   "test split, has a panel of its own.", ""]
     lines += ["### Paired tests: fine-tuned against standalone on the same test records", ""]
     if paired.empty:
@@ -278,8 +285,8 @@ _HOW_TO_READ = """## How to read this report
   mirror image. At a setting, fine-tuning **beats** the best standalone family when the difference is significant
   in every seed; it **is ahead ... but** when it is ahead in every seed and significant in most (likely, not shown);
   otherwise there is **no consistent gap**. Each conclusion also counts the pairs against every family.
-- **PTB-XL pretraining** AUCs are on the PTB-XL test split, not on G12EC: they show what the backbone learned,
-  not a comparison with the G12EC rows; plots draw them in a panel of their own.
+- **{source} pretraining** AUCs are on the {source} test split, not on {target}: they show what the backbone learned,
+  not a comparison with the {target} rows; plots draw them in a panel of their own.
 - **Gain**: mean fine-tuned AUC minus the mean AUC of the best standalone family at that setting.
 """
 
@@ -295,8 +302,8 @@ def write_report(collected: Collected, out_dir: Path, *, title: str = "ecgml stu
     summaries, paired_all, verdicts_all = [], [], []
     for view in sweep_views(collected):
         counts = run_counts(view.runs)
-        log(f"sweep {view.sweep} ({view.protocol}): {counts['g12ec']} G12EC training runs "
-            f"(+{counts['pretrain']} PTB-XL pretraining for reference), {len(view.settings)} settings")
+        log(f"sweep {view.sweep} ({view.protocol}): {counts['target']} {view.datasets.target} training runs "
+            f"(+{counts['pretrain']} {view.datasets.source} pretraining for reference), {len(view.settings)} settings")
         lines, summary, paired, verdicts = _sweep_section(ctx, view)
         body += lines
         summaries.append(summary)
@@ -319,7 +326,9 @@ def write_report(collected: Collected, out_dir: Path, *, title: str = "ecgml stu
         [[r.run_id, r.sweep, r.protocol, r.arm, r.family, r.setting_label, r.seed,
           f"{fmt(r.test_macro_auc)} [{fmt(r.test_macro_auc_low)}, {fmt(r.test_macro_auc_high)}]",
           fmt(r.best_val_macro_auc)] for r in collected.runs.itertuples()]), ""]
-    text = "\n".join([*head, *runs_section(collected), _HOW_TO_READ.format(min_seeds=MIN_SEEDS, rounds=n_rounds),
+    names = datasets_of(collected.runs)
+    how_to_read = _HOW_TO_READ.format(min_seeds=MIN_SEEDS, rounds=n_rounds, source=names.source, target=names.target)
+    text = "\n".join([*head, *runs_section(collected), how_to_read,
                       *summary_lines, *body, *calibration, *protocol, *problems, "", *appendix])
     tables = {"runs": collected.runs, "summary": pd.concat(summaries, ignore_index=True) if summaries else None,
               "paired_tests": pd.concat(paired_all, ignore_index=True) if paired_all else None,

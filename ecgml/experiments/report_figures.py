@@ -14,10 +14,16 @@ import numpy as np
 import pandas as pd
 
 from ecgml.evaluate.figures import pyplot, save_figure
+from ecgml.experiments.analysis import Datasets
+from ecgml.experiments.schema import FINETUNE, PRETRAIN, STANDALONE
 
-ARM_STYLE = {"finetune": {"lw": 2.4, "ls": "-", "marker": "o"}, "standalone": {"lw": 1.3, "ls": "-", "marker": "s"},
-             "pretrain": {"lw": 1.3, "ls": "--", "marker": "^"}}
-REFERENCE_TITLE = "PTB-XL pretraining\n(PTB-XL test split, not G12EC)"
+ARM_STYLE = {FINETUNE: {"lw": 2.4, "ls": "-", "marker": "o"}, STANDALONE: {"lw": 1.3, "ls": "-", "marker": "s"},
+             PRETRAIN: {"lw": 1.3, "ls": "--", "marker": "^"}}
+
+
+def reference_title(datasets: Datasets) -> str:
+    """The title of the pretraining panel: tested on the source, not on the target."""
+    return f"{datasets.source} pretraining\n({datasets.source} test split, not {datasets.target})"
 
 
 def _grid(n: int, width: float, height: float) -> tuple[Any, np.ndarray]:
@@ -30,8 +36,8 @@ def _grid(n: int, width: float, height: float) -> tuple[Any, np.ndarray]:
     return fig, axes
 
 
-def _reference_panel(ax: Any, reference: pd.DataFrame, x: str, *, log_x: bool = False) -> None:
-    """The pretraining backbones' AUC on PTB-XL's own test split, on an axis of its own.
+def _reference_panel(ax: Any, reference: pd.DataFrame, x: str, datasets: Datasets, *, log_x: bool = False) -> None:
+    """The pretraining backbones' AUC on the source's own test split, on an axis of its own.
 
     A backbone shared by every setting (the same run attached to each) is one point; backbones that change with
     the swept value (pretraining fraction, sampling rate) are drawn against it.
@@ -46,7 +52,7 @@ def _reference_panel(ax: Any, reference: pd.DataFrame, x: str, *, log_x: bool = 
         if len(runs) > 1 and numeric:
             runs = runs.sort_values(x)
             ax.errorbar(runs[x].to_numpy(dtype=float), runs["mean"], yerr=err, capsize=3, color=colours[model],
-                        label=model, **ARM_STYLE["pretrain"])
+                        label=model, **ARM_STYLE[PRETRAIN])
             ax.set_xlabel(x)
             if log_x:
                 ax.set_xscale("log")
@@ -61,20 +67,23 @@ def _reference_panel(ax: Any, reference: pd.DataFrame, x: str, *, log_x: bool = 
                 ax.annotate(f"{m:.3f}", (px, m), textcoords="offset points", xytext=(8, -3), fontsize=8)
             ax.set_xticks(pos, labels, fontsize=8)
             ax.set_xlim(-0.8, len(runs) - 0.2 + 0.8)
-    ax.set_ylabel("PTB-XL test macro AUC")
-    ax.set_title(REFERENCE_TITLE, fontsize=9)
+    ax.set_ylabel(f"{datasets.source} test macro AUC")
+    ax.set_title(reference_title(datasets), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
 
 
 def plot_auc_lines(summary: pd.DataFrame, seeds: pd.DataFrame, x: str, path: Path, *, title: str = "",
-                   panel: str | None = None, log_x: bool = False, reference: pd.DataFrame | None = None) -> Path:
-    """G12EC macro AUC against a numeric swept value: one line per model (mean over seeds), bars = per-run CI envelope.
+                   panel: str | None = None, log_x: bool = False, reference: pd.DataFrame | None = None,
+                   datasets: Datasets | None = None) -> Path:
+    """Target macro AUC against a numeric swept value: one line per model (mean over seeds), bars = per-run CI
+    envelope (``datasets``: the titles on the axes; default the study's source and target).
 
     ``summary`` has columns ``model, arm, <x>, mean, ci_low, ci_high`` (and ``panel`` when given); ``seeds``
     has ``model, <x>, test_macro_auc`` (one row per run) and is drawn as faint dots. ``reference`` (pretraining
-    rows, tested on PTB-XL) gets a panel of its own: another dataset's test split does not belong on this axis.
+    rows, tested on the source) gets a panel of its own: another dataset's test split does not belong on this axis.
     """
+    datasets = datasets or Datasets.of()
     panels = [None] if panel is None else list(dict.fromkeys(summary[panel]))
     has_reference = reference is not None and len(reference) > 0
     fig, axes = _grid(len(panels) + has_reference, 5.2, 3.9)
@@ -97,24 +106,26 @@ def plot_auc_lines(summary: pd.DataFrame, seeds: pd.DataFrame, x: str, path: Pat
             ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
         ax.set_xlabel(x)
-        ax.set_ylabel("G12EC test macro AUC")
+        ax.set_ylabel(f"{datasets.target} test macro AUC")
         ax.grid(alpha=0.3)
         if value is not None:
             ax.set_title(f"{panel}={value}", fontsize=9)
         ax.legend(fontsize=7)
     if has_reference:
         assert reference is not None
-        _reference_panel(axes.flat[len(panels)], reference, x, log_x=log_x)
+        _reference_panel(axes.flat[len(panels)], reference, x, datasets, log_x=log_x)
     fig.suptitle(title)
     return save_figure(fig, path)
 
 
 def plot_auc_bars_grouped(summary: pd.DataFrame, x: str, path: Path, *, title: str = "",
-                          order: Sequence[Any] | None = None, reference: pd.DataFrame | None = None) -> Path:
-    """G12EC macro AUC per categorical swept value (input domain, leads, strategy): bars per model, CI envelope.
+                          order: Sequence[Any] | None = None, reference: pd.DataFrame | None = None,
+                          datasets: Datasets | None = None) -> Path:
+    """Target macro AUC per categorical swept value (input domain, leads, strategy): bars per model, CI envelope.
 
-    ``reference`` (pretraining on PTB-XL) is drawn in a panel of its own, as in :func:`plot_auc_lines`.
+    ``reference`` (pretraining on the source) is drawn in a panel of its own, as in :func:`plot_auc_lines`.
     """
+    datasets = datasets or Datasets.of()
     plt = pyplot()
     values = list(order) if order is not None else list(dict.fromkeys(summary[x]))
     models = list(dict.fromkeys(summary["model"]))
@@ -140,14 +151,14 @@ def plot_auc_bars_grouped(summary: pd.DataFrame, x: str, path: Path, *, title: s
     ax.set_ylim(max(0.0, floor - 0.05), 1.0)
     ax.set_xticks(centres, [str(v) for v in values])
     ax.set_xlabel(x)
-    ax.set_ylabel("G12EC test macro AUC")
+    ax.set_ylabel(f"{datasets.target} test macro AUC")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7)
     if has_reference:
         assert reference is not None
         ref = reference.copy()
         ref[x] = pd.Categorical(ref[x], categories=values, ordered=True)
-        _reference_panel(axes[0][1], ref.sort_values(x), x)
+        _reference_panel(axes[0][1], ref.sort_values(x), x, datasets)
     fig.suptitle(title)
     return save_figure(fig, path)
 

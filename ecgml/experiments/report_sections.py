@@ -14,6 +14,7 @@ import pandas as pd
 
 from ecgml.experiments.analysis import Predictions, fmt, model_label
 from ecgml.experiments.collect import ArtifactMissingError, Collected, setting_label
+from ecgml.experiments.schema import FINETUNE, STANDALONE
 
 
 def p_value(p: float, rounds: float | None = None) -> str:
@@ -115,7 +116,7 @@ def calibration_section(ctx: ReportContext) -> list[str]:
                               "runs with warnings"], rows), ""]
     if failures:
         lines += ["### Why some calibrations failed or cannot help", "", *failures, ""]
-    for arm in ("finetune", "standalone"):
+    for arm in (FINETUNE, STANDALONE):
         mine = cal[cal["arm"] == arm]
         if mine.empty:
             continue

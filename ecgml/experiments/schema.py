@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ecgml.defaults import STUDY_EXPERIMENT
+from ecgml.defaults import FINETUNE_KIND, PRETRAIN_KIND, STANDALONE_KIND, STUDY_EXPERIMENT
 
 DEFAULT_STUDY_EXPERIMENT = STUDY_EXPERIMENT
 
@@ -27,7 +27,11 @@ SEED = "ecgml.seed"
 CALIBRATED_RUN = "ecgml.calibrated_run_id"
 
 SWEEPS = ("fraction", "pretrain-fraction", "sampling-rate", "calibration", "input-domain", "leads", "strategy")
-ARMS = ("finetune", "standalone", "pretrain")
+#: The arms a sweep compares: the training kinds of :mod:`ecgml.defaults`, named once there.
+FINETUNE, STANDALONE, PRETRAIN = FINETUNE_KIND, STANDALONE_KIND, PRETRAIN_KIND
+ARMS = (FINETUNE, STANDALONE, PRETRAIN)
+#: The tag naming the dataset a training run read (a registry name: ``g12ec``, ``cinc``; written by the trainer).
+DATASET = "dataset"
 PROTOCOLS = ("standard", "seed")
 
 

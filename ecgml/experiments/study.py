@@ -37,6 +37,7 @@ from ecgml.defaults import (
     STUDY_BACKBONE_MODEL,
 )
 from ecgml.experiments import schema
+from ecgml.experiments.schema import FINETUNE, PRETRAIN, STANDALONE
 from ecgml.tracking.reuse import STEP_KEY, data_fingerprint, get_or_run, step_key
 from ecgml.train.loop import OptimConfig
 from ecgml.train.pipeline import ModelConfig, TrainConfig
@@ -201,15 +202,15 @@ def _data(study: StudyConfig, role: str, *, fs: int | None = None, leads: str = 
 def _train(study: StudyConfig, kind: str, data: PrepareConfig, *, backbone: str, seed: int, fraction: float = 1.0,
            strategy: str | None = None, input_domain: str = "time") -> TrainConfig:
     proto = study.protocol_spec
-    epochs = study.pretrain_epochs if kind == "pretrain" else study.epochs
-    if kind == "finetune" and proto.finetune_epochs:
+    epochs = study.pretrain_epochs if kind == PRETRAIN else study.epochs
+    if kind == FINETUNE and proto.finetune_epochs:
         epochs = proto.finetune_epochs
-    strategy = strategy or (proto.finetune_strategy if kind == "finetune" else None) or study.strategy
+    strategy = strategy or (proto.finetune_strategy if kind == FINETUNE else None) or study.strategy
     kwargs = study.backbone_kwargs if backbone == study.backbone else {}
     return TrainConfig(
         kind=kind, data=data, model=ModelConfig(backbone, dict(kwargs)),
         optim=OptimConfig(epochs=epochs, batch_size=study.batch_size, lr=study.lr, patience=study.patience,
-                          strategy=strategy if kind == "finetune" else "full"),
+                          strategy=strategy if kind == FINETUNE else "full"),
         fraction=fraction, seed=seed, device=study.device, center_crop=proto.center_crop,
         experiment=study.experiment, runs_dir=study.runs_dir, input_domain=input_domain,
     )
@@ -219,7 +220,7 @@ def pretrain_config(study: StudyConfig, *, fs: int | None = None, leads: str = "
                     domain: str = "time") -> TrainConfig:
     """The study's PTB-XL pretraining of its backbone (seed 0) for these inputs, as a sweep's pretraining job has it."""
     data = _data(study, "source", fs=fs, leads=leads, task=study.pretrain_task)
-    return _train(study, "pretrain", data, backbone=study.backbone, seed=0, fraction=fraction, input_domain=domain)
+    return _train(study, PRETRAIN, data, backbone=study.backbone, seed=0, fraction=fraction, input_domain=domain)
 
 
 def finetune_config(study: StudyConfig, *, fraction: float, seed: int, init_uri: str | None = None,
@@ -228,7 +229,7 @@ def finetune_config(study: StudyConfig, *, fraction: float, seed: int, init_uri:
     """The study's fine-tuning of its backbone on the target (from ``init_uri``): what a sweep's fine-tuning job
     trains."""
     data = _data(study, "target", fs=fs, leads=leads)
-    return replace(_train(study, "finetune", data, backbone=study.backbone, seed=seed, fraction=fraction,
+    return replace(_train(study, FINETUNE, data, backbone=study.backbone, seed=seed, fraction=fraction,
                           strategy=strategy, input_domain=domain), init_uri=init_uri)
 
 
@@ -253,7 +254,7 @@ def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = Non
         """The pretraining job for these inputs (one per distinct input, seed 0), or None for backbone_uri."""
         if study.backbone_uri and fs is None and leads == "12" and fraction == 1.0 and domain == "time":
             return None
-        job = Job("pretrain", {**marks, **setting}, 0, pretrain_config(study, fs=fs, leads=leads, fraction=fraction,
+        job = Job(PRETRAIN, {**marks, **setting}, 0, pretrain_config(study, fs=fs, leads=leads, fraction=fraction,
                                                                         domain=domain))
         if job.key not in pretrained:
             pretrained[job.key] = job
@@ -266,13 +267,13 @@ def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = Non
         data = _data(study, "target", fs=fs, leads=leads)
         calibrate = calibrate or study.calibrate_all
         for seed in study.seeds:
-            jobs.append(Job("finetune", {**marks, **setting}, seed,
-                            _train(study, "finetune", data, backbone=study.backbone, seed=seed, fraction=fraction,
+            jobs.append(Job(FINETUNE, {**marks, **setting}, seed,
+                            _train(study, FINETUNE, data, backbone=study.backbone, seed=seed, fraction=fraction,
                                    strategy=strategy, input_domain=domain),
                             pretrain_key=pretrain_key, calibrate=calibrate))
             for family in families:
-                jobs.append(Job("standalone", {**marks, **(standalone_setting or setting)}, seed,
-                                _train(study, "standalone", data, backbone=family, seed=seed, fraction=fraction,
+                jobs.append(Job(STANDALONE, {**marks, **(standalone_setting or setting)}, seed,
+                                _train(study, STANDALONE, data, backbone=family, seed=seed, fraction=fraction,
                                        input_domain=domain), calibrate=calibrate))
 
     own_family = (study.backbone,)
@@ -414,7 +415,7 @@ def run_job(job: Job, run_name: str, init_uri: str | None, study: StudyConfig, s
 
     start = time.perf_counter()
     config = replace(job.config, run_name=run_name)
-    if job.arm == "finetune":
+    if job.arm == FINETUNE:
         config = replace(config, init_uri=init_uri)
     # the job's key, the tree it reads and the backbone version it starts from: changed data retrains the jobs
     # that read it, and a retrained backbone (a new version) retrains the fine-tuning that starts from it
@@ -451,9 +452,9 @@ def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
     results: list[JobResult] = []
     for i, (job, run_name) in enumerate(zip(jobs, names, strict=True), 1):
         init_uri = (backbones[job.pretrain_key] if job.pretrain_key else study.backbone_uri) \
-            if job.arm == "finetune" else None
+            if job.arm == FINETUNE else None
         done = run_job(job, run_name, init_uri, study, sweep_id, commit, data)
-        if job.arm == "pretrain":
+        if job.arm == PRETRAIN:
             backbones[job.key] = registered_backbone(done.run_id, job)
         say(done_line(job_label(i, len(jobs), job), done))
         results.append(JobResult(job, done.run_id, done.test_macro_auc, done.reused, done.seconds))

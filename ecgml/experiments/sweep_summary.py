@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from ecgml.experiments.schema import PRETRAIN
+
 
 def _value(setting: dict[str, Any]) -> str:
     """The swept value a child ran at (``target_fraction=0.25``); settings of two keys read in key order."""
@@ -23,7 +25,7 @@ def comparison_table(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     over seeds. ``rows``: ``arm``, ``backbone``, ``setting`` (dict), ``seed``, ``test_macro_auc``."""
     frame = pd.DataFrame([{"setting": _value(r["setting"]), "model": f"{r['arm']} {r['backbone']}",
                            "seed": r["seed"], "test_macro_auc": r["test_macro_auc"]}
-                          for r in rows if r["arm"] != "pretrain" and not math.isnan(r["test_macro_auc"])])
+                          for r in rows if r["arm"] != PRETRAIN and not math.isnan(r["test_macro_auc"])])
     if frame.empty:
         return pd.DataFrame(columns=["setting", "model", "mean", "std", "min", "max", "seeds"])
     grouped = frame.groupby(["setting", "model"], sort=True)["test_macro_auc"]

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ecgml.defaults import DEFAULT_BACKBONE_MODEL, REGISTRY_STAGES
+from ecgml.defaults import DEFAULT_BACKBONE_MODEL, FINETUNE_KIND, PRETRAIN_KIND, REGISTRY_STAGES, STANDALONE_KIND
 
 STAGES = REGISTRY_STAGES
 MODEL_URI_TAG = "ecgml.model_uri"
@@ -103,7 +103,7 @@ def _client() -> Any:
     return mlflow.MlflowClient()
 
 
-def best_run(experiment: str, metric: str = "best_val_macro_auc", kind: str = "pretrain") -> Any:
+def best_run(experiment: str, metric: str = "best_val_macro_auc", kind: str = PRETRAIN_KIND) -> Any:
     """The finished run of ``kind`` with the highest ``metric`` in ``experiment``."""
     client = _client()
     found = client.get_experiment_by_name(experiment)
@@ -121,7 +121,7 @@ def best_run(experiment: str, metric: str = "best_val_macro_auc", kind: str = "p
 
 
 def register_best(experiment: str, name: str = DEFAULT_BACKBONE_MODEL, metric: str = "best_val_macro_auc",
-                  kind: str = "pretrain") -> VersionInfo:
+                  kind: str = PRETRAIN_KIND) -> VersionInfo:
     """Register the best run's model as a new version, with its weight metadata and metrics as tags."""
     return register_run(best_run(experiment, metric, kind).info.run_id, name, selected_by=metric)
 
@@ -183,7 +183,7 @@ def test_set_fingerprint(run_id: str) -> str | None:
 def version_description(name: str, run: Any, tags: dict[str, str]) -> str:
     """A short Markdown description of a version: what it is, its data, its metrics, where it came from."""
     kind = tags.get("ecgml.kind") or run.data.tags.get("ecgml.kind", "model")
-    what = {"pretrain": "Backbone pretrained", "finetune": "Classifier fine-tuned", "standalone":
+    what = {PRETRAIN_KIND: "Backbone pretrained", FINETUNE_KIND: "Classifier fine-tuned", STANDALONE_KIND:
             "Classifier trained from scratch", "calibrate": "Temperature-calibrated classifier"}.get(kind, "Model")
     dataset = tags.get("dataset") or run.data.tags.get("dataset", "?")
     lines = [f"**{run.info.run_name or name}**", "",

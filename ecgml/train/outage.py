@@ -7,10 +7,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ecgml.defaults import FINETUNE_KIND, PRETRAIN_KIND, STANDALONE_KIND
 from ecgml.tracking.runs import epochs_text
 
 #: The ``ecgml`` command that runs each kind of training (what a resume message tells the user to type).
-COMMANDS: dict[str, str] = {"pretrain": "pretrain", "standalone": "train-standalone", "finetune": "finetune"}
+COMMANDS: dict[str, str] = {PRETRAIN_KIND: "pretrain", STANDALONE_KIND: "train-standalone", FINETUNE_KIND: "finetune"}
 
 
 def resume_command(kind: str, run_id: str, argv: Sequence[str] | None = None) -> str:

@@ -27,7 +27,7 @@ from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
 from ecgml.data.labels import SHARED_TASK, load_label_map
 from ecgml.data.prepare import Prepared
 from ecgml.data.windows import INPUT_DOMAINS, default_stride
-from ecgml.defaults import DEVICE_DATA
+from ecgml.defaults import DEVICE_DATA, TRAINING_KINDS
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
 from ecgml.train.loop import EpochRecord, OptimConfig
 
@@ -71,8 +71,8 @@ class TrainConfig:
     register_as: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("pretrain", "standalone", "finetune"):
-            raise ValueError(f"unknown run kind {self.kind!r}")
+        if self.kind not in TRAINING_KINDS:
+            raise ValueError(f"unknown run kind {self.kind!r}; choose one of {', '.join(TRAINING_KINDS)}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], not {self.fraction}")
         if self.crop_s <= 0:

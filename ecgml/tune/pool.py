@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ecgml.runtime.threads import ThreadBudget
-    from ecgml.tune.study import RunSettings
+    from ecgml.tune.settings import RunSettings
 
 Echo = Callable[[str], None]
 #: ``python -m`` entry of a launched worker (this module's :func:`child_main`).

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ecgml.tracking.store import tracking_client
 from ecgml.tune import logger
 from ecgml.tune.pool import WorkerPool
+from ecgml.tune.settings import RunSettings
 from ecgml.tune.space import SpaceError
 from ecgml.tune.spec import StudyError, TuneSpec
 from ecgml.tune.storage import StudyStorage, open_storage, redact
@@ -25,20 +26,6 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 Echo = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """How the study runs (not part of the study: each invocation may differ)."""
-
-    storage: str
-    workers: int = 1
-    heartbeat_interval: int = 30
-    grace_period: int | None = None
-    max_retry: int | None = 3
-    #: One GPU id per worker, round robin (each worker process sees only its own: CUDA_VISIBLE_DEVICES).
-    gpus: tuple[str, ...] = ()
-    register: bool = True
 
 
 @dataclass

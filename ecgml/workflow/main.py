@@ -3,15 +3,18 @@
 One parent run (``ecgml.kind = main``) with a child run per step (the calibration a child of the fine-tuning run
 it calibrates, the sweep's runs children of the sweep run):
 
-1. data      synthetic PTB-XL- and G12EC-shaped trees (kept if present), their caches and statistics
-2. pretrain  the backbone on PTB-XL
+1. data      synthetic PTB-XL- and target-shaped trees (kept if present), their caches and statistics
+2. pretrain  the backbone on PTB-XL (the source)
 3. register  it as a new version of ``ecgml-ptbxl-backbone``, promoted to ``production``
-4. finetune  ``models:/ecgml-ptbxl-backbone/<that version>`` on G12EC -> ``ecgml-g12ec-classifier``
+4. finetune  ``models:/ecgml-ptbxl-backbone/<that version>`` on the target -> ``ecgml-<target>-classifier``
 5. calibrate temperature scaling of that classifier -> a new version, promoted to ``production``
-6. evaluate  ``models:/ecgml-g12ec-classifier@production`` as served, on the G12EC test fold
-7. sweep     fine-tuned vs standalone (every family) at two or more G12EC fractions, several seeds,
+6. evaluate  ``models:/ecgml-<target>-classifier@production`` as served, on the target's test fold
+7. sweep     fine-tuned vs standalone (every family) at two or more target fractions, several seeds,
              each run calibrated
 8. report    the Markdown report with plots, written to a folder and logged
+
+The target is a role (``--target``, default G12EC): any registered dataset source with a synthetic tree of its
+shape (:data:`SYNTHETIC_SHAPES`).
 
 A step whose key (entry point and parameters) already finished at the same clean git commit is reused
 instead of run again (:mod:`ecgml.tracking.reuse`); every key holds the fingerprints of both data trees, so
@@ -28,29 +31,40 @@ from pathlib import Path
 from typing import Any
 
 from ecgml.config import DataConfig, PrepareConfig
+from ecgml.data.sources import get_dataset_source
 from ecgml.defaults import (
     DEFAULT_BACKBONE,
     DEFAULT_BACKBONE_MODEL,
-    DEFAULT_CLASSIFIER_MODEL,
+    DEFAULT_SOURCE,
+    DEFAULT_TARGET,
     STANDALONE_BACKBONES,
+    classifier_model_name,
 )
 from ecgml.experiments import schema
 from ecgml.runtime.console import StepCounter
 from ecgml.tracking.reuse import STEP_KEY, Step, data_fingerprint, get_or_run, step_key
+
+#: Dataset -> the shape of the synthetic tree main writes for it (:mod:`ecgml.data.synth`). A Challenge collection
+#: (``cinc``) reads the synthetic Georgia tree, which is written in the Challenge's format with SNOMED CT codes.
+SYNTHETIC_SHAPES: dict[str, str] = {"ptbxl": "ptbxl", "g12ec": "g12ec", "cinc": "g12ec"}
+#: The targets ``ecgml main --target`` takes: every dataset with a synthetic shape but the source.
+MAIN_TARGETS: tuple[str, ...] = tuple(name for name in SYNTHETIC_SHAPES if name != DEFAULT_SOURCE)
 
 
 @dataclass(frozen=True)
 class MainConfig:
     """The compact study; defaults sized to finish in minutes on 2 CPU cores.
 
-    4,000 G12EC records at fractions 0.25 and 0.025 train on 800 and 80 records, as 1,000 records at 1.0
+    4,000 target records at fractions 0.25 and 0.025 train on 800 and 80 records, as 1,000 records at 1.0
     and 0.1 would, but test on four times as many (about 270 labelled), so paired intervals are narrow
     enough to tell a gap from noise.
     """
 
     data_dir: Path
     ptbxl_records: int = 2000
-    g12ec_records: int = 4000
+    #: The dataset fine-tuned and compared on (a role: any source with a synthetic shape) and its tree's size.
+    target: str = DEFAULT_TARGET
+    target_records: int = 4000
     data_seed: int = 0
     workers: int = 0
     fractions: tuple[float, ...] = (0.25, 0.025)
@@ -67,10 +81,23 @@ class MainConfig:
     jobs: int | None = None
 
     def __post_init__(self) -> None:
+        if self.target not in MAIN_TARGETS:
+            raise ValueError(f"main runs on synthetic data: --target {self.target!r} has no synthetic tree; "
+                             f"choose one of {', '.join(MAIN_TARGETS)}")
         if len(self.fractions) < 2 or not all(0 < f <= 1 for f in self.fractions):
-            raise ValueError(f"give two or more G12EC fractions in (0, 1], not {list(self.fractions)}")
+            raise ValueError(f"give two or more {self.target_title} fractions in (0, 1], not {list(self.fractions)}")
         if not self.seeds:
             raise ValueError("give at least one seed")
+
+    @property
+    def target_title(self) -> str:
+        """How sentences name the target (its source entry's title: ``G12EC``)."""
+        return get_dataset_source(self.target).title
+
+    @property
+    def classifier_model(self) -> str:
+        """The registered name of the fine-tuned classifier: ``ecgml-<target>-classifier``."""
+        return classifier_model_name(self.target)
 
 
 @dataclass
@@ -153,7 +180,8 @@ def run_main(config: MainConfig, *, say: Callable[[str], None] = _say) -> MainOu
         config = replace(config, experiment=mlflow.get_experiment(run.info.experiment_id).name)
         _describe(config, run.info.run_id)
         steps = _Steps(config.experiment, run.info.run_id, commit, say)
-        mlflow.log_params({"ptbxl_records": config.ptbxl_records, "g12ec_records": config.g12ec_records,
+        mlflow.log_params({"ptbxl_records": config.ptbxl_records, "target": config.target,
+                           "target_records": config.target_records,
                            "fractions": ",".join(map(str, config.fractions)), "seeds": ",".join(map(str, config.seeds)),
                            "backbone": config.backbone, "epochs": config.epochs,
                            "pretrain_epochs": config.pretrain_epochs})
@@ -183,11 +211,12 @@ def _describe(config: MainConfig, run_id: str) -> None:
         f"finetune with its calibration nested under it, promote, evaluate, sweep, report). Tags `ecgml.step.<step>` "
         f"and `main.json` name the run that served each step; a reused step's run stays under the main run that "
         f"first ran it. The `sweep` child compares fine-tuned {config.backbone} with standalone "
-        f"{', '.join(config.standalone_backbones)} at G12EC fractions {fractions}, seeds {seeds}: each training run "
-        "is its child, with its calibration nested under it; its `comparison/comparison.png` plots test macro AUC "
-        "against fraction per model. In the runs table, `tags.`ecgml.sweep` = 'fraction' and tags.`ecgml.kind` != "
-        "'calibrate'` lists the sweep's training runs (compare them by `params.arm`, `params.family`, "
-        "`params.fraction`, `params.seed`); the `report` child holds the Markdown report.", run_id=run_id)
+        f"{', '.join(config.standalone_backbones)} at {config.target_title} fractions {fractions}, seeds {seeds}: each "
+        "training run is its child, with its calibration nested under it; its `comparison/comparison.png` plots test "
+        "macro AUC against fraction per model. In the runs table, `tags.`ecgml.sweep` = 'fraction' and "
+        "tags.`ecgml.kind` != 'calibrate'` lists the sweep's training runs (compare them by `params.arm`, "
+        "`params.family`, `params.fraction`, `params.seed`); the `report` child holds the Markdown report.",
+        run_id=run_id)
 
 
 def _data_step(config: MainConfig, steps: _Steps, say: Callable[[str], None]) -> dict[str, Path]:
@@ -196,26 +225,31 @@ def _data_step(config: MainConfig, steps: _Steps, say: Callable[[str], None]) ->
     from ecgml.data.stats import dataset_stats
 
     synthetic = config.data_dir / "synthetic"
-    roots = {"ptbxl": synthetic / "ptbxl", "g12ec": synthetic / "g12ec"}
+    source, target = DEFAULT_SOURCE, config.target
+    # keyed by dataset; each tree lies in the folder of its shape (a cinc target reads the synthetic Georgia tree)
+    roots = {source: synthetic / SYNTHETIC_SHAPES[source], target: synthetic / SYNTHETIC_SHAPES[target]}
     workers = config.workers or os.cpu_count() or 1
     steps.begin("data", f"synthetic trees, caches and statistics under {config.data_dir}")
-    _synthetic_tree("ptbxl", roots["ptbxl"], config.ptbxl_records, config.data_seed, workers, say)
-    _synthetic_tree("g12ec", roots["g12ec"], config.g12ec_records, config.data_seed + 1, workers, say)
-    steps.data = {source: data_fingerprint(root) for source, root in roots.items()}
+    _synthetic_tree(SYNTHETIC_SHAPES[source], roots[source], config.ptbxl_records, config.data_seed, workers, say)
+    _synthetic_tree(SYNTHETIC_SHAPES[target], roots[target], config.target_records, config.data_seed + 1, workers,
+                    say)
+    steps.data = {name: data_fingerprint(root) for name, root in roots.items()}
 
     def build(key: str) -> str:
         stats = {}
-        for source, root in roots.items():
-            prepared = prepare(PrepareConfig(DataConfig(source=source, root=root, fs=100),
+        for name, root in roots.items():
+            # the target as the study reads it (its default task: G12EC's shared classes, cinc's own codes)
+            task = {"task": get_dataset_source(name).default_task} if name == target else {}
+            prepared = prepare(PrepareConfig(DataConfig(source=name, root=root, fs=100, **task),
                                              cache_dir=config.data_dir / "cache", workers=workers))
-            stats[source] = dataset_stats(prepared)
-        return steps.light("data", key, {}, {"ptbxl_root": roots["ptbxl"], "g12ec_root": roots["g12ec"],
-                                             **{f"{k}_data": v for k, v in steps.data.items()}},
-                           {f"stats_{source}.json": doc for source, doc in stats.items()})
+            stats[name] = dataset_stats(prepared)
+        return steps.light("data", key, {}, {f"{name}_root": root for name, root in roots.items()}
+                           | {f"{k}_data": v for k, v in steps.data.items()},
+                           {f"stats_{name}.json": doc for name, doc in stats.items()})
 
     steps.run("data", {"roots": {k: str(v.resolve()) for k, v in roots.items()},
-                       "records": [config.ptbxl_records, config.g12ec_records], "seed": config.data_seed}, build,
-              reads=("ptbxl", "g12ec"))
+                       "records": [config.ptbxl_records, config.target_records], "seed": config.data_seed}, build,
+              reads=(source, target))
     return roots
 
 
@@ -261,7 +295,8 @@ def _synthetic_tree(source: str, root: Path, records: int, seed: int, workers: i
 def _study(config: MainConfig, roots: dict[str, Path], **overrides: Any) -> Any:
     from ecgml.experiments.study import StudyConfig
 
-    base = StudyConfig(seeds=config.seeds, source_root=roots["ptbxl"], target_root=roots["g12ec"],
+    base = StudyConfig(seeds=config.seeds, target=config.target, source_root=roots[DEFAULT_SOURCE],
+                       target_root=roots[config.target],
                        backbone=config.backbone, standalone_backbones=config.standalone_backbones,
                        pretrain_epochs=config.pretrain_epochs, epochs=config.epochs, batch_size=config.batch_size,
                        experiment=config.experiment, runs_dir=config.data_dir / "runs",
@@ -326,13 +361,14 @@ def _finetune_calibrate_evaluate(config: MainConfig, roots: dict[str, Path], bac
     from ecgml.tracking.registry import version_of_run
 
     study = _study(config, roots, backbone_uri=backbone_uri)
+    name = config.classifier_model
     tuned = replace(finetune_config(study, fraction=1.0, seed=config.seeds[0], init_uri=backbone_uri),
-                    register_as=DEFAULT_CLASSIFIER_MODEL)
+                    register_as=name)
     run_id = _train_step("finetune", tuned, steps, say)
-    classifier = version_of_run(DEFAULT_CLASSIFIER_MODEL, run_id)
+    classifier = version_of_run(name, run_id)
     if classifier is None:
-        raise RuntimeError(f"fine-tuning run {run_id} registered no {DEFAULT_CLASSIFIER_MODEL} version")
-    source = f"models:/{DEFAULT_CLASSIFIER_MODEL}/{classifier}"
+        raise RuntimeError(f"fine-tuning run {run_id} registered no {name} version")
+    source = f"models:/{name}/{classifier}"
 
     steps.begin("calibrate", source)
     def calibrate(key: str) -> str:
@@ -344,21 +380,21 @@ def _finetune_calibrate_evaluate(config: MainConfig, roots: dict[str, Path], bac
         return outcome.run_id
 
     calibrated_run = steps.run("calibrate", {"model": source}, calibrate).run_id
-    production = _register_and_promote("promote", DEFAULT_CLASSIFIER_MODEL, calibrated_run, steps, say,
-                                       register=False)
+    production = _register_and_promote("promote", name, calibrated_run, steps, say, register=False)
 
     steps.begin("evaluate", f"{production} as served")
     def evaluate(key: str) -> str:
-        data = PrepareConfig(DataConfig(source="g12ec", root=roots["g12ec"]), cache_dir=config.data_dir / "cache")
-        outcome = run_evaluation(f"models:/{DEFAULT_CLASSIFIER_MODEL}@production", data,
+        data = replace(tuned.data, cache_dir=config.data_dir / "cache")  # the target as fine-tuning read it
+        outcome = run_evaluation(f"models:/{name}@production", data,
                                  experiment=config.experiment, runs_dir=config.data_dir / "runs",
                                  parent_run_id=steps.parent, extra_tags={STEP_KEY: key}, progress=False)
-        say(f"evaluate: {production} as served, G12EC test macro AUC {outcome.metrics['test_macro_auc']:.3f} "
+        say(f"evaluate: {production} as served, {config.target_title} test macro AUC "
+            f"{outcome.metrics['test_macro_auc']:.3f} "
             f"[{outcome.metrics['test_macro_auc_low']:.3f}, {outcome.metrics['test_macro_auc_high']:.3f}], "
             f"ECE {outcome.metrics['test_macro_ece']:.4f}")
         return outcome.run_id
 
-    steps.run("evaluate", {"model": production}, evaluate, reads=("g12ec",))
+    steps.run("evaluate", {"model": production}, evaluate, reads=(config.target,))
     return production
 
 

@@ -26,7 +26,7 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
     data = tmp_path / "data"
     generate_ptbxl(data / "synthetic" / "ptbxl", 240, seed=0, sampling_rates=(100, 500), workers=1, progress=False)
     generate_g12ec(data / "synthetic" / "g12ec", 240, seed=1, workers=1, progress=False)
-    config = MainConfig(data_dir=data, ptbxl_records=240, g12ec_records=240, data_seed=0, fractions=(1.0, 0.5),
+    config = MainConfig(data_dir=data, ptbxl_records=240, target_records=240, data_seed=0, fractions=(1.0, 0.5),
                         seeds=(0,), backbone="xresnet1d18_small",
                         standalone_backbones=("xresnet1d18_small",), pretrain_epochs=2, epochs=2, batch_size=32,
                         report_dir=tmp_path / "report", workers=1)
@@ -76,7 +76,7 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
     # other G12EC data at the same path: main regenerates the tree and retrains everything that reads it
     from dataclasses import replace
 
-    third = run_main(replace(config, g12ec_records=200), say=said.append)
+    third = run_main(replace(config, target_records=200), say=said.append)
     assert any("was generated with other options (n_records 240 -> 200)" in line for line in said)
     assert set(third.reused) == {"pretrain", "register"}  # PTB-XL did not change
     for step in ("data", "finetune", "calibrate", "evaluate"):
