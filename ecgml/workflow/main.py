@@ -46,7 +46,7 @@ from ecgml.tracking.reuse import STEP_KEY, Step, data_fingerprint, get_or_run, s
 
 #: Dataset -> the shape of the synthetic tree main writes for it (:mod:`ecgml.data.synth`). A Challenge collection
 #: (``cinc``) reads the synthetic Georgia tree, which is written in the Challenge's format with SNOMED CT codes.
-SYNTHETIC_SHAPES: dict[str, str] = {"ptbxl": "ptbxl", "g12ec": "g12ec", "cinc": "g12ec"}
+SYNTHETIC_SHAPES: dict[str, str] = {"ptbxl": "ptbxl", "g12ec": "g12ec", "cinc": "cpsc"}
 #: The targets ``ecgml main --target`` takes: every dataset with a synthetic shape but the source.
 MAIN_TARGETS: tuple[str, ...] = tuple(name for name in SYNTHETIC_SHAPES if name != DEFAULT_SOURCE)
 
@@ -268,10 +268,11 @@ def _synthetic_tree(source: str, root: Path, records: int, seed: int, workers: i
     import json
     import shutil
 
-    from ecgml.data.synth import generate_g12ec, generate_ptbxl
+    from ecgml.data.synth import generate_cpsc, generate_g12ec, generate_ptbxl
     from ecgml.data.synth.config import SynthConfig
 
-    options: dict[str, Any] = {"sampling_rates": (100, 500)} if source == "ptbxl" else {}
+    options: dict[str, Any] = {"ptbxl": {"sampling_rates": (100, 500)}, "cpsc": {"dx_dialect": "abbreviation"}}.get(
+        source, {})
     wanted = json.loads(json.dumps(SynthConfig.for_source(source, records, seed, **options).to_dict(), default=str))
     marker = root / "SYNTH.json"
     if marker.is_file():
@@ -288,7 +289,7 @@ def _synthetic_tree(source: str, root: Path, records: int, seed: int, workers: i
                             f"delete it to let ecgml main write a {records}-record synthetic {source} tree there, "
                             "or give another --data-dir")
     say(f"data: writing {records} synthetic {source}-shaped records to {root}")
-    generate = generate_ptbxl if source == "ptbxl" else generate_g12ec
+    generate = {"ptbxl": generate_ptbxl, "g12ec": generate_g12ec, "cpsc": generate_cpsc}[source]
     generate(root, records, seed, workers=workers, **options)
 
 

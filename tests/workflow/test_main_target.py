@@ -70,12 +70,13 @@ def test_the_cli_passes_the_target_and_its_records(tmp_path: Path, monkeypatch: 
 
 @pytest.mark.slow
 def test_main_runs_the_compact_study_on_a_cinc_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """End to end at tiny size: the synthetic Georgia tree read as a Challenge collection, its own codes fine-tuned,
+    """End to end at tiny size: main writes a synthetic CPSC 2018-shaped Challenge tree (abbreviation dialect,
+    records of 6-60 s), its own codes fine-tuned,
     ecgml-cinc-classifier registered, calibrated and promoted, and a report that names the target by its title."""
     import mlflow
 
     from ecgml.data.sources import get_dataset_source
-    from ecgml.data.synth import generate_g12ec, generate_ptbxl
+    from ecgml.data.synth import generate_ptbxl
     from ecgml.workflow.main import run_main
 
     monkeypatch.chdir(tmp_path)
@@ -85,12 +86,13 @@ def test_main_runs_the_compact_study_on_a_cinc_target(tmp_path: Path, monkeypatc
     monkeypatch.setattr("ecgml.tracking.runs.git_commit", lambda *_: "0123abcd")
     data = tmp_path / "data"
     generate_ptbxl(data / "synthetic" / "ptbxl", 240, seed=0, sampling_rates=(100, 500), workers=1, progress=False)
-    generate_g12ec(data / "synthetic" / "g12ec", 240, seed=1, workers=1, progress=False)
     config = MainConfig(data_dir=data, ptbxl_records=240, target="cinc", target_records=240, fractions=(1.0, 0.5),
                         seeds=(0,), backbone="xresnet1d18_small", standalone_backbones=("xresnet1d18_small",),
                         pretrain_epochs=1, epochs=1, batch_size=32, report_dir=tmp_path / "report", workers=1)
     said: list[str] = []
     outcome = run_main(config, say=said.append)
+    assert any("synthetic cpsc-shaped records" in line for line in said)
+    assert (data / "synthetic" / "cpsc" / "A0001.hea").read_text().count("#Dx:") == 1
     client = mlflow.MlflowClient()
     production = client.get_model_version_by_alias("ecgml-cinc-classifier", "production")
     assert production.tags["ecgml.calibrated_from"] == "models:/ecgml-cinc-classifier/1"
