@@ -183,7 +183,7 @@ def test_mlflow_models_serve_answers_and_refuses_bad_requests(registered: Path) 
         eleven = {"signal": _signal()[:11].tolist(), "fs": 500}
         nan = {"signal": _signal().tolist(), "fs": 500}
         nan["signal"][3][100] = float("nan")
-        too_long = {"signal": np.zeros((12, 1000 * 700), dtype=np.float32).tolist(), "fs": 1000}
+        too_long = {"signal": np.zeros((12, 100 * 700), dtype=np.float32).tolist(), "fs": 100}
         for row, message in ((short, "shorter than the model's"), (eleven, "missing lead"),
                              (nan, "NaN"), (too_long, "longer than the 600 s accepted")):
             status, body = post_invocations(port, json.dumps({"dataframe_records": [row]}).encode())
