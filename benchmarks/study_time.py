@@ -64,11 +64,34 @@ def _compact(work: Path, args: argparse.Namespace, label: str) -> float:
     main_run = client.search_runs([experiment.experiment_id], filter_string="tags.`ecgml.kind` = 'main'")[0]
     print(f"\ncompact study, {label}: {total:.0f} s ({total / 60:.1f} min), goal {TARGET_S / 60:.0f} min: "
           f"{total / TARGET_S:.2f} of it")
+    print("  step        wall (from the job's step headers)   its run in MLflow")
+    walls = _step_walls(done.stdout, total)
     for key, run_id in sorted(main_run.data.tags.items()):
         if key.startswith("ecgml.step."):
+            step = key.removeprefix("ecgml.step.")
             info = client.get_run(run_id).info
-            print(f"  {key.removeprefix('ecgml.step.'):<10} {(info.end_time - info.start_time) / 1000:7.1f} s")
+            wall = f"{walls[step]:7.1f} s" if step in walls else "      -  "
+            print(f"  {step:<10} {wall}                        {(info.end_time - info.start_time) / 1000:7.1f} s")
     return total
+
+
+def _step_walls(stdout: str, total: float) -> dict[str, float]:
+    """Each step's wall time: from its ``[k/n] step ... (elapsed)`` header to the next one (the last to the
+    job's end); the light steps' own runs open after their work, so their MLflow times are near zero."""
+    import re
+
+    marks = [(m.group(1), _seconds(m.group(2))) for m in
+             re.finditer(r"^\[\d+/\d+\] (\w+)\b.*\((.+?) elapsed\)$", stdout, flags=re.M)]
+    return {step: (marks[i + 1][1] if i + 1 < len(marks) else total) - began
+            for i, (step, began) in enumerate(marks)}
+
+
+def _seconds(text: str) -> float:
+    """``1h2m3s`` / ``3m12s`` / ``4.2s`` as seconds."""
+    import re
+
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)\s*([hms])", text))
 
 
 def _beside_nice(work: Path, args: argparse.Namespace) -> float:
