@@ -91,9 +91,12 @@ def test_a_cross_validated_plan_keys_its_jobs_by_k(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_cross_validated_sweep_logs_parents_with_folds_compares_them_and_is_reused(
         trees: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = _sweep(trees, tmp_path, monkeypatch, "--cv", "2", "--jobs", "1", "--report-dir", str(tmp_path / "report"))
+    result = _sweep(trees, tmp_path, monkeypatch, "--cv", "2", "--jobs", "1", "--calibrate-all",
+                    "--report-dir", str(tmp_path / "report"))
     assert result.exit_code == 0, result.output
+    assert "not calibrated: a cross-validation has no single model" in result.output
     runs = _runs(tmp_path)
+    assert not [r for r in runs if r.data.tags.get(schema.KIND) == "calibrate"]
     sweep = next(r for r in runs if r.data.tags.get(schema.KIND) == "sweep")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
     parents = {r.data.tags[schema.ARM]: r for r in children if r.data.tags[schema.ARM] != "pretrain"}
