@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from ecgml.cli.options import FS_CHOICES, backbone_kwargs_option, fail, int_list, jobs_option, name_list, target_option
+from ecgml.cli.options import (
+    FS_CHOICES,
+    backbone_kwargs_option,
+    cv_option,
+    fail,
+    int_list,
+    jobs_option,
+    name_list,
+    target_option,
+)
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY, STRATEGIES, default_data_dir
 from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
 from ecgml.data.labels import PTBXL_TASKS
@@ -47,6 +56,9 @@ from ecgml.experiments.schema import PROTOCOLS, SWEEPS
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_FINETUNE_STRATEGY, show_default=True,
               help="Fine-tuning strategy where the sweep does not vary it.")
 @jobs_option()
+@cv_option("K-fold cross-validation of every fine-tuned and standalone run (a target with its own label space): "
+           "each a parent run with a child per fold on the same stored folds, the arms compared fold by fold "
+           "[0: the stored train/val/test folds]. Such runs are not calibrated.")
 @click.option("--calibrate-all", is_flag=True, help="Also calibrate every fine-tuned and standalone run.")
 @click.option("--experiment", default=STUDY_EXPERIMENT, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -56,7 +68,7 @@ def experiment_command(name: str, values: str | None, protocol: str, seeds: str,
                        source_root: str | None, target_root: str | None, min_positives: int, classes: str,
                        tranche: str, fs: str, backbone: str, backbone_kwargs: dict[str, Any],
                        standalone: str, backbone_uri: str | None, pretrain_task: str, pretrain_epochs: int,
-                       epochs: int, batch_size: int, lr: float, strategy: str, jobs: int | None,
+                       epochs: int, batch_size: int, lr: float, strategy: str, jobs: int | None, cv: int,
                        calibrate_all: bool, experiment: str, device: str, report_dir: Path | None) -> None:
     """Run one sweep of the study: a parent run with a child run per setting, arm and seed."""
     from ecgml.experiments.study import StudyConfig, check_values, parse_values, run_sweep
@@ -82,7 +94,7 @@ def experiment_command(name: str, values: str | None, protocol: str, seeds: str,
                             pretrain_epochs=pretrain_epochs, epochs=epochs, batch_size=batch_size, lr=lr,
                             strategy=strategy, backbone_uri=backbone_uri, experiment=experiment,
                             runs_dir=data_dir / "runs", cache_dir=data_dir / "cache", device=device,
-                            workers=os.cpu_count() or 1, jobs=jobs, calibrate_all=calibrate_all)
+                            workers=os.cpu_count() or 1, jobs=jobs, calibrate_all=calibrate_all, cv=cv)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     try:

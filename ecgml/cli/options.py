@@ -112,6 +112,11 @@ def jobs_option() -> Decorator:
                              "one after another in this process.")
 
 
+def cv_option(help: str) -> Decorator:
+    """``--cv K``: K-fold cross-validation on the target's stored K folds (0: off; its checks in the configs)."""
+    return click.option("--cv", type=click.IntRange(0), default=0, show_default=True, metavar="K", help=help)
+
+
 def backbone_kwargs_option(help: str | None = None) -> Decorator:
     """``--backbone-kwargs``: a JSON object, handed to the command as a dict (see :func:`backbone_kwargs`)."""
     return click.option("--backbone-kwargs", default="{}", show_default=True, callback=backbone_kwargs, help=help)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from ecgml.cli.options import fail, label_space_options, prepare_config, stack, target_option, train_options
+from ecgml.cli.options import cv_option, fail, label_space_options, prepare_config, stack, target_option, train_options
 from ecgml.config import DEFAULT_FINETUNE_STRATEGY, default_data_dir
 from ecgml.defaults import (
     DEFAULT_BACKBONE_URI,
@@ -29,9 +29,8 @@ def target_training_options() -> Any:
     return stack([
         target_option(),
         *label_space_options(),
-        click.option("--cv", type=click.IntRange(0), default=0, show_default=True,
-                     help="K-fold cross-validation (own label space): one parent run, a child per fold, the "
-                          "pooled out-of-fold test macro AUC on the parent [0: the stored train/val/test folds]."),
+        cv_option("K-fold cross-validation (own label space): one parent run, a child per fold, the pooled "
+                  "out-of-fold test macro AUC on the parent [0: the stored train/val/test folds]."),
     ])
 
 

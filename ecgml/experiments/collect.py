@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from ecgml.experiments import schema
+from ecgml.experiments.crossval import CV_FOLD_TAG, CV_TAG, OOF_FILE, cv_of
 from ecgml.experiments.schema import FINETUNE, PRETRAIN, STANDALONE
 from ecgml.io import process_scratch_dir
 
@@ -76,7 +77,8 @@ class Collected:
     """The runs of one or more sweeps, tidy, and the artifacts behind them on demand.
 
     ``runs``: one row per finished training child run (pretrain, standalone, finetune), with the setting's
-    values also as columns of their own. ``calibrations``: one row per finished calibration run.
+    values also as columns of their own; a cross-validated one (``--cv K``) is its parent run, ``cv`` its K (its
+    fold runs are parts of it, not runs of the sweep). ``calibrations``: one row per finished calibration run.
     ``sweeps``: the parent sweep runs. ``skipped``: child runs left out because they had not finished
     (status RUNNING, FAILED, KILLED, SCHEDULED). ``ignored``: runs left out for another reason, with it.
     """
@@ -138,8 +140,19 @@ class Collected:
         return self._memo[key]
 
     def predictions(self, run_id: str, split: str = "test") -> pd.DataFrame:
-        """``eval/predictions_<split>.csv`` of a training run: record_id, fold, true_<class>, prob_<class>."""
+        """``eval/predictions_<split>.csv`` of a training run: record_id, fold, true_<class>, prob_<class>. The test
+        predictions of a cross-validation are its pooled out-of-fold ones (``oof_predictions.csv``, the same
+        columns), every record tested once, in its fold."""
+        if split == "test" and self.cross_validation_k(run_id):
+            return self._csv(run_id, OOF_FILE)
         return self._csv(run_id, f"eval/predictions_{split}.csv")
+
+    def cross_validation_k(self, run_id: str) -> int:
+        """K of a collected cross-validation parent run, 0 for any other run."""
+        if not len(self.runs) or "cv" not in self.runs:
+            return 0
+        hit = self.runs.loc[self.runs["run_id"] == run_id, "cv"]
+        return cv_of(hit.iloc[0]) if len(hit) else 0
 
     def metrics_json(self, run_id: str) -> dict[str, Any]:
         """``metrics.json`` of a training run (per-class AUC among others)."""
@@ -374,7 +387,7 @@ def _latest_tables(finished: pd.DataFrame,
                    log: Callable[[str], None]) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str, str]]]:
     """Training and calibration tables, the latest run of each key kept, and the runs ignored with why."""
     training_kind = finished[f"tags.{schema.KIND}"]
-    runs, ignored = _tidy(finished[training_kind.isin(TRAINING_KINDS)], METRICS, {})
+    runs, ignored = _tidy(finished[training_kind.isin(TRAINING_KINDS)], METRICS, {"cv": CV_TAG})
     calibrations, ignored_cal = _tidy(finished[training_kind == "calibrate"], CALIBRATION_METRICS,
                                       {"calibrated_run_id": schema.CALIBRATED_RUN})
     ignored += ignored_cal
@@ -414,7 +427,9 @@ def collect(experiment: str = schema.DEFAULT_STUDY_EXPERIMENT, *, sweeps: Sequen
     if parent_run_id is not None:
         raw = _under_parent(raw, client, exp, parent_run_id, log)
     kind = raw[f"tags.{schema.KIND}"]
-    children = raw[kind.isin([*TRAINING_KINDS, "calibrate"])]
+    # a cross-validation's fold runs are parts of its parent (the sweep's child), not runs of the sweep
+    fold = raw.get(f"tags.{CV_FOLD_TAG}", pd.Series(index=raw.index, dtype=object)).notna()
+    children = raw[kind.isin([*TRAINING_KINDS, "calibrate"]) & ~fold]
     skipped = _skipped(children[children["status"] != "FINISHED"], log)
     runs, calibrations, ignored = _latest_tables(children[children["status"] == "FINISHED"], log)
     if runs.empty:

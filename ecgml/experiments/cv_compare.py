@@ -66,11 +66,11 @@ class CvComparison:
         from ecgml.experiments.analysis import fmt
         from ecgml.experiments.report_sections import markdown_table, p_value
 
-        rows = [[r.fold, int(r.n_records), f"{fmt(r.auc_a)} vs {fmt(r.auc_b)}", fmt(r.diff, sign=True),
+        rows = [[r.fold, int(r.n_records), fmt(r.auc_a), fmt(r.auc_b), fmt(r.diff, sign=True),
                  f"[{fmt(r.low, sign=True)}, {fmt(r.high, sign=True)}]", p_value(r.p_value), r.significance]
                 for r in self.table.itertuples(index=False)]
-        return markdown_table(["fold", "records", f"AUC {self.names[0]} vs {self.names[1]}", "A − B", "95% CI", "p",
-                               "CI vs 0"], rows)
+        return markdown_table(["fold", "records", f"AUC {self.names[0]}", f"AUC {self.names[1]}", "A − B", "95% CI",
+                               "p", "CI vs 0"], rows)
 
 
 def _check_folds(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) -> None:
@@ -159,10 +159,12 @@ def _restrict(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     return frame[keep]
 
 
-def compare_cv_runs(run_a: str, run_b: str, *, n_rounds: int = 1000, seed: int = 0) -> CvComparison:
+def compare_cv_runs(run_a: str, run_b: str, *, n_rounds: int = 1000, seed: int = 0,
+                    names: tuple[str, str] | None = None) -> CvComparison:
     """Fold-by-fold comparison of two runs of the tracking store (A minus B): two cross-validation parents on the
     same folds, or one and a zero-shot evaluation of every record (what fine-tuning adds over the backbone as it
-    is), scored on the cross-validation's folds and on the classes the zero-shot run could score."""
+    is), scored on the cross-validation's folds and on the classes the zero-shot run could score. ``names``: what
+    the table calls A and B (default: the runs' names)."""
     import tempfile
 
     from ecgml.tracking.store import tracking_client
@@ -193,7 +195,7 @@ def compare_cv_runs(run_a: str, run_b: str, *, n_rounds: int = 1000, seed: int =
             notes.append(f"compared on the {len(common)} class(es) the zero-shot run scores; left out: "
                          f"{', '.join(dropped)}")
         frames = [_restrict(f, common) for f in frames]
-    out = compare_oof(frames[0], frames[1], names=(a.name, b.name), n_rounds=n_rounds, seed=seed)
+    out = compare_oof(frames[0], frames[1], names=names or (a.name, b.name), n_rounds=n_rounds, seed=seed)
     return CvComparison(out.names, out.table, tuple(notes))
 
 

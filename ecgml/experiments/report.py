@@ -43,6 +43,7 @@ from ecgml.experiments.collect import ArtifactMissingError, Collected, collect, 
 from ecgml.experiments.report_sections import (
     ReportContext,
     calibration_section,
+    fold_by_fold_section,
     markdown_table,
     mean_sd,
     p_value,
@@ -259,6 +260,7 @@ def _sweep_section(ctx: ReportContext, view: SweepView) -> tuple[list[str], pd.D
         lines += ["No fine-tuned and standalone runs with the same seed to pair.", ""]
     else:
         lines += [_paired_table(paired), ""]
+    lines += fold_by_fold_section(ctx, view)
     lines += ["### Conclusions", ""]
     lines += [f"- {s}" for s in verdicts["sentence"]] if len(verdicts) else ["- no setting has both arms."]
     lines += [""]

@@ -1,5 +1,6 @@
 """Parts of the study report that stand on their own: Markdown formatting, the context the sections share,
-and the calibration, protocol and runs sections. :mod:`ecgml.experiments.report` puts the report together."""
+and the calibration, protocol, runs and fold-by-fold (cross-validation) sections. :mod:`ecgml.experiments.report`
+puts the report together."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecgml.experiments.analysis import Predictions, fmt, model_label
+from ecgml.experiments.analysis import Predictions, SweepView, family_key, fmt, model_label
 from ecgml.experiments.collect import ArtifactMissingError, Collected, setting_label
-from ecgml.experiments.schema import FINETUNE, STANDALONE
+from ecgml.experiments.schema import FINETUNE, STANDALONE, setting_tag
 
 
 def p_value(p: float, rounds: float | None = None) -> str:
@@ -192,4 +193,50 @@ def runs_section(collected: Collected) -> list[str]:
     if collected.ignored:
         lines += [f"Ignored runs: {len(collected.ignored)}.", "",
                   markdown_table(["run", "reason"], collected.ignored), ""]
+    return lines
+
+
+def fold_by_fold_section(ctx: ReportContext, view: SweepView) -> list[str]:
+    """A cross-validated sweep's arms fold by fold: at each setting and seed, the fine-tuned run against each
+    standalone family on the same K folds (the pairs from :func:`ecgml.experiments.cv_sweep.cv_pairs`, the statistics
+    from :func:`ecgml.experiments.cv_compare.compare_oof`); nothing for a sweep without cross-validation."""
+    from ecgml.evaluate.paired import AlignmentError
+    from ecgml.experiments.cv_compare import CvCompareError, compare_oof
+    from ecgml.experiments.cv_sweep import comparison_frame, cv_pairs
+
+    runs = view.runs
+    if "cv" not in runs:
+        return []
+    rows = [{"run_id": r["run_id"], "arm": r["arm"], "model": r["family"], "setting": r["setting"], "seed": r["seed"],
+             "cv": r["cv"]} for r in runs.to_dict("records")]
+
+    def order(pair: Any) -> tuple[int, int, tuple[int, str]]:
+        setting = setting_tag(pair.setting)
+        at = view.settings.index(setting) if setting in view.settings else len(view.settings)
+        return at, pair.seed, family_key(pair.standalone_model)
+
+    pairs = sorted(cv_pairs(rows), key=order)
+    if not pairs:
+        return []
+    target = view.datasets.target
+    ks = "/".join(str(k) for k in sorted({p.k for p in pairs}))
+    lines = [f"### Fold by fold: fine-tuned against standalone on the same folds of {target}", "",
+             f"Each fine-tuned and standalone run is a {ks}-fold cross-validation on the stored folds of {target}, so "
+             "both arms test every record once, in the same fold. Per fold: both macro AUCs on that fold's records "
+             f"and their paired bootstrap difference ({ctx.preds.n_rounds} rounds, records resampled jointly) with "
+             "its 95% interval; the pooled row pairs all out-of-fold predictions, as the paired test above does "
+             "(from a bootstrap of its own).", ""]
+    frames = []
+    for pair in pairs:
+        try:
+            comparison = compare_oof(ctx.collected.predictions(pair.finetune_run_id),
+                                     ctx.collected.predictions(pair.standalone_run_id), names=pair.names,
+                                     n_rounds=ctx.preds.n_rounds, seed=ctx.preds.seed)
+        except (ArtifactMissingError, CvCompareError, AlignmentError) as exc:
+            ctx.problems.append(f"fold-by-fold comparison skipped, {pair.heading(target)}: {exc}")
+            continue
+        lines += [f"#### {pair.heading(target)}", "", comparison.markdown(), "", f"{comparison.summary()}.", ""]
+        frames.append(comparison_frame(pair, comparison))
+    if frames:
+        ctx.tables[f"cv_folds_{view.key}"] = pd.concat(frames, ignore_index=True)
     return lines

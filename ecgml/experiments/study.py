@@ -23,13 +23,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ecgml.config import DEFAULT_FINETUNE_STRATEGY, STRATEGIES, DataConfig, PrepareConfig, default_data_dir
+from ecgml.config import (
+    DEFAULT_FINETUNE_STRATEGY,
+    STRATEGIES,
+    DataConfig,
+    PrepareConfig,
+    default_data_dir,
+    own_label_space_sources,
+)
 from ecgml.data.label_space import DEFAULT_MIN_POSITIVES
 from ecgml.data.sources import get_dataset_source
 from ecgml.data.windows import INPUT_DOMAINS
 from ecgml.defaults import (
     CACHE_RATES,
     DEFAULT_BACKBONE,
+    DEFAULT_FS,
     DEFAULT_SOURCE,
     DEFAULT_SPLITS,
     DEFAULT_TARGET,
@@ -116,6 +124,9 @@ class StudyConfig:
     jobs: int | None = None
     #: Calibrate every fine-tuned and standalone run of any sweep (the calibration sweep always does).
     calibrate_all: bool = False
+    #: K-fold cross-validation of every fine-tuned and standalone job on the target's stored K folds (0: off):
+    #: each job is one cross-validation parent with a child per fold (:mod:`ecgml.experiments.crossval`).
+    cv: int = 0
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -130,6 +141,12 @@ class StudyConfig:
             raise ValueError(f"the target must differ from the source {self.source!r}")
         if self.jobs is not None and self.jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {self.jobs}")
+        if self.cv < 0 or self.cv == 1:
+            raise ValueError(f"--cv {self.cv}: cross-validation needs at least 2 folds (0: off)")
+        if self.cv and not get_dataset_source(self.target).own_label_space:
+            raise ValueError(f"--cv {self.cv}: {get_dataset_source(self.target).title} has fixed classes and folds; "
+                             f"cross-validation is for targets with their own label space "
+                             f"({', '.join(own_label_space_sources())})")
 
     @property
     def protocol_spec(self) -> Protocol:
@@ -191,7 +208,7 @@ def _data(study: StudyConfig, role: str, *, fs: int | None = None, leads: str = 
     root = (study.source_root if is_source else study.target_root) or default_data_dir() / "synthetic" / name
     own = {} if is_source or not entry.own_label_space else {
         "min_positives": study.target_min_positives, "classes": study.target_classes,
-        "tranches": study.target_tranches}
+        "tranches": study.target_tranches, "cv": study.cv, "cv_fold": 1 if study.cv else 0}
     return PrepareConfig(
         data=DataConfig(source=name, root=Path(root), fs=fs or study.fs, task=task or entry.default_task,
                         label_map=proto.label_map, splits=proto.source_splits if is_source else proto.target_splits,
@@ -244,6 +261,10 @@ def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = Non
     """The child runs of sweep ``name``: pretraining jobs first, then fine-tuning and standalone jobs."""
     if name not in DEFAULT_VALUES:
         raise ValueError(f"unknown sweep {name!r}; choose one of {', '.join(DEFAULT_VALUES)}")
+    if name == "calibration" and study.cv:
+        raise ValueError(f"--cv {study.cv}: the calibration sweep calibrates each run's model on its validation "
+                         "split, and a cross-validation has neither (one model per fold, each fold's validation "
+                         "split its test fold): run it without --cv")
     values = tuple(values) if values else DEFAULT_VALUES[name]
     marks = {"_sweep": name, "_protocol": study.protocol}
     jobs: list[Job] = []
@@ -339,9 +360,15 @@ def run_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None
 
     check_tracking_uri()
     jobs = plan_sweep(name, study, values)
+    check_cross_validations(jobs)
     commit = git_commit(Path(__file__).resolve().parent)
     tags = {schema.KIND: "sweep", schema.SWEEP: name, schema.PROTOCOL: study.protocol, "git_commit": commit}
     say(f"sweep {name} ({study.protocol} protocol): {len(jobs)} runs, seeds {list(study.seeds)}")
+    if study.cv:
+        say(f"--cv {study.cv}: every fine-tuned and standalone run is a {study.cv}-fold cross-validation (a parent "
+            "run with a child per fold; its test macro AUC is the pooled out-of-fold one)"
+            + ("; not calibrated: a cross-validation has no single model, and each fold's validation split is its "
+               "test fold" if any(j.calibrate for j in jobs) else ""))
     with open_run(study.experiment, run_name=f"sweep-{name}-{study.protocol}", tags=tags,
                   parent_run_id=parent_run_id) as run:
         sweep_id = run.info.run_id
@@ -354,7 +381,41 @@ def run_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None
         mlflow.log_metrics({"runs": len(results), "reused": sum(r.reused for r in results),
                             "seconds": sum(r.seconds for r in results)})
         _log_comparison(name, study, results)
+        if study.cv:
+            _log_fold_comparisons(study, results, say)
     return sweep_id, results
+
+
+def check_cross_validations(jobs: Sequence[Job]) -> None:
+    """Refuse a ``--cv K`` the target cannot fill before anything trains (each distinct target data once)."""
+    from ecgml.experiments.crossval import check_cross_validation
+
+    checked: set[DataConfig] = set()
+    for job in jobs:
+        data = job.config.data.data
+        if data.cv and replace(data, fs=DEFAULT_FS) not in checked:
+            checked.add(replace(data, fs=DEFAULT_FS))  # the rate changes no label
+            check_cross_validation(job.config)
+
+
+def _log_fold_comparisons(study: StudyConfig, results: list[JobResult], say: Callable[[str], None]) -> None:
+    """Say the fold-by-fold comparisons of the sweep's cross-validated arms, and log them to the sweep run as
+    ``comparison/cv_folds.csv``."""
+    import tempfile
+
+    import mlflow
+
+    from ecgml.experiments.analysis import Datasets
+    from ecgml.experiments.cv_sweep import compare_sweep_runs
+
+    rows = [{"run_id": r.run_id, "arm": r.job.arm, "model": r.job.config.model.backbone,
+             "setting": r.job.public_setting, "seed": r.job.seed, "cv": r.job.config.data.data.cv} for r in results]
+    table = compare_sweep_runs(rows, target=Datasets.of(study.source, study.target).target, say=say)
+    if table.empty:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        table.to_csv(Path(folder) / "cv_folds.csv", index=False)
+        mlflow.log_artifacts(folder, artifact_path="comparison")
 
 
 def _log_comparison(name: str, study: StudyConfig, results: list[JobResult]) -> None:
@@ -395,8 +456,10 @@ class JobDone:
 
 
 def job_label(i: int, n: int, job: Job) -> str:
-    """``[i/n] arm backbone {setting} seed s``: how the sweep's log names a job."""
-    return f"[{i}/{n}] {job.arm} {job.config.model.backbone} {json.dumps(job.public_setting)} seed {job.seed}"
+    """``[i/n] arm backbone {setting} seed s``: how the sweep's log names a job (and its K when cross-validated)."""
+    k = job.config.data.data.cv
+    return (f"[{i}/{n}] {job.arm} {job.config.model.backbone} {json.dumps(job.public_setting)} seed {job.seed}"
+            + (f" ({k}-fold cross-validation, pooled out-of-fold)" if k else ""))
 
 
 def done_line(label: str, done: JobDone) -> str:
@@ -407,9 +470,13 @@ def done_line(label: str, done: JobDone) -> str:
 def run_job(job: Job, run_name: str, init_uri: str | None, study: StudyConfig, sweep_id: str, commit: str,
             data: dict[str, str]) -> JobDone:
     """Train (or reuse) one job as a child of the sweep run, and calibrate it in a child of its own if asked.
+    A job of a cross-validated sweep (``--cv K``) is one cross-validation (:mod:`ecgml.experiments.crossval`): a
+    parent child of the sweep run, tagged as the job, with a child per fold; it is never calibrated (no single
+    model, no validation split apart from the test fold).
 
     The same in this process and in a worker process of :mod:`ecgml.experiments.parallel`.
     """
+    from ecgml.experiments.crossval import run_cross_validation
     from ecgml.tracking.runs import log_params_once
     from ecgml.train.runner import run_training
 
@@ -424,16 +491,22 @@ def run_job(job: Job, run_name: str, init_uri: str | None, study: StudyConfig, s
     tags = {**job.tags, STEP_KEY: key, "git_commit": commit}
     trained: dict[str, float] = {}
 
+    cross_validated = bool(config.data.data.cv)
+
     def train() -> str:
-        outcome = run_training(config, parent_run_id=sweep_id, extra_tags=tags, progress=False)
-        trained["auc"] = outcome.test_macro_auc
-        log_params_once({"sweep": job.sweep, "protocol": job._protocol, **job.public_setting},
-                        run_id=str(outcome.run_id))
-        return str(outcome.run_id)
+        if cross_validated:
+            cv = run_cross_validation(config, parent_run_id=sweep_id, extra_tags=tags, progress=False,
+                                      say=lambda _: None)
+            run_id, trained["auc"] = cv.run_id, float(cv.metrics["test_macro_auc"])
+        else:
+            outcome = run_training(config, parent_run_id=sweep_id, extra_tags=tags, progress=False)
+            run_id, trained["auc"] = str(outcome.run_id), outcome.test_macro_auc
+        log_params_once({"sweep": job.sweep, "protocol": job._protocol, **job.public_setting}, run_id=run_id)
+        return run_id
 
     step = get_or_run(study.experiment, key, commit, train)
     auc = step.metric("test_macro_auc") if step.reused else trained["auc"]
-    if job.calibrate:
+    if job.calibrate and not cross_validated:
         _calibrate(step.run_id, run_name, study, commit, tags)
     return JobDone(step.run_id, auc, step.reused, time.perf_counter() - start)
 
@@ -441,10 +514,10 @@ def run_job(job: Job, run_name: str, init_uri: str | None, study: StudyConfig, s
 def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
               say: Callable[[str], None]) -> list[JobResult]:
     from ecgml.experiments.parallel import job_count, run_jobs_side_by_side
-    from ecgml.tracking.run_names import config_run_name, sweep_extras, unique_names
+    from ecgml.tracking.run_names import unique_names
 
     data = data_fingerprints(study)
-    names = unique_names(config_run_name(job.config, sweep_extras(job.public_setting)) for job in jobs)
+    names = unique_names(job_run_name(job) for job in jobs)
     workers = job_count(study.jobs, len(jobs))
     if workers > 1:
         return run_jobs_side_by_side(jobs, names, study, sweep_id, commit, data, say, workers)
@@ -459,6 +532,16 @@ def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
         say(done_line(job_label(i, len(jobs), job), done))
         results.append(JobResult(job, done.run_id, done.test_macro_auc, done.reused, done.seconds))
     return results
+
+
+def job_run_name(job: Job) -> str:
+    """The run name of a job: its training run's, with the sweep's extras; a cross-validation's with its K."""
+    from ecgml.experiments.crossval import cv_run_name
+    from ecgml.tracking.run_names import config_run_name, sweep_extras
+
+    name = config_run_name(job.config, sweep_extras(job.public_setting))
+    k = job.config.data.data.cv
+    return cv_run_name(name, k) if k else name
 
 
 def registered_backbone(run_id: str, job: Job) -> str:
