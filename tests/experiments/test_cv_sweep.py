@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ecgml.experiments.crossval import CV_FOLD_TAG, CV_TAG, OOF_FILE
 from ecgml.experiments.cv_sweep import cv_pairs
 from ecgml.experiments.study import StudyConfig, plan_sweep
 from ecgml.tracking.reuse import STEP_KEY
+from tests.faults.mlflow_server import MlflowServer
 
 TINY = ("--backbone", "xresnet1d18", "--backbone-kwargs", json.dumps({"width": 0.25, "layers": [1, 1]}),
         "--batch-size", "16", "--standalone", "xresnet1d18")
@@ -37,9 +39,22 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _sweep(trees: Path, folder: Path, monkeypatch: pytest.MonkeyPatch, *args: str, name: str = "fraction"
-           ) -> Result:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+@pytest.fixture(params=["sqlite", "http"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The tracking store a sweep writes to: a SQLite file, or a real ``mlflow server`` over HTTP."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mlflow.db'}"
+        return
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+def _sweep(trees: Path, folder: Path, monkeypatch: pytest.MonkeyPatch, *args: str, name: str = "fraction",
+           uri: str | None = None) -> Result:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri or f"sqlite:///{folder / 'mlflow.db'}")
     monkeypatch.setenv("ECGML_DATA", str(folder / "data"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # the checkout under test may be dirty (no reuse then, by design): pretend it is a clean commit
@@ -51,8 +66,8 @@ def _sweep(trees: Path, folder: Path, monkeypatch: pytest.MonkeyPatch, *args: st
     ], catch_exceptions=False)
 
 
-def _runs(folder: Path) -> list[Any]:
-    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+def _runs(folder: Path, uri: str | None = None) -> list[Any]:
+    client = mlflow.MlflowClient(uri or f"sqlite:///{folder / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ecgml-study")
     return [] if experiment is None else client.search_runs([experiment.experiment_id])
 
@@ -90,12 +105,12 @@ def test_a_cross_validated_plan_keys_its_jobs_by_k(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_cross_validated_sweep_logs_parents_with_folds_compares_them_and_is_reused(
-        trees: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        trees: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str) -> None:
     result = _sweep(trees, tmp_path, monkeypatch, "--cv", "2", "--jobs", "1", "--calibrate-all",
-                    "--report-dir", str(tmp_path / "report"))
+                    "--report-dir", str(tmp_path / "report"), uri=store)
     assert result.exit_code == 0, result.output
     assert "not calibrated: a cross-validation has no single model" in result.output
-    runs = _runs(tmp_path)
+    runs = _runs(tmp_path, store)
     assert not [r for r in runs if r.data.tags.get(schema.KIND) == "calibrate"]
     sweep = next(r for r in runs if r.data.tags.get(schema.KIND) == "sweep")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweep.info.run_id]
@@ -143,10 +158,10 @@ def test_a_cross_validated_sweep_logs_parents_with_folds_compares_them_and_is_re
     assert "skipped" not in report.split("## Problems met while writing the report")[1].split("## Appendix")[0]
     assert (tmp_path / "report" / "tables" / "cv_folds_fraction-standard.csv").is_file()
 
-    again = _sweep(trees, tmp_path, monkeypatch, "--cv", "2", "--jobs", "1")
+    again = _sweep(trees, tmp_path, monkeypatch, "--cv", "2", "--jobs", "1", uri=store)
     assert again.exit_code == 0, again.output
     assert "3 child runs (3 reused)" in again.output and heading in again.output
-    assert len(_runs(tmp_path)) == len(runs) + 1  # only the second sweep run itself
+    assert len(_runs(tmp_path, store)) == len(runs) + 1  # only the second sweep run itself
 
 
 def _comparable(folder: Path) -> dict[str, Any]:
