@@ -123,3 +123,20 @@ def real_challenge() -> Path:
 @pytest.fixture(scope="session")
 def real_challenge_2020() -> Path:
     return _real("challenge-2020")
+
+
+@pytest.fixture(params=["sqlite", "http"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A tracking URI for a test that talks to MLflow, run twice: a SQLite file, and a real ``mlflow server``
+    over HTTP started on 127.0.0.1 (what teams use; a registration bug once hid behind SQLite-only tests).
+    A module that needs another kind of store defines its own ``store``, which takes precedence."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mlflow.db'}"
+        return
+    from tests.faults.mlflow_server import MlflowServer
+
+    server = MlflowServer(tmp_path / "server").start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()

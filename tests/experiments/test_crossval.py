@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -16,23 +15,10 @@ from click.testing import CliRunner
 
 from ecgml.cli import main
 from tests.conftest import REAL_SAMPLE
-from tests.faults.mlflow_server import MlflowServer
 
 FIRST_RELEASE = REAL_SAMPLE / "cinc" / "challenge-2020" / "Training_WFDB"
 TINY = ("--backbone", "xresnet1d18", "--backbone-kwargs", json.dumps({"width": 0.25, "layers": [1, 1]}),
         "--batch-size", "8")
-
-
-@pytest.fixture(params=["sqlite", "http"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'mlflow.db'}"
-        return
-    server = MlflowServer(tmp_path / "server").start()
-    try:
-        yield server.uri
-    finally:
-        server.stop()
 
 
 def test_cross_validation_logs_one_parent_with_pooled_out_of_fold_predictions(

@@ -4,7 +4,6 @@ on planted out-of-fold predictions, and by ``ecgml compare-cv`` on two parent ru
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from ecgml.cli import main
 from ecgml.evaluate.paired import AlignmentError
 from ecgml.experiments.crossval import CV_TAG, OOF_FILE
 from ecgml.experiments.cv_compare import POOLED, CvCompareError, compare_oof
-from tests.faults.mlflow_server import MlflowServer
 
 CLASSES = ("164889003", "59118001", "426783006")
 K, PER_FOLD = 3, 40
@@ -76,18 +74,6 @@ def test_other_folds_or_other_records_are_refused() -> None:
         compare_oof(a, moved)
     with pytest.raises(AlignmentError, match="not tested on the same records"):
         compare_oof(a, a.iloc[5:])
-
-
-@pytest.fixture(params=["sqlite", "http"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'mlflow.db'}"
-        return
-    server = MlflowServer(tmp_path / "server").start()
-    try:
-        yield server.uri
-    finally:
-        server.stop()
 
 
 def _parent(client: object, experiment: str, name: str, frame: pd.DataFrame | None, folder: Path,

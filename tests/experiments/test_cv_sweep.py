@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from ecgml.experiments.crossval import CV_FOLD_TAG, CV_TAG, OOF_FILE
 from ecgml.experiments.cv_sweep import cv_pairs
 from ecgml.experiments.study import StudyConfig, plan_sweep
 from ecgml.tracking.reuse import STEP_KEY
-from tests.faults.mlflow_server import MlflowServer
 
 TINY = ("--backbone", "xresnet1d18", "--backbone-kwargs", json.dumps({"width": 0.25, "layers": [1, 1]}),
         "--batch-size", "16", "--standalone", "xresnet1d18")
@@ -37,19 +35,6 @@ def trees(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_ptbxl(root / "ptbxl", 120, seed=0, sampling_rates=(100,), workers=1, progress=False)
     generate_cpsc(root / "cpsc", 60, seed=2, workers=1, progress=False, seconds=20.0)
     return root
-
-
-@pytest.fixture(params=["sqlite", "http"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The tracking store a sweep writes to: a SQLite file, or a real ``mlflow server`` over HTTP."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'mlflow.db'}"
-        return
-    server = MlflowServer(tmp_path / "server").start()
-    try:
-        yield server.uri
-    finally:
-        server.stop()
 
 
 def _sweep(trees: Path, folder: Path, monkeypatch: pytest.MonkeyPatch, *args: str, name: str = "fraction",

@@ -12,7 +12,6 @@ import ast
 import json
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ from ecgml.data.dx_mapping import DX_MAPPING_FILES, dx_code
 from ecgml.data.labels import load_label_map, scp_snomed_codes
 from ecgml.evaluate.zero_shot import ZeroShotError, class_codes, zero_shot_map
 from tests.conftest import REAL_SAMPLE
-from tests.faults.mlflow_server import MlflowServer
 
 SHIPPED_CLASSES = json.loads((Path(__file__).resolve().parents[2] / "ecgml" / "pretrained" / "models" / "ptbxl-all"
                               / "classes.json").read_text())
@@ -84,18 +82,6 @@ def test_classes_without_an_equivalent_are_listed_and_grouped_tasks_refused() ->
     assert mapping.to_dict()["no_equivalent"][0]["description"] == "RBBB (right bundle branch block)"
     with pytest.raises(ZeroShotError, match="task 'superdiagnostic' groups PTB-XL statements"):
         class_codes("superdiagnostic", "challenge", ["CD", "HYP", "MI", "NORM", "STTC"])
-
-
-@pytest.fixture(params=["sqlite", "http"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'mlflow.db'}"
-        return
-    server = MlflowServer(tmp_path / "server").start()
-    try:
-        yield server.uri
-    finally:
-        server.stop()
 
 
 def _evaluate(*args: str) -> str:
