@@ -9,6 +9,7 @@ import pytest
 
 from ecgml.data.synth import generate_g12ec, generate_ptbxl
 from ecgml.experiments import schema
+from tests.workflow.isolation import isolate_main_job
 
 
 @pytest.mark.slow
@@ -17,12 +18,7 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
 
     from ecgml.workflow.main import MainConfig, run_main
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    # The checkout under test may be dirty (reuse is then off, by design): pretend it is a clean commit.
-    monkeypatch.setattr("ecgml.tracking.runs.git_commit", lambda *_: "0123abcd")
+    isolate_main_job(tmp_path, monkeypatch)
     data = tmp_path / "data"
     generate_ptbxl(data / "synthetic" / "ptbxl", 240, seed=0, sampling_rates=(100, 500), workers=1, progress=False)
     generate_g12ec(data / "synthetic" / "g12ec", 240, seed=1, workers=1, progress=False)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from ecgml.cli import main
 from ecgml.data.labels import OWN_TASK, SHARED_TASK
 from ecgml.workflow.main import MAIN_TARGETS, SYNTHETIC_SHAPES, MainConfig, _study
+from tests.workflow.isolation import isolate_main_job
 
 
 def test_the_default_target_is_g12ec_with_its_classifier_name(tmp_path: Path) -> None:
@@ -79,11 +80,7 @@ def test_main_runs_the_compact_study_on_a_cinc_target(tmp_path: Path, monkeypatc
     from ecgml.data.synth import generate_ptbxl
     from ecgml.workflow.main import run_main
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.setattr("ecgml.tracking.runs.git_commit", lambda *_: "0123abcd")
+    isolate_main_job(tmp_path, monkeypatch)
     data = tmp_path / "data"
     generate_ptbxl(data / "synthetic" / "ptbxl", 240, seed=0, sampling_rates=(100, 500), workers=1, progress=False)
     config = MainConfig(data_dir=data, ptbxl_records=240, target="cinc", target_records=240, fractions=(1.0, 0.5),
