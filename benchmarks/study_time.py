@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,8 +79,6 @@ def _compact(work: Path, args: argparse.Namespace, label: str) -> float:
 def _step_walls(stdout: str, total: float) -> dict[str, float]:
     """Each step's wall time: from its ``[k/n] step ... (elapsed)`` header to the next one (the last to the
     job's end); the light steps' own runs open after their work, so their MLflow times are near zero."""
-    import re
-
     marks = [(m.group(1), _seconds(m.group(2))) for m in
              re.finditer(r"^\[\d+/\d+\] (\w+)\b.*\((.+?) elapsed\)$", stdout, flags=re.M)]
     return {step: (marks[i + 1][1] if i + 1 < len(marks) else total) - began
@@ -87,9 +86,7 @@ def _step_walls(stdout: str, total: float) -> dict[str, float]:
 
 
 def _seconds(text: str) -> float:
-    """``1h2m3s`` / ``3m12s`` / ``4.2s`` as seconds."""
-    import re
-
+    """``1h02m`` / ``3m12s`` / ``4.2 s`` (:func:`ecgml.runtime.console.duration`) as seconds."""
     units = {"h": 3600.0, "m": 60.0, "s": 1.0}
     return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)\s*([hms])", text))
 
