@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecgml.config import (
     DEFAULT_FINETUNE_STRATEGY,
@@ -49,6 +49,9 @@ from ecgml.experiments.schema import FINETUNE, PRETRAIN, STANDALONE
 from ecgml.tracking.reuse import STEP_KEY, data_fingerprint, get_or_run, step_key
 from ecgml.train.loop import OptimConfig
 from ecgml.train.pipeline import ModelConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from ecgml.experiments.parallel import Beside
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,12 @@ def data_fingerprints(study: StudyConfig) -> dict[str, str]:
             for role in ("source", "target")}
 
 
-def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None) -> list[Job]:
-    """The child runs of sweep ``name``: pretraining jobs first, then fine-tuning and standalone jobs."""
+def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None, *,
+               backbone_pending: bool = False) -> list[Job]:
+    """The child runs of sweep ``name``: pretraining jobs first, then fine-tuning and standalone jobs.
+
+    ``backbone_pending``: the study's backbone is being trained beside the sweep (``ecgml main``) and will be
+    given to the fine-tuning jobs, as ``backbone_uri`` is, so the sweep pretrains none of its own for it."""
     if name not in DEFAULT_VALUES:
         raise ValueError(f"unknown sweep {name!r}; choose one of {', '.join(DEFAULT_VALUES)}")
     if name == "calibration" and study.cv:
@@ -273,7 +280,8 @@ def plan_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = Non
     def pretrain(setting: dict[str, Any], *, fs: int | None = None, leads: str = "12", fraction: float = 1.0,
                  domain: str = "time") -> str | None:
         """The pretraining job for these inputs (one per distinct input, seed 0), or None for backbone_uri."""
-        if study.backbone_uri and fs is None and leads == "12" and fraction == 1.0 and domain == "time":
+        given = study.backbone_uri or backbone_pending
+        if given and fs is None and leads == "12" and fraction == 1.0 and domain == "time":
             return None
         job = Job(PRETRAIN, {**marks, **setting}, 0, pretrain_config(study, fs=fs, leads=leads, fraction=fraction,
                                                                         domain=domain))
@@ -351,15 +359,19 @@ def _say(text: str) -> None:
 
 
 def run_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None, *,
-              parent_run_id: str | None = None, say: Callable[[str], None] = _say) -> tuple[str, list[JobResult]]:
-    """Plan and run a sweep under one parent run; returns the sweep run's id and every child's result."""
+              parent_run_id: str | None = None, say: Callable[[str], None] = _say,
+              beside: Beside | None = None) -> tuple[str, list[JobResult]]:
+    """Plan and run a sweep under one parent run; returns the sweep run's id and every child's result.
+
+    ``beside`` (:class:`ecgml.experiments.parallel.Beside`): the sweep runs beside work of this process, which
+    registers the backbone its fine-tuning jobs start from (in place of ``study.backbone_uri``)."""
     import mlflow
 
     from ecgml.tracking.runs import git_commit, log_json, open_run
     from ecgml.tracking.store import check_tracking_uri
 
     check_tracking_uri()
-    jobs = plan_sweep(name, study, values)
+    jobs = plan_sweep(name, study, values, backbone_pending=beside is not None)
     check_cross_validations(jobs)
     commit = git_commit(Path(__file__).resolve().parent)
     tags = {schema.KIND: "sweep", schema.SWEEP: name, schema.PROTOCOL: study.protocol, "git_commit": commit}
@@ -374,7 +386,7 @@ def run_sweep(name: str, study: StudyConfig, values: Sequence[Any] | None = None
         sweep_id = run.info.run_id
         mlflow.log_params({"sweep": name, "protocol": study.protocol, "values": json.dumps(list(values or [])),
                            "seeds": json.dumps(list(study.seeds)), "backbone": study.backbone, "jobs": len(jobs)})
-        results = _run_jobs(jobs, study, sweep_id, commit, say)
+        results = _run_jobs(jobs, study, sweep_id, commit, say, beside)
         log_json([{"run_id": r.run_id, "arm": r.job.arm, "setting": r.job.public_setting, "seed": r.job.seed,
                    "backbone": r.job.config.model.backbone, "test_macro_auc": r.test_macro_auc, "reused": r.reused,
                    "seconds": r.seconds} for r in results], "children.json")
@@ -512,15 +524,15 @@ def run_job(job: Job, run_name: str, init_uri: str | None, study: StudyConfig, s
 
 
 def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,
-              say: Callable[[str], None]) -> list[JobResult]:
+              say: Callable[[str], None], beside: Beside | None = None) -> list[JobResult]:
     from ecgml.experiments.parallel import job_count, run_jobs_side_by_side
     from ecgml.tracking.run_names import unique_names
 
     data = data_fingerprints(study)
     names = unique_names(job_run_name(job) for job in jobs)
-    workers = job_count(study.jobs, len(jobs))
-    if workers > 1:
-        return run_jobs_side_by_side(jobs, names, study, sweep_id, commit, data, say, workers)
+    workers = min(len(beside.budgets), len(jobs)) if beside is not None else job_count(study.jobs, len(jobs))
+    if workers > 1 or beside is not None:
+        return run_jobs_side_by_side(jobs, names, study, sweep_id, commit, data, say, max(workers, 1), beside)
     backbones: dict[str, str] = {}
     results: list[JobResult] = []
     for i, (job, run_name) in enumerate(zip(jobs, names, strict=True), 1):

@@ -37,7 +37,7 @@ import contextlib
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -303,3 +303,28 @@ def process_budget() -> ThreadBudget:
 def applied_budget() -> ThreadBudget | None:
     """The budget applied in this process, if any."""
     return _applied
+
+
+@contextlib.contextmanager
+def budget_for_a_while(budget: ThreadBudget) -> Iterator[ThreadBudget]:
+    """Run this process on ``budget`` inside the block (work that shares the cores with processes it started
+    beside it), then put back what was there: the applied budget, the environment's thread variables and
+    torch's thread count."""
+    global _applied
+    names = (*THREAD_ENV_VARS, ENV_THREADS, ENV_SOURCE, ENV_SWITCH, "OMP_WAIT_POLICY")
+    environment = {name: os.environ.get(name) for name in names}
+    before = _applied
+    torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    try:
+        yield apply_budget(budget, warn=None)
+    finally:
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _applied = before
+        if "torch" in sys.modules:
+            threads = torch_threads if torch_threads is not None else process_budget().threads
+            if budget.enabled and sys.modules["torch"].get_num_threads() != threads:
+                sys.modules["torch"].set_num_threads(threads)

@@ -24,11 +24,12 @@ changed data retrains what depends on it. The parent records which run served ea
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecgml.config import DataConfig, PrepareConfig
 from ecgml.data.sources import get_dataset_source
@@ -43,6 +44,9 @@ from ecgml.defaults import (
 from ecgml.experiments import schema
 from ecgml.runtime.console import StepCounter
 from ecgml.tracking.reuse import STEP_KEY, Step, data_fingerprint, get_or_run, step_key
+
+if TYPE_CHECKING:
+    from ecgml.experiments.parallel import Beside
 
 #: Dataset -> the shape of the synthetic tree main writes for it (:mod:`ecgml.data.synth`). A Challenge collection
 #: (``cinc``) reads the synthetic Georgia tree, which is written in the Challenge's format with SNOMED CT codes.
@@ -186,9 +190,14 @@ def run_main(config: MainConfig, *, say: Callable[[str], None] = _say) -> MainOu
                            "backbone": config.backbone, "epochs": config.epochs,
                            "pretrain_epochs": config.pretrain_epochs})
         roots = _data_step(config, steps, say)
-        backbone_uri = _pretrain_and_register(config, roots, steps, say)
-        classifier_uri = _finetune_calibrate_evaluate(config, roots, backbone_uri, steps, say)
-        report = _sweep_and_report(config, roots, backbone_uri, steps, say)
+        beside = _plan_beside(config, roots)
+        if beside is None:  # one process (--jobs 1, one core): each step after the other
+            backbone_uri = _pretrain_and_register(config, roots, steps, say)
+            classifier_uri = _finetune_calibrate_evaluate(config, roots, backbone_uri, steps, say)
+            _sweep(config, roots, backbone_uri, steps, say)
+        else:
+            backbone_uri, classifier_uri = _chain_beside_sweep(config, roots, steps, say, beside)
+        report = _report(config, steps, say)
         seconds = time.perf_counter() - start
         mlflow.set_tags({f"ecgml.step.{name}": run_id for name, run_id in steps.runs.items()})
         mlflow.set_tag("ecgml.classifier", classifier_uri)
@@ -399,17 +408,81 @@ def _finetune_calibrate_evaluate(config: MainConfig, roots: dict[str, Path], bac
     return production
 
 
-def _sweep_and_report(config: MainConfig, roots: dict[str, Path], backbone_uri: str, steps: _Steps,
-                      say: Callable[[str], None]) -> Path:
-    from ecgml.experiments.collect import collect
-    from ecgml.experiments.report import write_report
+def _sweep_detail(config: MainConfig) -> str:
+    return f"fractions {', '.join(map(str, config.fractions))}, seeds {', '.join(map(str, config.seeds))}"
+
+
+def _sweep(config: MainConfig, roots: dict[str, Path], backbone_uri: str, steps: _Steps,
+           say: Callable[[str], None]) -> None:
     from ecgml.experiments.study import run_sweep
 
     study = _study(config, roots, backbone_uri=backbone_uri, calibrate_all=True)
-    steps.begin("sweep", f"fractions {', '.join(map(str, config.fractions))}, seeds "
-                         f"{', '.join(map(str, config.seeds))}")
+    steps.begin("sweep", _sweep_detail(config))
     sweep_id, _ = run_sweep("fraction", study, config.fractions, parent_run_id=steps.parent, say=say)
     steps.runs["sweep"] = sweep_id
+
+
+def _plan_beside(config: MainConfig, roots: dict[str, Path]) -> Beside | None:
+    """The cores' shares for the sweep beside the chain of pretraining to evaluation, or None where the sweep
+    runs in one process (``--jobs 1``, one core) and so after the chain."""
+    from ecgml.experiments.parallel import plan_beside
+    from ecgml.experiments.study import plan_sweep
+
+    planned = plan_sweep("fraction", _study(config, roots, calibrate_all=True), config.fractions,
+                         backbone_pending=True)
+    return plan_beside(config.jobs, len(planned))
+
+
+def _chain_beside_sweep(config: MainConfig, roots: dict[str, Path], steps: _Steps, say: Callable[[str], None],
+                        beside: Beside) -> tuple[str, str]:
+    """Pretrain, register, fine-tune, calibrate, promote and evaluate in this process on its share of the
+    cores, with the sweep's runs beside them; returns the backbone's and the production classifier's URIs.
+
+    Why: the sweep's standalone runs need nothing from the chain, and two processes of one thread each do
+    more than one process of two (``benchmarks/README.md``, concurrency), so they start at once, on the cores
+    the chain leaves; its fine-tuning runs start once the backbone is registered. The sweep runs in a thread
+    of this process (it only plans and waits: its runs train in its worker processes), so each run, name,
+    tag, nesting and reuse is the one the sweep makes after the chain."""
+    from ecgml.experiments.study import run_sweep
+    from ecgml.runtime.threads import budget_for_a_while
+
+    study = _study(config, roots, calibrate_all=True)
+    outcome: dict[str, Any] = {}
+
+    def sweep() -> None:
+        try:
+            outcome["sweep"] = run_sweep("fraction", study, config.fractions, parent_run_id=steps.parent,
+                                         say=lambda text: say(f"sweep: {text}"), beside=beside)
+        except BaseException as exc:  # raised in the main thread, after the chain
+            outcome["error"] = exc
+
+    say(f"sweep: {_sweep_detail(config)}; its standalone runs start now, beside pretraining and fine-tuning "
+        f"({beside.budgets[0].threads} thread(s) each), its fine-tuned runs once the backbone is registered")
+    thread = threading.Thread(target=sweep, name="ecgml-main-sweep", daemon=True)
+    with budget_for_a_while(beside.budgets[0]):  # the workers' budgets were planned before this share
+        thread.start()
+        try:
+            backbone_uri = _pretrain_and_register(config, roots, steps, say)
+            beside.backbone.set_result(backbone_uri)
+            classifier_uri = _finetune_calibrate_evaluate(config, roots, backbone_uri, steps, say)
+        except BaseException as exc:
+            beside.finish(exc)
+            thread.join()
+            raise
+    beside.finish()
+    steps.begin("sweep", _sweep_detail(config) + " (the runs left after the chain)")
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    steps.runs["sweep"] = outcome["sweep"][0]
+    return backbone_uri, classifier_uri
+
+
+def _report(config: MainConfig, steps: _Steps, say: Callable[[str], None]) -> Path:
+    from ecgml.experiments.collect import collect
+    from ecgml.experiments.report import write_report
+
+    sweep_id = steps.runs["sweep"]
     steps.begin("report", str(config.report_dir))
     say("report: reading the sweep back from MLflow")
     collected = collect(config.experiment, sweeps=["fraction"])

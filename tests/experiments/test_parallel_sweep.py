@@ -103,3 +103,42 @@ def test_the_default_is_what_the_thread_budget_allows(monkeypatch: pytest.Monkey
     assert job_count(None, 24) == 2  # processes of the count the user set, as many as fit the cores
     monkeypatch.setattr(threads, "_applied", threads.plan_budget(cores=4, env={"ECGML_THREAD_BUDGET": "off"}))
     assert job_count(None, 24) == 1
+
+
+def test_work_beside_a_sweep_holds_a_core_and_its_failure_stops_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecgml.experiments.parallel import plan_beside
+    from ecgml.runtime import threads
+
+    monkeypatch.setattr(threads, "_applied", threads.plan_budget(cores=2, env={}))
+    assert plan_beside(1, 24) is None  # --jobs 1: the sweep after the work, in this process
+    beside = plan_beside(None, 24)
+    assert beside is not None and [b.threads for b in beside.budgets] == [1, 1]
+    assert beside.free_workers(2) == 1 and beside.failure() is None
+    beside.backbone.set_result("models:/ecgml-ptbxl-backbone/1")
+    assert beside.free_workers(2) == 1 and beside.failure() is None  # registered, but still training beside
+    beside.finish()
+    assert beside.free_workers(2) == 2 and beside.failure() is None
+
+    failed = plan_beside(None, 24)
+    assert failed is not None
+    failed.finish(ValueError("pretraining failed"))
+    assert isinstance(failed.failure(), ValueError) and failed.backbone.done()  # the waiting jobs never start
+
+
+def test_budget_for_a_while_puts_back_the_environment_and_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import torch
+
+    from ecgml.runtime import threads
+
+    monkeypatch.delenv("ECGML_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(threads, "_applied", None)
+    before = torch.get_num_threads()
+    share = threads.child_budgets(threads.plan_budget(cores=2, env={}), 2, "sweep jobs")[0]
+    with threads.budget_for_a_while(share) as applied:
+        assert applied.threads == 1 == torch.get_num_threads()
+        assert os.environ["ECGML_THREADS"] == "1"
+    assert torch.get_num_threads() == before and "ECGML_THREADS" not in os.environ
+    assert os.environ["OMP_NUM_THREADS"] == "2" and threads.applied_budget() is None

@@ -25,7 +25,7 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
     config = MainConfig(data_dir=data, ptbxl_records=240, target_records=240, data_seed=0, fractions=(1.0, 0.5),
                         seeds=(0,), backbone="xresnet1d18_small",
                         standalone_backbones=("xresnet1d18_small",), pretrain_epochs=2, epochs=2, batch_size=32,
-                        report_dir=tmp_path / "report", workers=1)
+                        report_dir=tmp_path / "report", workers=1, jobs=2)
     said: list[str] = []
     first = run_main(config, say=said.append)
     assert set(first.steps) == {"data", "pretrain", "register", "finetune", "calibrate", "promote", "evaluate",
@@ -55,6 +55,14 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
                                         filter_string=f"tags.mlflow.parentRunId = '{first.steps['sweep']}'")
     kinds = sorted(r.data.tags[schema.KIND] for r in sweep_children)
     assert kinds == ["finetune"] * 2 + ["standalone"] * 2
+    # the sweep's standalone runs went beside the chain (pretrain to evaluate: seconds at this size, so the
+    # first run starts once a worker has started), its fine-tuned ones after the backbone was registered
+    registered = client.get_run(first.steps["register"]).info
+    standalone = [r.info for r in sweep_children if r.data.tags[schema.KIND] == "standalone"]
+    assert min(r.start_time for r in standalone) < evaluated.info.end_time
+    assert all(r.info.start_time >= registered.start_time for r in sweep_children
+               if r.data.tags[schema.KIND] == "finetune")
+    assert any(line.startswith("sweep: ") and "beside pretraining" in line for line in said)
     calibrations = client.search_runs([evaluated.info.experiment_id], filter_string=(
         f"tags.`{schema.KIND}` = 'calibrate' and tags.`{schema.SWEEP}` = 'fraction'"))
     assert sorted(r.data.tags["mlflow.parentRunId"] for r in calibrations) == sorted(
