@@ -144,6 +144,11 @@ def benchmark_key(args: argparse.Namespace, task: str, seed: int, splits: str, m
            "patience": args.patience, "aggregate": aggregate, "fs": 100, "crop_s": CROP_S}
     if stride_s is not None:
         doc["eval_stride_s"] = stride_s
+    if args.minutes is not None:
+        # A run under --minutes is defined by its budget: the probe's epoch count varies with the machine's
+        # load, and a rerun that probes one epoch more or less must reuse the finished run, not train it again.
+        doc["minutes"] = args.minutes
+        del doc["epochs"]
     if args.fraction != 1:
         doc["fraction"] = args.fraction
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
