@@ -18,6 +18,9 @@ Families and protocols (issue 26): ``--model NAME[:JSON]`` (repeatable) trains e
 ``--model xresnet1d50_small --model s4d_small``; with two or more, an ensemble of the families (the mean of
 their probabilities) gets a row of its own. ``--minutes M`` gives every model the same CPU minutes per task:
 its epochs are chosen from a throughput probe of a few training steps (printed, and in the reproduce command).
+The probe sees the machine as it is when it runs: for runs that will go side by side with others, or start
+while another is building its cache, give the epochs measured under those conditions (``--epochs-for
+'xresnet1d50 width=0.5=60'``). A run under ``--minutes`` is keyed by its minutes, so a rerun reuses it.
 ``--windows max-half,mean-disjoint`` scores each protocol (max over half-overlapping windows, or the 2025
 benchmark's mean over non-overlapping ones); each is its own run, because the best epoch is selected under
 it. When the ``all`` task runs, its model is also scored on the statement families (diagnostic, form, rhythm)
@@ -391,6 +394,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(repeatable; two or more also give their ensemble). Instead of --backbone.")
     parser.add_argument("--minutes", type=float, default=None,
                         help="Equal CPU minutes: each model's epochs chosen to fit this many minutes per task.")
+    parser.add_argument("--epochs-for", action="append", default=[], metavar="MODEL=N",
+                        help="Under --minutes: N epochs for this model (its label as printed, e.g. 's4d_small' or "
+                             "'xresnet1d50 width=0.5') instead of the probe's count, when the probe ran on a machine "
+                             "busier or quieter than the runs will.")
     parser.add_argument("--fraction", type=float, default=1.0,
                         help="Train on this label-stratified fraction of folds 1-8 (smoke runs).")
     parser.add_argument("--seeds", default="0", help="Comma list; several seeds are ensembled.")
@@ -427,6 +434,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--model {text!r}: {kwargs!r} is not JSON")
     if args.minutes is not None and args.minutes <= 0:
         parser.error("--minutes must be positive")
+    args.fixed_epochs = {}
+    for text in args.epochs_for:
+        label, sep, count = text.rpartition("=")
+        if not sep or not label or not count.isdigit() or int(count) < 1:
+            parser.error(f"--epochs-for {text!r}: expected MODEL=N with N a positive whole number")
+        args.fixed_epochs[label.strip()] = int(count)
+    if args.fixed_epochs and args.minutes is None:
+        parser.error("--epochs-for goes with --minutes (without it, --epochs sets every model's epochs)")
     if not 0 < args.fraction <= 1:
         parser.error("--fraction must be in (0, 1]")
     args.exports = dict(text.partition("=")[::2] for text in args.export)
@@ -481,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     models: list[ModelSpec | None] = list(args.models) or [None]
     protocols: list[str | None] = list(args.windows) or [None]
-    args.model_epochs = {}
+    args.model_epochs = dict(args.fixed_epochs)
     if args.minutes is not None:
         n_train, n_val_windows = probe_sizes(args, splits)
         for task in args.tasks:
