@@ -155,7 +155,7 @@ def run_jobs_side_by_side(jobs: Sequence[Job], names: Sequence[str], study: Stud
     A job that fails stops new jobs from starting; the running ones finish (their runs end cleanly), then
     the first failure is raised. So does the work beside failing before it registered the backbone.
     """
-    from ecgml.experiments.study import JobResult, done_line, job_label, registered_backbone
+    from ecgml.experiments.study import JobResult, done_line, finished_job, job_label, registered_backbone
     from ecgml.tracking.store import tracking_uri
 
     uri = tracking_uri()
@@ -173,14 +173,13 @@ def run_jobs_side_by_side(jobs: Sequence[Job], names: Sequence[str], study: Stud
     backbones: dict[str, str] = {}
     results: list[JobResult | None] = [None] * len(jobs)
     failure: BaseException | None = None
+    looked_up: set[int] = set()  # jobs already looked for among the finished runs
     try:
         while (waiting and failure is None) or running:
             if beside is not None and failure is None:
                 failure = beside.failure()
             for index in list(waiting) if failure is None else []:
                 job = jobs[index]
-                if not idle or (beside is not None and len(running) >= beside.free_workers(workers)):
-                    break
                 if job.arm == FINETUNE and job.pretrain_key and job.pretrain_key not in backbones:
                     continue  # its backbone is still training
                 if job.arm == FINETUNE and not job.pretrain_key and beside is not None and not beside.backbone.done():
@@ -188,6 +187,18 @@ def run_jobs_side_by_side(jobs: Sequence[Job], names: Sequence[str], study: Stud
                 init_uri = ((backbones[job.pretrain_key] if job.pretrain_key else
                              beside.backbone.result() if beside is not None else study.backbone_uri)
                             if job.arm == FINETUNE else None)
+                if index not in looked_up:
+                    looked_up.add(index)
+                    reused = finished_job(job, init_uri, study, commit, data)
+                    if reused is not None:  # found here: no worker started for it
+                        waiting.remove(index)
+                        if job.arm == PRETRAIN:
+                            backbones[job.key] = registered_backbone(reused.run_id, job)
+                        say(done_line(job_label(index + 1, len(jobs), job), reused))
+                        results[index] = JobResult(job, reused.run_id, reused.test_macro_auc, True, reused.seconds)
+                        continue
+                if not idle or (beside is not None and len(running) >= beside.free_workers(workers)):
+                    continue  # no worker free: the jobs after it may still be found finished
                 pool = idle.pop()
                 running[pool.submit(_run_in_worker, job, names[index], init_uri, study, sweep_id, commit,
                                     data)] = (index, pool)

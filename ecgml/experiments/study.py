@@ -496,9 +496,7 @@ def run_job(job: Job, run_name: str, init_uri: str | None, study: StudyConfig, s
     config = replace(job.config, run_name=run_name)
     if job.arm == FINETUNE:
         config = replace(config, init_uri=init_uri)
-    # the job's key, the tree it reads and the backbone version it starts from: changed data retrains the jobs
-    # that read it, and a retrained backbone (a new version) retrains the fine-tuning that starts from it
-    key = step_key(f"job:{job.key}", {"data": data[config.data.data.source], "init": config.init_uri})
+    key = _job_step_key(job, init_uri, data)
     # the sweep's commit, not one read again where the job runs: reuse finds the run by it
     tags = {**job.tags, STEP_KEY: key, "git_commit": commit}
     trained: dict[str, float] = {}
@@ -521,6 +519,33 @@ def run_job(job: Job, run_name: str, init_uri: str | None, study: StudyConfig, s
     if job.calibrate and not cross_validated:
         _calibrate(step.run_id, run_name, study, commit, tags)
     return JobDone(step.run_id, auc, step.reused, time.perf_counter() - start)
+
+
+def _job_step_key(job: Job, init_uri: str | None, data: dict[str, str]) -> str:
+    """The step key of a job's run: the job's key, the tree it reads and the backbone version it starts from
+    (changed data retrains the jobs that read it, and a retrained backbone, a new version, retrains the
+    fine-tuning that starts from it)."""
+    init = init_uri if job.arm == FINETUNE else job.config.init_uri
+    return step_key(f"job:{job.key}", {"data": data[job.config.data.data.source], "init": init})
+
+
+def finished_job(job: Job, init_uri: str | None, study: StudyConfig, commit: str, data: dict[str, str]
+                 ) -> JobDone | None:
+    """The job's finished run at this commit, with its calibration when it is to be calibrated, or None.
+
+    Why: a sweep run again (a second ``ecgml main``) reuses every job; looking them up in the sweep's own process
+    spares starting worker processes (seconds of imports each) only to find them."""
+    from ecgml.tracking.reuse import Step, find_finished
+
+    start = time.perf_counter()
+    found = find_finished(study.experiment, _job_step_key(job, init_uri, data), commit)
+    if found is None:
+        return None
+    run_id = str(found.info.run_id)
+    if job.calibrate and not job.config.data.data.cv and find_finished(
+            study.experiment, step_key("calibrate", {"run": run_id}), commit) is None:
+        return None
+    return JobDone(run_id, Step(run_id, True, found).metric("test_macro_auc"), True, time.perf_counter() - start)
 
 
 def _run_jobs(jobs: list[Job], study: StudyConfig, sweep_id: str, commit: str,

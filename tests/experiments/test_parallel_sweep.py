@@ -89,7 +89,13 @@ def test_two_jobs_give_the_same_sweep_as_one(trees: Path, tmp_path: Path,  # noq
             del one[name]["params"]["threads"], one[name]["params"]["threads_source"]
             del one[name]["params"]["interop_threads"]
     assert _differences(two, one) == []
-    # and a second --jobs 2 sweep reuses every run
+    # and a second --jobs 2 sweep reuses every run, found in the sweep's process: no worker is started for them
+    from concurrent.futures import ProcessPoolExecutor
+
+    def no_worker(*_: object, **__: object) -> None:
+        raise AssertionError("a worker was started for a finished job")
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", no_worker)
     again, _ = _sweep(trees, tmp_path / "two", 2, monkeypatch)
     assert all(reused for _, _, reused in again["results"])
 
