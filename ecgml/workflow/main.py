@@ -10,7 +10,8 @@ it calibrates, the sweep's runs children of the sweep run):
 5. calibrate temperature scaling of that classifier -> a new version, promoted to ``production``
 6. evaluate  ``models:/ecgml-<target>-classifier@production`` as served, on the target's test fold
 7. sweep     fine-tuned vs standalone (every family) at two or more target fractions, several seeds,
-             each run calibrated
+             each run calibrated; it starts beside steps 2-6 (its standalone runs at once, its fine-tuned
+             runs once step 3 registered the backbone) wherever two or more runs fit side by side
 8. report    the Markdown report with plots, written to a folder and logged
 
 The target is a role (``--target``, default G12EC): any registered dataset source with a synthetic tree of its

@@ -80,7 +80,8 @@ def test_main_chains_every_step_and_reuses_finished_ones(tmp_path: Path, monkeyp
     # other G12EC data at the same path: main regenerates the tree and retrains everything that reads it
     from dataclasses import replace
 
-    third = run_main(replace(config, target_records=200), say=said.append)
+    # (with --jobs 1: the steps one after another in this process, the order main keeps where nothing can go beside)
+    third = run_main(replace(config, target_records=200, jobs=1), say=said.append)
     assert any("was generated with other options (n_records 240 -> 200)" in line for line in said)
     assert set(third.reused) == {"pretrain", "register"}  # PTB-XL did not change
     for step in ("data", "finetune", "calibrate", "evaluate"):
