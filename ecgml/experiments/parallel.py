@@ -119,10 +119,14 @@ def prepare_store_for_writers(uri: str) -> None:
 
 
 def _start_worker(env: dict[str, str]) -> None:
-    """A worker's first step, before anything imports torch: its budget and the tracking URI."""
+    """A worker's first step, before anything imports torch or MLflow: its budget, the tracking URI and the
+    console the ``ecgml`` command set up (library noise off unless ``ECGML_VERBOSE``), since the worker writes
+    to the same terminal or log."""
     os.environ.update(env)
+    from ecgml.runtime.console import configure_console
     from ecgml.runtime.threads import ensure_budget
 
+    configure_console()
     ensure_budget(warn=None)
 
 

@@ -126,6 +126,27 @@ def _hide_noisy_warnings() -> None:
 
     showwarning.ecgml_quiet = True  # type: ignore[attr-defined]
     warnings.showwarning = showwarning
+    _drop_noise_below_catch_warnings(patterns)
+
+
+def _drop_noise_below_catch_warnings(patterns: list[re.Pattern[str]]) -> None:
+    """Drop :data:`KNOWN_NOISE` in ``warnings._showwarnmsg``, which every shown or recorded warning goes through.
+
+    Why: ``catch_warnings`` saves ``showwarning`` on entry and puts it back on exit, process-wide. When two
+    threads' blocks overlap (``ecgml main`` logs from its sweep's thread while its chain logs models in the main
+    thread), one of them can put back the plain ``showwarning`` it found inside the other's recording block, and
+    the hook above is gone for good. ``catch_warnings`` never touches ``_showwarnmsg``."""
+    current = warnings._showwarnmsg  # type: ignore[attr-defined]
+    if getattr(current, "ecgml_quiet", False):
+        return
+
+    def showwarnmsg(message: warnings.WarningMessage) -> None:
+        if any(p.match(strip_ansi(str(message.message))) for p in patterns):
+            return
+        current(message)
+
+    showwarnmsg.ecgml_quiet = True  # type: ignore[attr-defined]
+    warnings._showwarnmsg = showwarnmsg  # type: ignore[attr-defined]
 
 
 def configure_console(verbose: bool | None = None, environ: MutableMapping[str, str] | None = None) -> bool:

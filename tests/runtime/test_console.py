@@ -90,6 +90,13 @@ for _ in range(3):
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.warn("a warning of our own", UserWarning)
+# two threads' catch_warnings blocks overlapping (ecgml main's sweep thread beside its chain): one puts back the
+# plain showwarning it found inside the other's recording block
+warnings.showwarning = warnings._showwarning_orig
+with warnings.catch_warnings():
+    warnings.simplefilter("always")
+    color_warning("Add type hints to the `predict` method, once more", stacklevel=1, color="yellow",
+                  category=UserWarning)
 print("\x1b[32mdone\x1b[0m")
 """
 
@@ -110,8 +117,19 @@ def test_library_noise_is_hidden_and_files_get_no_escape_codes() -> None:
 
 def test_verbose_shows_the_noise_still_without_escape_codes() -> None:
     loud = _run(True)
-    assert loud.count("Add type hints") == 2 and loud.count("a warning of our own") == 3
+    assert loud.count("Add type hints") == 3 and loud.count("a warning of our own") == 3
     assert "\x1b" not in loud
+
+
+def test_a_sweep_worker_sets_up_the_console_as_the_command_did() -> None:
+    """A sweep's spawned worker writes to the same terminal: library noise is off there too."""
+    script = ("import warnings\nfrom ecgml.experiments.parallel import _start_worker\n_start_worker({})\n"
+              "print(getattr(warnings.showwarning, 'ecgml_quiet', False), "
+              "getattr(warnings._showwarnmsg, 'ecgml_quiet', False))")
+    env = {k: v for k, v in os.environ.items() if k != "ECGML_VERBOSE"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                         check=True)
+    assert out.stdout.split() == ["True", "True"]
 
 
 @pytest.mark.slow
