@@ -11,7 +11,9 @@ Whichever way the experiment was chosen, the run the launcher created is not lef
 launcher exits before the entry point has finished it (marked FAILED, with a tag that says why). MLflow
 offers no hook between creating that run and building the environment, so the provider, which MLflow
 instantiates once when it is imported, registers that check at exit when (and only when) the process is
-the ``mlflow run`` command itself (:func:`launcher_args`).
+the ``mlflow run`` command itself (:func:`launcher_args`). There it also tells the entry point which MLflow
+launched it, so that an environment MLflow built before an upgrade is brought in step
+(:mod:`ecgml.tracking.project_env`).
 
 Registered in ``pyproject.toml``; loaded by MLflow in every process that imports it, so importing this
 module must stay cheap and free of side effects, and constructing the provider outside ``mlflow run``
@@ -37,6 +39,7 @@ from ecgml.defaults import (
     STUDY_EXPERIMENT,
     TUNE_EXPERIMENT,
 )
+from ecgml.tracking.project_env import record_launcher_mlflow
 
 #: The MLproject's ``name``: the projects this plugin speaks for.
 PROJECT_NAME = "ecgml"
@@ -142,6 +145,7 @@ class ProjectExperimentProvider:
         self._experiment_id: str | None = None
         args = launcher_args(sys.argv)
         if args is not None:
+            record_launcher_mlflow()
             atexit.register(self.at_launcher_exit, args, os.getcwd(), int(time.time() * 1000))
 
     def in_context(self) -> bool:

@@ -22,6 +22,7 @@ from ecgml.tracking.mlflow_project import (
     launcher_args,
     project_step,
 )
+from ecgml.tracking.project_env import LAUNCHER_VARIABLE, installed_mlflow
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -121,13 +122,16 @@ def test_only_the_mlflow_run_process_checks_its_run_at_exit(monkeypatch: pytest.
         assert launcher_args(argv) is None, argv
     registered: list[tuple] = []
     monkeypatch.setattr("atexit.register", lambda *a: registered.append(a))
+    monkeypatch.setenv(LAUNCHER_VARIABLE, "unset")  # restored at teardown whatever the provider writes
     monkeypatch.setattr(sys, "argv", ["/venv/bin/pytest", "-q"])
     ProjectExperimentProvider()
     assert registered == []  # MLflow constructs the provider in every process that imports it
+    assert os.environ[LAUNCHER_VARIABLE] == "unset"
     monkeypatch.setattr(sys, "argv", ["/venv/bin/mlflow", "run", ".", "--experiment-name", "mine"])
     provider = ProjectExperimentProvider()
     assert [r[:3] for r in registered] == [(provider.at_launcher_exit, [".", "--experiment-name", "mine"],
                                             os.getcwd())]
+    assert os.environ[LAUNCHER_VARIABLE] == installed_mlflow()  # what its entry point compares with its own
 
 
 @pytest.mark.parametrize("chosen", ["--experiment-name", "--experiment-id", "MLFLOW_EXPERIMENT_NAME",
