@@ -258,15 +258,39 @@ def log_json(obj: Any, artifact_file: str) -> None:
     mlflow.log_dict(json.loads(json.dumps(obj, default=str)), artifact_file)
 
 
+#: How often a dataset input is logged again after another process inserted the same dataset first.
+DATASET_RACE_TRIES = 4
+
+
+def _lost_dataset_race(exc: Exception) -> bool:
+    """The store refused a dataset because another writer inserted the same (experiment, name, digest) between
+    MLflow's check and its insert (SQLite's and PostgreSQL's wording of a unique-key violation)."""
+    text = str(exc)
+    return "datasets" in text and ("UNIQUE constraint failed" in text or "duplicate key value" in text)
+
+
 def log_split_inputs(splits: Mapping[str, pd.DataFrame], *, name: str, source: str, digest: str) -> None:
-    """Log each split's records index as an MLflow dataset input with its split as context."""
+    """Log each split's records index as an MLflow dataset input with its split as context.
+
+    Why the retry: MLflow's store looks a dataset up and inserts it if absent in one transaction that does not
+    lock the table, so two runs of ``--jobs N`` logging the same split at once can both miss it and the second
+    insert fails on the unique key. Logging again finds the row the other writer committed and only links it.
+    """
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     for split, table in splits.items():
         index = table[[c for c in ("record_id", "patient_id", "fold") if c in table.columns]].reset_index(drop=True)
         dataset = mlflow.data.from_pandas(index, source=source, name=f"{name}-{split}",
                                           digest=f"{digest[:8]}-{split}")
-        mlflow.log_input(dataset, context=split)
+        for attempt in range(1, DATASET_RACE_TRIES + 1):
+            try:
+                mlflow.log_input(dataset, context=split)
+                break
+            except MlflowException as exc:
+                if attempt == DATASET_RACE_TRIES or not _lost_dataset_race(exc):
+                    raise
+                time.sleep(0.05 * attempt)
 
 
 def log_params_once(params: Mapping[str, Any], run_id: str | None = None) -> dict[str, str]:
