@@ -65,6 +65,7 @@ def _fresh_sqlite_stores_from_one_migration(tmp_path_factory: pytest.TempPathFac
     (``ecgml``, ``mlflow server``, ``mlflow run``) migrate as users' do.
     """
     import sqlite3
+    from contextlib import closing
 
     import mlflow.store.db.utils as db_utils
     import mlflow.store.model_registry.sqlalchemy_store as registry_store
@@ -84,8 +85,8 @@ def _fresh_sqlite_stores_from_one_migration(tmp_path_factory: pytest.TempPathFac
             migrate(made)
             made.dispose()
             template.append(path)
-        with sqlite3.connect(template[0]) as source, sqlite3.connect(database) as target:
-            source.backup(target)
+        with closing(sqlite3.connect(template[0])) as source, closing(sqlite3.connect(database)) as target:
+            source.backup(target)  # sqlite3's own context manager commits but does not close
 
     mp = pytest.MonkeyPatch()
     mp.setattr(db_utils, "_initialize_tables", initialize)

@@ -272,8 +272,8 @@ def _lost_dataset_race(exc: Exception) -> bool:
 def log_split_inputs(splits: Mapping[str, pd.DataFrame], *, name: str, source: str, digest: str) -> None:
     """Log each split's records index as an MLflow dataset input with its split as context.
 
-    Why the retry: MLflow's store looks a dataset up and inserts it if absent in one transaction that does not
-    lock the table, so two runs of ``--jobs N`` logging the same split at once can both miss it and the second
+    Why the retry: MLflow's store looks a dataset up, then inserts it if absent, with no lock between the two,
+    so two runs of ``--jobs N`` logging the same split at once can both miss it and the second
     insert fails on the unique key. Logging again finds the row the other writer committed and only links it.
     """
     import mlflow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +31,7 @@ def _rival_inserts_first(database: Path) -> Iterator[list[str]]:
         if rival or not statement.lstrip().upper().startswith("INSERT INTO DATASETS"):
             return
         row = parameters[0] if executemany else parameters
-        with sqlite3.connect(database) as other:
+        with closing(sqlite3.connect(database)) as other, other:
             other.execute(statement, (uuid.uuid4().hex, *tuple(row)[1:]))
         rival.append(statement)
 
@@ -43,7 +43,7 @@ def _rival_inserts_first(database: Path) -> Iterator[list[str]]:
 
 
 def _dataset_rows(database: Path, name: str) -> int:
-    with sqlite3.connect(database) as con:
+    with closing(sqlite3.connect(database)) as con:
         return con.execute("SELECT COUNT(*) FROM datasets WHERE name = ?", (name,)).fetchone()[0]
 
 
