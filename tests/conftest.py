@@ -55,38 +55,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _fresh_sqlite_stores_from_one_migration(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def _fresh_sqlite_stores_from_one_migration() -> Iterator[None]:
     """A fresh SQLite tracking store in a test process gets the tables of one store MLflow migrated in this
-    process, copied page by page (SQLite's backup API), instead of running every Alembic migration again.
+    process (``tests/mlflow_store.py``), instead of running every Alembic migration again.
 
     Why: MLflow migrates each new SQLite file from its first schema, 1.0-3.2 s each; the suite opened 85 fresh
-    stores in its own processes (87 s of worker time). The copy is a byte copy of what MLflow itself wrote, at
-    its latest revision, so the store a test sees is the one MLflow would have made. Processes a test starts
-    (``ecgml``, ``mlflow server``, ``mlflow run``) migrate as users' do.
+    stores in its own processes (87 s of worker time). Processes a test starts (``ecgml``, ``mlflow server``)
+    get the same copy where the test seeds their store first (``seeded_sqlite_uri``); a store nobody seeded
+    (``mlflow run``'s) is migrated by MLflow as users' are.
     """
-    import sqlite3
-    from contextlib import closing
-
     import mlflow.store.db.utils as db_utils
     import mlflow.store.model_registry.sqlalchemy_store as registry_store
     import sqlalchemy
 
+    from tests.mlflow_store import copy_migrated_store, remember_migration
+
     migrate = db_utils._initialize_tables
-    template: list[str] = []
+    remember_migration(migrate)
 
     def initialize(engine: sqlalchemy.engine.Engine) -> None:
         database = engine.url.database
         if engine.dialect.name != "sqlite" or not database or database == ":memory:":
             migrate(engine)
             return
-        if not template:
-            path = str(tmp_path_factory.mktemp("mlflow-template") / "mlflow.db")
-            made = sqlalchemy.create_engine(f"sqlite:///{path}")
-            migrate(made)
-            made.dispose()
-            template.append(path)
-        with closing(sqlite3.connect(template[0])) as source, closing(sqlite3.connect(database)) as target:
-            source.backup(target)  # sqlite3's own context manager commits but does not close
+        copy_migrated_store(database)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(db_utils, "_initialize_tables", initialize)

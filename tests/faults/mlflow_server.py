@@ -1,5 +1,6 @@
-"""A real ``mlflow server`` for fault tests: 127.0.0.1 only, a free port, SQLite backend and local artifacts
-in a temporary folder, one worker; stopped (the whole process group) by :meth:`MlflowServer.stop`."""
+"""A real ``mlflow server`` for fault tests: 127.0.0.1 only, a free port, SQLite backend (seeded from the suite's
+migrated store, ``tests/mlflow_store.py``) and local artifacts in a temporary folder, one worker; stopped (the
+whole process group) by :meth:`MlflowServer.stop`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.mlflow_store import seeded_sqlite_uri
 from tests.servers import free_port
 
 
@@ -40,7 +42,7 @@ class MlflowServer:
 
     def start(self, timeout: float = 90.0) -> MlflowServer:
         command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--workers", "1", "--backend-store-uri", self.backend,
+                   "--workers", "1", "--backend-store-uri", seeded_sqlite_uri(self.folder / "mlflow.db"),
                    "--artifacts-destination", str(self.folder / "artifacts")]
         if self.app_name:
             command += ["--app-name", self.app_name]

@@ -12,6 +12,7 @@ from ecgml.train import runner
 from ecgml.train.loop import OptimConfig
 from ecgml.train.pipeline import ModelConfig, TrainConfig
 from tests.data.trees import write_tiny_ptbxl
+from tests.mlflow_store import seeded_sqlite_uri
 
 
 def test_a_kill_before_the_first_epoch_is_logged_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,7 +88,7 @@ def test_sigterm_stops_training_like_ctrl_c(tmp_path: Path, monkeypatch: pytest.
 
     import mlflow
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = seeded_sqlite_uri(tmp_path / "mlflow.db")
     write_tiny_ptbxl(tmp_path / "ptbxl", n=40)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
                                                             "MLFLOW_EXPERIMENT_NAME")}

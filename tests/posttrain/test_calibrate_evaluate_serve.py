@@ -17,6 +17,7 @@ from ecgml.data.synth import generate_g12ec, generate_ptbxl
 from ecgml.evaluate.calibration import sigmoid
 from ecgml.posttrain.calibrate import CalibrationError, PredictionSet, calibrate_predictions, read_predictions
 from ecgml.tracking.pyfunc import apply_temperatures
+from tests.mlflow_store import seeded_sqlite_uri
 from tests.servers import model_server, post_invocations
 
 ARGS = ["--epochs", "3", "--batch-size", "16", "--backbone", "xresnet1d18", "--backbone-kwargs",
@@ -26,7 +27,7 @@ ARGS = ["--epochs", "3", "--batch-size", "16", "--backbone", "xresnet1d18", "--b
 def _env(root: Path) -> dict[str, str]:
     inherited = {k: v for k, v in os.environ.items()
                  if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}
-    return {**inherited, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "ECGML_DATA": str(root / "data"),
+    return {**inherited, "MLFLOW_TRACKING_URI": seeded_sqlite_uri(root / "mlflow.db"), "ECGML_DATA": str(root / "data"),
             "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # uvicorn
 

@@ -19,6 +19,7 @@ from ecgml.runtime.console import (
     progress_options,
     strip_ansi,
 )
+from tests.mlflow_store import seeded_sqlite_uri
 
 
 def test_plain_text_drops_escape_codes_and_progress_redraws() -> None:
@@ -144,7 +145,7 @@ def test_a_training_logs_one_plain_line_per_epoch_and_its_thread_budget(tmp_path
     generate_ptbxl(work / "data" / "synthetic" / "ptbxl", 120, seed=0, sampling_rates=(100,), workers=1,
                    progress=False)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_LOGGING", "ECGML_VERBOSE"))}
-    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", ECGML_DATA=str(work / "data"))
+    env.update(MLFLOW_TRACKING_URI=seeded_sqlite_uri(work / "mlflow.db"), ECGML_DATA=str(work / "data"))
     done = subprocess.run([sys.executable, "-m", "ecgml.cli", "--threads", "1", "pretrain", "--task", "superdiagnostic",
                            "--epochs", "3", "--patience", "0", "--batch-size", "16", "--backbone", "xresnet1d18",
                            "--backbone-kwargs", '{"width": 0.25, "layers": [1, 1]}'],

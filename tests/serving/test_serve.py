@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.mlflow_store import seeded_sqlite_uri
 from tests.servers import model_server, post_invocations
 from tests.serving.conftest import ecg as _ecg
 
@@ -18,7 +19,7 @@ def _env(root: Path) -> dict[str, str]:
     inherited = {k: v for k, v in os.environ.items()
                  if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # uvicorn
-    return {**inherited, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "OMP_NUM_THREADS": "1",
+    return {**inherited, "MLFLOW_TRACKING_URI": seeded_sqlite_uri(root / "mlflow.db"), "OMP_NUM_THREADS": "1",
             "PYTHONWARNINGS": "ignore", "PATH": path}
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from ecgml.runtime.threads import THREAD_ENV_VARS
 from ecgml.tracking.pyfunc import EcgClassifier
+from tests.mlflow_store import seeded_sqlite_uri
 from tests.servers import model_server, post_invocations
 from tests.serving.conftest import ecg
 
@@ -31,7 +32,7 @@ def served_by_two(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         info = mlflow.register_model(str(log_pyfunc(weights).model_uri), "tiny-workers")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
                                                             "MLFLOW_RUN_ID", "ECGML_THREADS", *THREAD_ENV_VARS)}
-    env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "PYTHONWARNINGS": "ignore",
+    env.update({"MLFLOW_TRACKING_URI": seeded_sqlite_uri(root / "mlflow.db"), "PYTHONWARNINGS": "ignore",
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
     with model_server(f"models:/tiny-workers/{info.version}", root, env, timeout_s=240, workers=2) as port:
         yield port

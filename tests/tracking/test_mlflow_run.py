@@ -23,6 +23,7 @@ from ecgml.tracking.mlflow_project import (
     project_step,
 )
 from ecgml.tracking.project_env import LAUNCHER_VARIABLE, installed_mlflow
+from tests.mlflow_store import seeded_sqlite_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -45,7 +46,7 @@ def _shell_env(work: Path, path: str) -> dict[str, str]:
     """The README's shell: `source .venv/bin/activate` (its bin first on PATH), a store and data in `work`."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MLFLOW_") or k in ("MLFLOW_ENV_ROOT",)}
-    env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "ECGML_DATA": str(work / "data"),
+    env.update({"MLFLOW_TRACKING_URI": seeded_sqlite_uri(work / "mlflow.db"), "ECGML_DATA": str(work / "data"),
                 "VIRTUAL_ENV": str(VENV_BIN.parent), "PATH": path, "PYTHONWARNINGS": "ignore"})
     return env
 

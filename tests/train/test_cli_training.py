@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ecgml.data.synth import generate_g12ec, generate_ptbxl
+from tests.mlflow_store import seeded_sqlite_uri
 
 ARGS = ["--epochs", "4", "--batch-size", "16", "--backbone", "xresnet1d18", "--backbone-kwargs",
         '{"width": 0.25, "layers": [1, 1]}', "--seed", "3"]
@@ -27,8 +28,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(workdir: Path, store: str) -> dict[str, str]:
-    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / store}", "ECGML_DATA": str(workdir / "data"),
-            "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return {**os.environ, "MLFLOW_TRACKING_URI": seeded_sqlite_uri(workdir / store),
+            "ECGML_DATA": str(workdir / "data"), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def _ecgml(workdir: Path, store: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:

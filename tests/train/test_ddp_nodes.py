@@ -11,6 +11,7 @@ import pytest
 from ecgml.config import DataConfig, PrepareConfig
 from ecgml.data.prepare import prepare
 from tests.data.trees import write_tiny_ptbxl
+from tests.mlflow_store import seeded_sqlite_uri
 from tests.train.ddp_launch import RUN_WORKER, run_nodes
 
 
@@ -40,7 +41,7 @@ def test_each_machine_builds_its_cache_once_while_its_other_ranks_wait(tmp_path:
     root = write_tiny_ptbxl(tmp_path / "ptbxl", n=40)
     reports = tmp_path / "reports"
     reports.mkdir()
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "ECGML_DIST_TIMEOUT_S": "3",
+    env = {"MLFLOW_TRACKING_URI": seeded_sqlite_uri(tmp_path / "mlflow.db"), "ECGML_DIST_TIMEOUT_S": "3",
            "DDP_SOLO_DELAY_S": "5", "DDP_REPORT_DIR": str(reports)}
     done = run_nodes(["build", str(root), str(tmp_path / "c{node}")], nproc=2, env=env, script=RUN_WORKER)
     assert [p.returncode for p in done] == [0, 0], done[0].stderr[-2000:] + done[1].stderr[-2000:]

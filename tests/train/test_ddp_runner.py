@@ -17,6 +17,7 @@ import pytest
 
 from ecgml.config import STRATEGIES
 from ecgml.data.synth import generate_g12ec, generate_ptbxl
+from tests.mlflow_store import seeded_sqlite_uri
 from tests.train.ddp_launch import RUN_WORKER, run_one_machine
 
 ARGS = ["--epochs", "1", "--batch-size", "16", "--backbone", "xresnet1d18", "--backbone-kwargs",
@@ -36,7 +37,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _env(workdir: Path, reports: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     reports.mkdir(parents=True, exist_ok=True)
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "ECGML_DATA": str(workdir / "data"),
+    return {"MLFLOW_TRACKING_URI": seeded_sqlite_uri(workdir / "mlflow.db"), "ECGML_DATA": str(workdir / "data"),
             "PYTHONWARNINGS": "ignore", "DDP_REPORT_DIR": str(reports), **(extra or {})}
 
 

@@ -23,6 +23,7 @@ from ecgml.models import create_backbone, get_backbone_entry
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
 from ecgml.train.loop import OptimConfig, Trainer
 from tests.data.trees import write_tiny_ptbxl
+from tests.mlflow_store import seeded_sqlite_uri
 
 TINY = dict(get_backbone_entry("s4d").tiny)
 TINY.pop("num_classes")
@@ -90,8 +91,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _ecgml(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 's4.db'}", "ECGML_DATA": str(workdir / "data"),
-           "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": seeded_sqlite_uri(workdir / "s4.db"),
+           "ECGML_DATA": str(workdir / "data"), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=300)
 

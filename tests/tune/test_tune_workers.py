@@ -20,6 +20,7 @@ from ecgml.cli.tune import tune_command
 from ecgml.data.synth import generate_ptbxl
 from ecgml.tune import logger
 from ecgml.tune.study import slots_used
+from tests.mlflow_store import seeded_sqlite_uri
 from tests.servers import PostgresServer, free_port, postgres_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -104,7 +105,7 @@ def test_two_workers_one_killed_mid_trial(kind: str, workdir: Path, request: pyt
         server: PostgresServer = request.getfixturevalue("pg")
         storage, tracking = server.create_database("optuna"), server.create_database("mlflow")
     else:
-        storage, tracking = str(workdir / "kill.journal"), f"sqlite:///{workdir / 'kill.db'}"
+        storage, tracking = str(workdir / "kill.journal"), seeded_sqlite_uri(workdir / "kill.db")
     name = f"killed-{kind}"
     args = [*RUN, "--workers", "2", "--n-trials", "4", "--study-name", name, "--storage", storage,
             "--pruner", "none", "--grace-period", "10", "--tag", "suite=tune", *ARGS]
@@ -162,7 +163,7 @@ def test_resumed_study_continues_counting(workdir: Path) -> None:
     import mlflow
     from optuna.trial import TrialState
 
-    storage, tracking = str(workdir / "resume.journal"), f"sqlite:///{workdir / 'resume.db'}"
+    storage, tracking = str(workdir / "resume.journal"), seeded_sqlite_uri(workdir / "resume.db")
     env = _env(workdir, tracking)
     runner = CliRunner()
     first = runner.invoke(tune_command, ["--n-trials", "2", "--study-name", "grow", "--storage", storage,
