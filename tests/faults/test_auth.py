@@ -7,7 +7,6 @@ import base64
 import os
 import re
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from ecgml.defaults import PRETRAINED_EXPERIMENT
 from ecgml.tracking.runs import open_run
 from ecgml.tracking.store import TrackingError, check_tracking_uri
+from tests.commands import run_ecgml
 from tests.faults.mlflow_server import AUTH_ADMIN as ADMIN
 from tests.faults.mlflow_server import MlflowServer, start_auth_server
 
@@ -74,8 +74,7 @@ def test_ecgml_says_what_is_missing(auth_server: tuple[MlflowServer, str], no_cr
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING_", "MLFLOW_EXPERIMENT_"))
            and k != "MLFLOW_RUN_ID"}
     env.update(MLFLOW_TRACKING_URI=server.uri, ECGML_DATA=str(tmp_path), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    done = subprocess.run([sys.executable, "-m", "ecgml.cli", "pretrain", "--epochs", "1"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = run_ecgml(["pretrain", "--epochs", "1"], cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 1, done.stderr[-2000:]
     assert f"tracking server {server.uri} refused the request: authentication required" in done.stderr
     assert "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in done.stderr
@@ -141,8 +140,7 @@ def _cli(server: MlflowServer, cwd: Path, *args: str, credentials: tuple[str, st
     env.update(MLFLOW_TRACKING_URI=server.uri, ECGML_DATA=str(cwd), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     if credentials:
         env.update(MLFLOW_TRACKING_USERNAME=credentials[0], MLFLOW_TRACKING_PASSWORD=credentials[1])
-    return subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return run_ecgml(args, cwd=cwd, env=env, timeout=120)
 
 
 def _create_user(server: MlflowServer, password: str, user: str, user_password: str) -> None:

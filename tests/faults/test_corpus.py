@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 from ecgml.config import DataConfig, PrepareConfig
 from ecgml.data.prepare import Prepared, prepare
 from ecgml.data.stats import dataset_stats, format_stats
+from tests.commands import run_ecgml
 from tests.conftest import REAL_SAMPLE
 from tests.faults.corpus import Corpus, build_corpus
 
@@ -140,9 +139,8 @@ def test_data_stats_command_reports_the_corpus(corpus: Corpus, prepared: dict[st
     before = _checksums(cache_dir)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_EXPERIMENT_", "MLFLOW_RUN_ID"))}
     env.update(OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", MLFLOW_TRACKING_URI="")
-    done = subprocess.run([sys.executable, "-m", "ecgml.cli", "data", "stats", "--source", "g12ec", "--root",
-                           str(corpus.g12ec), "--cache-dir", str(cache_dir), "--json", str(tmp_path / "s.json")],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    done = run_ecgml(["data", "stats", "--source", "g12ec", "--root", str(corpus.g12ec), "--cache-dir",
+                      str(cache_dir), "--json", str(tmp_path / "s.json")], timeout=120, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["cache_digest"] == prepared["g12ec"].cache.digest  # the same cache, reused

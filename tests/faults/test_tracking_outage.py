@@ -20,6 +20,7 @@ import torch
 
 from ecgml.data.synth import generate_ptbxl
 from ecgml.train.runner import resume_command
+from tests.commands import run_ecgml
 from tests.faults.mlflow_server import MlflowServer
 
 ARGS = ["pretrain", "--task", "superdiagnostic", "--epochs", "5", "--batch-size", "16", "--backbone", "xresnet1d18",
@@ -115,8 +116,7 @@ def test_server_stopped_mid_training_then_resumed(workdir: Path, server: MlflowS
     server.start()
     assert _history(server.uri, run_id) == held  # nothing already logged was lost
     command = shlex.split(command_line)
-    resumed = subprocess.run([sys.executable, "-m", "ecgml.cli", *command[1:]], cwd=workdir,
-                             env=_env(workdir, server.uri), capture_output=True, text=True, timeout=300)
+    resumed = run_ecgml(command[1:], cwd=workdir, env=_env(workdir, server.uri), timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"\nrun {run_id}: best epoch" in "\n" + resumed.stdout
     assert checkpoint.stat().st_mtime_ns == mtime  # nothing was retrained

@@ -17,6 +17,7 @@ from ecgml.data.synth import generate_g12ec, generate_ptbxl
 from ecgml.evaluate.calibration import sigmoid
 from ecgml.posttrain.calibrate import CalibrationError, PredictionSet, calibrate_predictions, read_predictions
 from ecgml.tracking.pyfunc import apply_temperatures
+from tests.commands import run_ecgml
 from tests.mlflow_store import seeded_sqlite_uri
 from tests.servers import model_server, post_invocations
 
@@ -33,9 +34,7 @@ def _env(root: Path) -> dict[str, str]:
 
 
 def _ecgml(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=root, env=_env(root), capture_output=True,
-                          text=True, timeout=400)
-    return done
+    return run_ecgml(args, cwd=root, env=_env(root), timeout=400)
 
 
 @pytest.fixture(scope="module")

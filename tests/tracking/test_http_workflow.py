@@ -13,13 +13,13 @@ import csv
 import importlib.util
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ecgml.data.synth import generate_g12ec, generate_ptbxl
+from tests.commands import run_ecgml
 from tests.faults.mlflow_server import AUTH_ADMIN, MlflowServer, start_auth_server, start_server
 
 ARGS = ["--epochs", "1", "--batch-size", "16", "--backbone", "xresnet1d18", "--backbone-kwargs",
@@ -55,8 +55,7 @@ def _env(uri: str, data: Path, credentials: tuple[str, str] | None = None) -> di
 
 
 def _ecgml(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=400)
+    return run_ecgml(args, cwd=cwd, env=env, timeout=400)
 
 
 def _ok(done: subprocess.CompletedProcess[str]) -> str:

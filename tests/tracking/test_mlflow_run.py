@@ -23,6 +23,7 @@ from ecgml.tracking.mlflow_project import (
     project_step,
 )
 from ecgml.tracking.project_env import LAUNCHER_VARIABLE, installed_mlflow
+from tests.commands import run_ecgml
 from tests.mlflow_store import seeded_sqlite_uri
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,8 +61,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_g12ec(work / "data" / "synthetic" / "g12ec", 240, seed=1, workers=1, progress=False)
     env = _shell_env(work, f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     for args in (["pretrain", "--task", "superdiagnostic", *TINY], ["register"]):
-        done = subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=work, env=env, capture_output=True,
-                              text=True, timeout=600)
+        done = run_ecgml(args, cwd=work, env=env, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     return work
 
@@ -230,8 +230,7 @@ def test_a_backbone_that_cannot_fit_is_refused_before_any_cache_is_built(work: P
     before = sorted(p.name for p in cache.iterdir())
     env = _shell_env(work, f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     for args, said in ((["--fs", "500"], "trained at 100 Hz"), (["--leads", "6"], "--leads I,II,III")):
-        done = subprocess.run([sys.executable, "-m", "ecgml.cli", "finetune", *args], cwd=work, env=env,
-                              capture_output=True, text=True, timeout=300)
+        done = run_ecgml(["finetune", *args], cwd=work, env=env, timeout=300)
         assert done.returncode != 0 and said in done.stderr, done.stderr[-2000:]
         assert "does not fit the target data" in done.stderr
     assert sorted(p.name for p in cache.iterdir()) == before

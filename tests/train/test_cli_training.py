@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ecgml.data.synth import generate_g12ec, generate_ptbxl
+from tests.commands import run_ecgml
 from tests.mlflow_store import seeded_sqlite_uri
 
 ARGS = ["--epochs", "4", "--batch-size", "16", "--backbone", "xresnet1d18", "--backbone-kwargs",
@@ -33,8 +34,7 @@ def _env(workdir: Path, store: str) -> dict[str, str]:
 
 
 def _ecgml(workdir: Path, store: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=workdir, env=_env(workdir, store),
-                          capture_output=True, text=True, timeout=timeout)
+    return run_ecgml(args, cwd=workdir, env=_env(workdir, store), timeout=timeout)
 
 
 def _run(store: Path, run_id: str):
@@ -84,8 +84,8 @@ def test_bad_options_fail_before_any_work(workdir: Path) -> None:
         done = _ecgml(workdir, "bad.db", *args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr[-2000:])
     env_args = ["pretrain", "--task", "superdiagnostic", *ARGS]
-    done = subprocess.run([sys.executable, "-m", "ecgml.cli", *env_args], cwd=workdir, capture_output=True, text=True,
-                          env={**_env(workdir, "x.db"), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}, timeout=120)
+    done = run_ecgml(env_args, cwd=workdir, env={**_env(workdir, "x.db"), "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+                     timeout=120)
     assert done.returncode == 1 and "is unreachable" in done.stderr
 
 

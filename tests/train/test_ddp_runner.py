@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from ecgml.config import STRATEGIES
 from ecgml.data.synth import generate_g12ec, generate_ptbxl
+from tests.commands import run_ecgml
 from tests.mlflow_store import seeded_sqlite_uri
 from tests.train.ddp_launch import RUN_WORKER, run_one_machine
 
@@ -62,9 +62,8 @@ def pretrained(workdir: Path) -> tuple[subprocess.CompletedProcess[str], list[di
     done, ranks = _torchrun(workdir, workdir / "reports-pre", ["pretrain", "--task", "superdiagnostic", *ARGS],
                             SLOW)
     if done.returncode == 0:
-        register = subprocess.run([sys.executable, "-m", "ecgml.cli", "register", "--name", "bb"], cwd=workdir,
-                                  env=_env(workdir, workdir / "reports-register"), capture_output=True, text=True,
-                                  timeout=120)
+        register = run_ecgml(["register", "--name", "bb"], cwd=workdir,
+                             env=_env(workdir, workdir / "reports-register"), timeout=120)
         assert register.returncode == 0, register.stderr[-2000:]
     return done, ranks
 

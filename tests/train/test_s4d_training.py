@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from ecgml.data.synth import generate_g12ec, generate_ptbxl
 from ecgml.models import create_backbone, get_backbone_entry
 from ecgml.train.data import RandomCropDataset, SlidingWindowDataset, SplitArrays
 from ecgml.train.loop import OptimConfig, Trainer
+from tests.commands import run_ecgml
 from tests.data.trees import write_tiny_ptbxl
 from tests.mlflow_store import seeded_sqlite_uri
 
@@ -93,8 +93,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _ecgml(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": seeded_sqlite_uri(workdir / "s4.db"),
            "ECGML_DATA": str(workdir / "data"), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return run_ecgml(args, cwd=workdir, env=env, timeout=300)
 
 
 def _run_id(output: str) -> str:
