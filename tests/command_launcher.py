@@ -2,7 +2,8 @@
 loads, then forks one child per request read from stdin (one JSON line: args, cwd, env, stdout, stderr) and
 answers on stdout with the child's pid, then its exit status (``subprocess``'s convention: ``-N`` for signal N).
 
-Nothing here runs a thread or touches torch before a fork, so a child starts as clean as a fresh interpreter.
+Nothing here runs a thread of its own or any torch operation before a fork (importing is all), so a child starts
+as clean as a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -13,15 +14,24 @@ import os
 import sys
 
 
-def _preload() -> None:
-    """What a command imports before its work starts, minus torch (see :mod:`tests.commands`)."""
+def _preload(with_torch: bool) -> None:
+    """What a command imports before its work starts; torch and ecgml's training modules only for commands of
+    one thread (see :mod:`tests.commands`)."""
     import matplotlib.figure  # noqa: F401
     import mlflow
     import mlflow.pyfunc  # noqa: F401
     import pandas  # noqa: F401
     import sklearn.metrics  # noqa: F401
 
-    if "torch" in sys.modules:  # a future library version that pulls it in: say so, do not fork it
+    if with_torch:
+        if os.environ.get("OMP_NUM_THREADS") != "1":
+            raise RuntimeError("torch is preloaded only for commands of one thread (OMP_NUM_THREADS=1)")
+        import torch  # noqa: F401
+
+        import ecgml.posttrain.calibrate
+        import ecgml.tracking.pyfunc
+        import ecgml.train.runner  # noqa: F401
+    elif "torch" in sys.modules:  # a future library version that pulls it in: say so, do not fork it
         raise RuntimeError("preloading imported torch, which must load in each command after its thread budget")
 
 
@@ -78,7 +88,7 @@ def _child(request: dict) -> None:
 
 
 def main() -> None:
-    _preload()
+    _preload(with_torch="--with-torch" in sys.argv[1:])
     for line in sys.stdin:
         request = json.loads(line)
         sys.stdout.flush()

@@ -1,11 +1,13 @@
 """``ecgml`` commands for the tests, each in a process of its own, started from a process that has already
-imported the libraries every command loads (MLflow, pandas, scikit-learn, matplotlib), not torch.
+imported the libraries every command loads (MLflow, pandas, scikit-learn, matplotlib; torch for commands of one
+thread).
 
     done = run_ecgml(["pretrain", "--epochs", "1"], cwd=work, env=env, timeout=400)
     assert done.returncode == 0, done.stderr
 
-Why: the suite runs about 80 commands as users type them, and each fresh ``python -m ecgml.cli`` spent about
-3.3 of its CPU-seconds importing those libraries before doing anything (the suite is CPU-bound on 2 cores).
+Why: the suite runs about 80 commands as users type them, and each fresh ``python -m ecgml.cli`` spent 3.3
+(4.8 with torch) of its CPU-seconds importing those libraries before doing anything (the suite is CPU-bound
+on 2 cores).
 Here a per-test-process launcher imports them once and forks a child for every command. The child is a
 process of its own, as ``subprocess.run`` would start: it gets the command's environment, working
 directory, ``sys.argv`` and ``sys.path[0]``, its stdout and stderr go to files, stdin is ``/dev/null``; it runs
@@ -16,8 +18,11 @@ threads joined, ``atexit`` handlers, streams flushed) with the same exit status.
 
 What is not the same, and why it does not matter here:
 
-- torch is not preloaded: it reads its thread variables (``OMP_*``) when it loads, after the command has
-  applied its thread budget, as in a fresh process.
+- torch (with libgomp, which reads ``OMP_*`` once, when it loads) is preloaded only for commands whose
+  environment says ``OMP_NUM_THREADS=1``, as nearly all the suite's do: with one thread the variables libgomp
+  reads at load change nothing (no team to size, no thread to spin or sleep), torch's thread pools are
+  still unused when the child starts, and the command's thread budget sets them as in a fresh process.
+  For any other thread count torch loads in the child, after the command applied its budget.
 - The libraries that are preloaded read some variables at import time (thread counts of the BLAS under
   numpy, ``PYTHONWARNINGS``, MLflow's logging switches, matplotlib's). A launcher is made for each set of
   those values a command asks for, so each command sees the values it was given.
@@ -43,7 +48,8 @@ from pathlib import Path
 
 #: Variables the preloaded libraries read when they load: a launcher serves only commands with its values.
 _LOAD_TIME_PREFIXES = ("OMP_", "GOMP_", "OPENBLAS_", "MKL_", "BLIS_", "NUMEXPR_", "VECLIB_", "PYTHON", "MPL",
-                       "MATPLOTLIB", "MLFLOW_LOGGING", "MLFLOW_CONFIGURE_LOGGING", "LD_", "TZ", "LANG", "LC_")
+                       "MATPLOTLIB", "MLFLOW_LOGGING", "MLFLOW_CONFIGURE_LOGGING", "LD_", "TZ", "LANG", "LC_", "TORCH",
+                       "PYTORCH", "CUDA", "KMP_")
 _ROOT = Path(__file__).resolve().parents[1]
 FRESH_SWITCH = "ECGML_TEST_FRESH_PROCESSES"
 
@@ -58,7 +64,8 @@ class _Launcher:
     def __init__(self, key: tuple[tuple[str, str], ...]) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith(_LOAD_TIME_PREFIXES)}
         self.busy = threading.Lock()
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.command_launcher"], cwd=_ROOT,
+        with_torch = ["--with-torch"] if dict(key).get("OMP_NUM_THREADS") == "1" else []
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.command_launcher", *with_torch], cwd=_ROOT,
                                      env={**base, **dict(key)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, bufsize=1)
 
