@@ -162,6 +162,14 @@ def plot_auc_bars(classes: Sequence[str], aucs: Sequence[float | None], path: Pa
     return save_figure(fig, path)
 
 
+def _bars(left: np.ndarray, counts: np.ndarray, width: float, colour: str) -> Any:
+    """Bars from the count axis' floor (0.8, on its log scale) up to each non-zero count, as one collection."""
+    from matplotlib.collections import PolyCollection
+
+    verts = [[(x, 0.8), (x, c), (x + width, c), (x + width, 0.8)] for x, c in zip(left, counts, strict=True) if c > 0]
+    return PolyCollection(verts, facecolors=colour, edgecolors="none", alpha=0.25, zorder=1)
+
+
 def plot_reliability(y_true: np.ndarray, before: np.ndarray, after: np.ndarray | None, classes: Sequence[str],
                      path: Path, n_bins: int = 10, labels: tuple[str, str] = ("before", "after")) -> Path:
     """Reliability diagrams, one panel per class: observed frequency against mean predicted probability per bin.
@@ -169,7 +177,8 @@ def plot_reliability(y_true: np.ndarray, before: np.ndarray, after: np.ndarray |
     Bars on a log axis (right) give the records in each bin, so a point resting on three records is seen as such;
     each panel's title gives the class's ECE. Axes are labelled once for the whole figure. The grid is laid out by
     hand, in inches, and the count axes carry fixed decade ticks: a constrained layout and log tick searches over
-    36 axes cost seconds per figure, and a training run draws this figure at every calibration.
+    36 axes cost seconds per figure, and a training run draws this figure at every calibration. The bars of a
+    panel are one collection, not ``Axes.bar``'s artist per bar (720 rectangles: 40% of the figure's time).
     """
     from matplotlib.ticker import FixedLocator, NullLocator
 
@@ -201,7 +210,7 @@ def plot_reliability(y_true: np.ndarray, before: np.ndarray, after: np.ndarray |
             ax.plot(r["confidence"][used], r["frequency"][used], marker="o", ms=3, lw=1.2, color=colour, label=label,
                     zorder=3)
             left = np.arange(n_bins) / n_bins + 0.05 / n_bins + k * width
-            counts_ax.bar(left, r["count"], width=width, align="edge", color=colour, alpha=0.25, zorder=1)
+            counts_ax.add_collection(_bars(left, r["count"], width, colour))
             top = max(top, int(r["count"].max()))
         counts_ax.set_yscale("log")
         ceiling = 0.8 * (top / 0.8) ** 3  # bars fill the lower third: points stay readable
