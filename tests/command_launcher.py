@@ -2,8 +2,9 @@
 loads, then forks one child per request read from stdin (one JSON line: args, cwd, env, stdout, stderr) and
 answers on stdout with the child's pid, then its exit status (``subprocess``'s convention: ``-N`` for signal N).
 
-Nothing here runs a thread of its own or any torch operation before a fork (importing is all), so a child starts
-as clean as a fresh interpreter.
+Nothing here runs a Python thread or any torch operation before a fork (importing is all), so a child starts as
+clean as a fresh interpreter. The one native thread the imports start is jemalloc's background thread (pyarrow,
+through pandas), which jemalloc's own fork handlers take care of.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ import atexit
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -96,7 +97,7 @@ class _Launcher:
             done = self._reply(timeout)
             argv = [sys.executable, "-m", "ecgml.cli", *args]
             if done is None:  # as subprocess.run: kill the child, then raise with what it wrote
-                os.kill(started["pid"], 9)
+                os.kill(started["pid"], signal.SIGKILL)
                 self._reply(None)
                 raise subprocess.TimeoutExpired(argv, timeout or 0, out.read_text(errors="replace"),
                                                 err.read_text(errors="replace"))
