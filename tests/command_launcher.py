@@ -15,18 +15,17 @@ import os
 import sys
 
 
-def _preload(with_torch: bool) -> None:
-    """What a command imports before its work starts; torch and ecgml's training modules only for commands of
-    one thread (see :mod:`tests.commands`)."""
+def _preload() -> None:
+    """What a command imports before its work starts; torch and ecgml's training modules only in a launcher for
+    commands of one thread (its environment, made from theirs, says ``OMP_NUM_THREADS=1``; see
+    :mod:`tests.commands`)."""
     import matplotlib.figure  # noqa: F401
     import mlflow
     import mlflow.pyfunc  # noqa: F401
     import pandas  # noqa: F401
     import sklearn.metrics  # noqa: F401
 
-    if with_torch:
-        if os.environ.get("OMP_NUM_THREADS") != "1":
-            raise RuntimeError("torch is preloaded only for commands of one thread (OMP_NUM_THREADS=1)")
+    if os.environ.get("OMP_NUM_THREADS") == "1":
         import torch  # noqa: F401
 
         import ecgml.posttrain.calibrate
@@ -89,7 +88,7 @@ def _child(request: dict) -> None:
 
 
 def main() -> None:
-    _preload(with_torch="--with-torch" in sys.argv[1:])
+    _preload()
     for line in sys.stdin:
         request = json.loads(line)
         sys.stdout.flush()

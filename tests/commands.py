@@ -26,8 +26,8 @@ What is not the same, and why it does not matter here:
 - The libraries that are preloaded read some variables at import time (thread counts of the BLAS under
   numpy, ``PYTHONWARNINGS``, MLflow's logging switches, matplotlib's). A launcher is made for each set of
   those values a command asks for, so each command sees the values it was given.
-- A second command while one runs (a test's own threads), a command the launcher cannot take, and any run
-  with ``ECGML_TEST_FRESH_PROCESSES=1`` start a fresh ``python -m ecgml.cli`` instead.
+- A second command while one runs (a test's own threads), and any run with ``ECGML_TEST_FRESH_PROCESSES=1``,
+  start a fresh ``python -m ecgml.cli`` instead.
 
 A fresh interpreter's own start-up stays tested where it is the point: ``--version`` in an ``mlflow run``
 environment, the console's first lines, signals and crashes (``Popen`` in the fault tests), ``mlflow run``.
@@ -65,8 +65,7 @@ class _Launcher:
     def __init__(self, key: tuple[tuple[str, str], ...]) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith(_LOAD_TIME_PREFIXES)}
         self.busy = threading.Lock()
-        with_torch = ["--with-torch"] if dict(key).get("OMP_NUM_THREADS") == "1" else []
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.command_launcher", *with_torch], cwd=_ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.command_launcher"], cwd=_ROOT,
                                      env={**base, **dict(key)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, bufsize=1)
 
@@ -135,13 +134,16 @@ def run_ecgml(args: Sequence[str], *, cwd: str | Path, env: Mapping[str, str], t
     """``subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=cwd, env=env, capture_output=True,
     text=True, timeout=timeout)``, started from a preloaded launcher (see the module's docstring)."""
     args, cwd, env = [str(a) for a in args], str(Path(cwd).resolve()), dict(env)
-    if os.environ.get(FRESH_SWITCH) == "1" or env.get(FRESH_SWITCH) == "1":
+
+    def fresh() -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=timeout)
+
+    if os.environ.get(FRESH_SWITCH) == "1" or env.get(FRESH_SWITCH) == "1":
+        return fresh()
     launcher = _launcher_for(env)
     if not launcher.busy.acquire(blocking=False):  # another thread's command is running: start a fresh one
-        return subprocess.run([sys.executable, "-m", "ecgml.cli", *args], cwd=cwd, env=env, capture_output=True,
-                              text=True, timeout=timeout)
+        return fresh()
     try:
         return launcher.run(args, cwd, env, timeout)
     finally:

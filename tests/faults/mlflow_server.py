@@ -36,10 +36,6 @@ class MlflowServer:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def backend(self) -> str:
-        return f"sqlite:///{self.folder / 'mlflow.db'}"
-
     def start(self, timeout: float = 90.0) -> MlflowServer:
         command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
                    "--workers", "1", "--backend-store-uri", seeded_sqlite_uri(self.folder / "mlflow.db"),
